@@ -1,1 +1,297 @@
-//! placeholder
+//! `pgwarden demo`: the main job on the embedded default.
+//!
+//! Starts a throwaway cluster ([`pgw_cluster`]), loads a small realistic workload
+//! (customers, products, orders with foreign keys, a time-series `events` table, then
+//! churn: updates and deletes that leave dead rows), runs every capability that exists
+//! on it, and returns one report. The cluster is stopped and removed when the demo
+//! ends, fails, or is cancelled (dropping the future drops the cluster guard).
+//!
+//! Capabilities shown so far: `tune` (recommend, diff against the live server, apply
+//! with ALTER SYSTEM, restart, and confirm every setting is in effect).
+//!
+//! Deliberately not here: printing (the binary renders [`DemoReport`]), and anything
+//! that touches a server other than the throwaway one.
+//!
+//! Invariant: never leaves a server running; finishes in well under two minutes on a
+//! 2-core machine at the default size.
+
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde::Serialize;
+use tokio_postgres::Client;
+
+use pgw_cluster::{Cluster, ClusterError};
+use pgw_tune::live::{ApplyReport, Needs};
+use pgw_tune::run::{Request, TuneError, TuneReport};
+
+/// How big a demo to run.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Rows in `orders` and `events`; `customers` gets a third of it.
+    pub rows: u64,
+}
+
+/// Why the demo failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DemoError {
+    #[error("start the throwaway cluster")]
+    Cluster(#[from] ClusterError),
+    #[error("{what}")]
+    Query {
+        what: &'static str,
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    #[error("tune the demo cluster")]
+    Tune(#[from] TuneError),
+}
+
+/// Everything the demo did and found. This is the JSON of `pgwarden demo --format json`.
+#[derive(Debug, Serialize)]
+pub struct DemoReport {
+    pub cluster: ClusterInfo,
+    pub tables: Vec<TableInfo>,
+    /// `pgwarden tune --diff` against the freshly loaded cluster.
+    pub tune: TuneReport,
+    /// `pgwarden tune apply --yes` on it.
+    pub apply: ApplyReport,
+    /// After a restart: recommended settings now in effect, and any that are not.
+    pub after_restart: AfterRestart,
+    pub elapsed_ms: u128,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ClusterInfo {
+    pub version: String,
+    pub port: u16,
+    pub data_dir: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct TableInfo {
+    pub name: String,
+    pub rows: i64,
+    pub dead_rows: i64,
+    pub bytes: i64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct AfterRestart {
+    pub in_effect: usize,
+    pub not_in_effect: Vec<String>,
+}
+
+fn q(what: &'static str) -> impl FnOnce(tokio_postgres::Error) -> DemoError {
+    move |source| DemoError::Query { what, source }
+}
+
+fn progress() -> ProgressBar {
+    let pb = ProgressBar::with_draw_target(Some(7), ProgressDrawTarget::stderr());
+    if let Ok(style) = ProgressStyle::with_template("{spinner} [{pos}/{len}] {msg} ({elapsed})") {
+        pb.set_style(style);
+    }
+    pb.enable_steady_tick(Duration::from_millis(120));
+    pb
+}
+
+/// Runs the whole demo. Cancel-safe: dropping the future stops the cluster.
+pub async fn run(opts: &Options) -> Result<DemoReport, DemoError> {
+    let started = Instant::now();
+    let pb = progress();
+    pb.set_message("starting a throwaway PostgreSQL 15 cluster");
+    let cluster = Cluster::start()?;
+    pb.inc(1);
+
+    let (client, _params) = pgw_common::connect_dsn(Some(&cluster.dsn()))
+        .await
+        .map_err(|e| DemoError::Tune(TuneError::Connect(e)))?;
+    let version: String = client
+        .query_one("SELECT version()", &[])
+        .await
+        .map_err(q("read the server version"))?
+        .get(0);
+
+    pb.set_message(format!(
+        "loading the workload ({} orders, {} events)",
+        opts.rows, opts.rows
+    ));
+    load(&client, opts.rows).await?;
+    pb.inc(1);
+    pb.set_message("churn: updates and deletes");
+    churn(&client).await?;
+    pb.inc(1);
+    let tables = table_info(&client).await?;
+
+    pb.set_message("tune: recommend and diff against the live server");
+    let req = Request {
+        use_server: true,
+        dsn: Some(cluster.dsn()),
+        ..Request::default()
+    };
+    let tune = pgw_tune::run::diff(&req).await?;
+    pb.inc(1);
+
+    pb.set_message("tune apply: ALTER SYSTEM and reload");
+    let (_, plan, session) = pgw_tune::run::plan_apply(&req).await?;
+    let apply = pgw_tune::run::execute_apply(&session, &plan).await?;
+    drop(session);
+    pb.inc(1);
+
+    pb.set_message("restarting for the settings that need it");
+    drop(client);
+    cluster.restart()?;
+    pb.inc(1);
+    pb.set_message("checking every recommended setting is in effect");
+    let after = pgw_tune::run::diff(&req).await?;
+    let rows = after.diff.unwrap_or_default();
+    let not_in_effect: Vec<String> = rows
+        .iter()
+        .filter(|d| d.needs != Needs::Nothing)
+        .map(|d| d.name.clone())
+        .collect();
+    pb.inc(1);
+    pb.finish_and_clear();
+
+    let report = DemoReport {
+        cluster: ClusterInfo {
+            version,
+            port: cluster.port(),
+            data_dir: cluster.data_dir().display().to_string(),
+        },
+        tables,
+        tune,
+        apply,
+        after_restart: AfterRestart {
+            in_effect: rows.len() - not_in_effect.len(),
+            not_in_effect,
+        },
+        elapsed_ms: started.elapsed().as_millis(),
+    };
+    cluster.stop()?;
+    Ok(report)
+}
+
+/// Tables of some hundred thousand rows with keys and indexes, and a time series.
+/// Sizes are bound parameters; every statement is fixed text.
+async fn load(client: &Client, rows: u64) -> Result<(), DemoError> {
+    let n = rows as i64;
+    let customers = (n / 3).max(1);
+    client
+        .batch_execute(
+            "CREATE TABLE customers (
+                 id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+                 email text NOT NULL UNIQUE,
+                 name text NOT NULL,
+                 country text NOT NULL,
+                 created_at timestamptz NOT NULL);
+             CREATE TABLE products (
+                 id int PRIMARY KEY,
+                 name text NOT NULL,
+                 price numeric(10,2) NOT NULL);
+             CREATE TABLE orders (
+                 id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+                 customer_id bigint NOT NULL REFERENCES customers,
+                 product_id int NOT NULL REFERENCES products,
+                 quantity int NOT NULL,
+                 total numeric(12,2) NOT NULL,
+                 status text NOT NULL,
+                 created_at timestamptz NOT NULL);
+             CREATE TABLE events (
+                 ts timestamptz NOT NULL,
+                 customer_id bigint,
+                 kind text NOT NULL,
+                 payload jsonb);",
+        )
+        .await
+        .map_err(q("create the demo schema"))?;
+    client
+        .execute(
+            "INSERT INTO customers (email, name, country, created_at)
+             SELECT 'user' || g || '@example.com', 'Customer ' || g,
+                    (ARRAY['US','CA','UK','DE','FR','JP','BR','IN'])[1 + g % 8],
+                    now() - (g % 1000) * interval '1 day'
+               FROM generate_series(1, $1::bigint) g",
+            &[&customers],
+        )
+        .await
+        .map_err(q("load customers"))?;
+    client
+        .execute(
+            "INSERT INTO products SELECT g, 'Product ' || g, round((1 + random() * 500)::numeric, 2)
+               FROM generate_series(1, 2000) g",
+            &[],
+        )
+        .await
+        .map_err(q("load products"))?;
+    client
+        .execute(
+            "INSERT INTO orders (customer_id, product_id, quantity, total, status, created_at)
+             SELECT 1 + (g * 7919) % $2::bigint, 1 + g % 2000, 1 + g % 5, (g % 997) + 0.99,
+                    'new', now() - (g % 365) * interval '1 day' - (g % 86400) * interval '1 second'
+               FROM generate_series(1, $1::bigint) g",
+            &[&n, &customers],
+        )
+        .await
+        .map_err(q("load orders"))?;
+    client
+        .execute(
+            "INSERT INTO events (ts, customer_id, kind, payload)
+             SELECT now() - (g % (30 * 86400)) * interval '1 second', 1 + g % $2::bigint,
+                    (ARRAY['view','click','cart','buy'])[1 + g % 4],
+                    jsonb_build_object('session', g % 5000, 'ms', g % 900)
+               FROM generate_series(1, $1::bigint) g",
+            &[&n, &customers],
+        )
+        .await
+        .map_err(q("load events"))?;
+    client
+        .batch_execute(
+            "CREATE INDEX orders_created_at_idx ON orders (created_at);
+             CREATE INDEX events_ts_brin ON events USING brin (ts);
+             ANALYZE;",
+        )
+        .await
+        .map_err(q("index and analyze the demo tables"))?;
+    Ok(())
+}
+
+/// Updates and deletes that leave dead rows behind, as a live application does.
+async fn churn(client: &Client) -> Result<(), DemoError> {
+    client
+        .batch_execute(
+            "UPDATE orders SET status = 'shipped' WHERE id % 5 = 0;
+             UPDATE customers SET name = name || ' (vip)' WHERE id % 50 = 0;
+             DELETE FROM events WHERE ts < now() - interval '27 days';",
+        )
+        .await
+        .map_err(q("churn the demo tables"))
+}
+
+async fn table_info(client: &Client) -> Result<Vec<TableInfo>, DemoError> {
+    // The statistics of this session's own writes are flushed at transaction end,
+    // at most once a second; wait that out so the dead-row counts are real.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let rows = client
+        .query(
+            "SELECT c.relname::text, c.reltuples::bigint, coalesce(s.n_dead_tup, 0),
+                    pg_total_relation_size(c.oid)
+               FROM pg_class c
+               JOIN pg_namespace n ON n.oid = c.relnamespace
+               LEFT JOIN pg_stat_user_tables s ON s.relid = c.oid
+              WHERE n.nspname = 'public' AND c.relkind = 'r'
+              ORDER BY c.relname",
+            &[],
+        )
+        .await
+        .map_err(q("read table statistics"))?;
+    Ok(rows
+        .into_iter()
+        .map(|r| TableInfo {
+            name: r.get(0),
+            rows: r.get(1),
+            dead_rows: r.get(2),
+            bytes: r.get(3),
+        })
+        .collect())
+}

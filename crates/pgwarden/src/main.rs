@@ -1,1 +1,254 @@
-fn main() {}
+//! The pgwarden binary: parses flags, calls one function of one capability crate per
+//! subcommand, prints, and maps failures to the documented exit codes (see `cli::EXIT_CODES`).
+
+mod cli;
+mod print;
+
+use std::io::Write;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+
+use cli::{Cli, Command, OutputFormat, TuneAction, TuneArgs, TuneFormat};
+use pgw_tune::resolve::Given;
+use pgw_tune::run::Request;
+
+/// A failure that is the user's input, not the work: exit code 2.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct Usage(String);
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(e),
+    };
+    init_tracing(&cli.log);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("pgwarden: error: start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let result = runtime.block_on(run(cli));
+    runtime.shutdown_timeout(Duration::from_secs(5));
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("pgwarden: error: {}", one_line(&e));
+            ExitCode::from(exit_code(&e))
+        }
+    }
+}
+
+/// Help and version print as clap renders them; a usage error becomes one line
+/// (clap's reason, with any list of valid values) and exit code 2.
+fn usage_error(e: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    if matches!(
+        e.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        let _ = e.print();
+        return if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+            ExitCode::from(2)
+        } else {
+            ExitCode::SUCCESS
+        };
+    }
+    let text = e.render().to_string();
+    let line: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| {
+            !l.is_empty()
+                && !l.starts_with("Usage:")
+                && !l.starts_with("For more information")
+                && !l.starts_with("pgwarden ")
+        })
+        .collect();
+    let line = line.join(" ");
+    let line = line.strip_prefix("error: ").unwrap_or(&line);
+    eprintln!("pgwarden: error: {line} (see --help)");
+    ExitCode::from(2)
+}
+
+fn init_tracing(level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}
+
+/// The whole chain of causes on one line, each once.
+fn one_line(e: &anyhow::Error) -> String {
+    pgw_common::report(e.as_ref())
+}
+
+fn exit_code(e: &anyhow::Error) -> u8 {
+    // Typed errors say whether the input is at fault; `#[error(transparent)]` wrappers
+    // hide their inner error from the chain, so ask the wrappers.
+    let input = e.chain().any(|cause| {
+        cause.is::<Usage>()
+            || cause.is::<pgw_common::DsnError>()
+            || cause
+                .downcast_ref::<pgw_common::ConnectError>()
+                .is_some_and(|c| c.is_input())
+            || cause
+                .downcast_ref::<pgw_tune::run::TuneError>()
+                .is_some_and(|t| t.is_input())
+    });
+    if input {
+        2
+    } else {
+        1
+    }
+}
+
+async fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Demo(args) => demo(args).await,
+        Command::Tune(cmd) => match cmd.action {
+            Some(TuneAction::Apply(a)) => tune_apply(&a.args, a.yes, a.format).await,
+            None if cmd.diff => tune_diff(&cmd.args, cmd.format).await,
+            None => tune(&cmd.args, cmd.format).await,
+        },
+    }
+}
+
+fn request(args: &TuneArgs, use_server: bool) -> Request {
+    Request {
+        given: Given {
+            memory_kb: args.memory,
+            cpus: args.cpus,
+            connections: args.connections,
+            storage: args.storage.map(Into::into),
+            workload: args.workload.map(Into::into),
+            pg_version: args.pg_version,
+            db_size: args.db_size.map(Into::into),
+        },
+        use_server,
+        dsn: args.dsn.clone(),
+        overrides: args.set.clone(),
+    }
+}
+
+fn out(text: &str) -> Result<ExitCode> {
+    let mut stdout = std::io::stdout().lock();
+    // A closed pipe (pgwarden tune | head) is not an error worth a message.
+    let _ = stdout.write_all(text.as_bytes());
+    let _ = stdout.flush();
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn tune(args: &TuneArgs, format: TuneFormat) -> Result<ExitCode> {
+    let req = request(args, args.dsn.is_some());
+    let (report, _session) = pgw_tune::run::recommend_for(&req).await.context("tune")?;
+    out(&print::tune(&report, format))
+}
+
+async fn tune_diff(args: &TuneArgs, format: TuneFormat) -> Result<ExitCode> {
+    if matches!(format, TuneFormat::Conf | TuneFormat::Sql) {
+        return Err(Usage(
+            "--diff prints a table or json; use --format conf or sql without --diff".into(),
+        )
+        .into());
+    }
+    let report = pgw_tune::run::diff(&request(args, true))
+        .await
+        .context("tune --diff")?;
+    match format {
+        TuneFormat::Json => out(&print::json(&report)),
+        _ => out(&print::diff(&report, report.diff.as_deref().unwrap_or(&[]))),
+    }
+}
+
+async fn tune_apply(args: &TuneArgs, yes: bool, format: OutputFormat) -> Result<ExitCode> {
+    let (report, plan, session) = pgw_tune::run::plan_apply(&request(args, true))
+        .await
+        .context("tune apply")?;
+    if plan.changes.is_empty() {
+        return match format {
+            OutputFormat::Json => out(&print::json(&serde_json::json!({
+                "inputs": report.inputs, "plan": plan, "applied": [], "pending_restart": [], "reloaded": false
+            }))),
+            OutputFormat::Table => out(&print::plan(&plan)),
+        };
+    }
+    if format == OutputFormat::Table {
+        print!("{}", print::inputs(&report));
+        println!();
+        print!("{}", print::plan(&plan));
+    }
+    if !yes {
+        if !pgw_common::output::interactive() {
+            bail!(Usage(
+                "refusing to change the server without confirmation: pass --yes (stdin is not a terminal)".into()
+            ));
+        }
+        let target = session.params.target();
+        let ok = dialoguer::Confirm::new()
+            .with_prompt(format!(
+                "Write {} setting(s) to {target} with ALTER SYSTEM and reload?",
+                plan.changes.len()
+            ))
+            .default(false)
+            .interact()
+            .context("read the confirmation")?;
+        if !ok {
+            eprintln!("pgwarden: nothing changed (not confirmed)");
+            return Ok(ExitCode::from(1));
+        }
+    }
+    let applied = pgw_tune::run::execute_apply(&session, &plan)
+        .await
+        .context("tune apply")?;
+    match format {
+        OutputFormat::Json => out(&print::json(&serde_json::json!({
+            "inputs": report.inputs,
+            "plan": plan,
+            "applied": applied.applied,
+            "pending_restart": applied.pending_restart,
+            "reloaded": applied.reloaded,
+        }))),
+        OutputFormat::Table => out(&print::applied(&applied)),
+    }
+}
+
+async fn demo(args: cli::DemoArgs) -> Result<ExitCode> {
+    let opts = pgw_demo::Options { rows: args.rows };
+    let task = tokio::spawn(async move { pgw_demo::run(&opts).await });
+    let abort = task.abort_handle();
+    tokio::select! {
+        joined = task => {
+            let report = joined.context("demo task")?.context("demo")?;
+            match args.format {
+                OutputFormat::Json => out(&print::json(&report)),
+                OutputFormat::Table => out(&print::demo(&report)),
+            }
+        }
+        _ = tokio::signal::ctrl_c() => {
+            eprintln!("\npgwarden: interrupted; stopping the throwaway cluster");
+            abort.abort();
+            // Cancelling drops the demo, whose cluster guard stops the server; the
+            // cluster's watchdog is the backstop should that take too long.
+            for _ in 0..300 {
+                if abort.is_finished() { break; }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Ok(ExitCode::from(130))
+        }
+    }
+}

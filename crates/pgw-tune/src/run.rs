@@ -1,0 +1,133 @@
+//! The entry points the binary calls: gather facts, recommend, diff, plan and apply.
+
+use serde::Serialize;
+use tokio_postgres::Client;
+
+use pgw_common::{connect_dsn, ConnParams, ConnectError};
+
+use crate::host::{storage_of, HostFacts};
+use crate::inputs::InputError;
+use crate::live::{self, ApplyPlan, ApplyReport, DiffRow, LiveError};
+use crate::recommend::{recommend, Recommendation, Setting};
+use crate::resolve::{resolve, Facts, Given, InputReport, ResolveError};
+
+/// Everything `pgwarden tune` was asked.
+#[derive(Debug, Clone, Default)]
+pub struct Request {
+    pub given: Given,
+    /// Read facts from a server: with `dsn` (None = libpq's environment and defaults).
+    pub use_server: bool,
+    pub dsn: Option<String>,
+    /// `--set name=value`, applied over the recommendation.
+    pub overrides: Vec<(String, String)>,
+}
+
+/// Why tuning failed.
+#[derive(Debug, thiserror::Error)]
+pub enum TuneError {
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+    #[error(transparent)]
+    Resolve(#[from] ResolveError),
+    #[error(transparent)]
+    Input(#[from] InputError),
+    #[error(transparent)]
+    Live(#[from] LiveError),
+}
+
+impl TuneError {
+    /// Whether the user's input is at fault (flags, DSN), not the server or network.
+    pub fn is_input(&self) -> bool {
+        match self {
+            TuneError::Connect(c) => c.is_input(),
+            TuneError::Resolve(_) | TuneError::Input(_) => true,
+            TuneError::Live(_) => false,
+        }
+    }
+}
+
+/// A recommendation with the inputs behind it; `diff` when asked for. This is the
+/// JSON document of `tune --format json`.
+#[derive(Debug, Clone, Serialize)]
+pub struct TuneReport {
+    pub inputs: InputReport,
+    pub settings: Vec<Setting>,
+    pub warnings: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub diff: Option<Vec<DiffRow>>,
+    /// The full recommendation, for the conf and SQL renderers.
+    #[serde(skip)]
+    pub recommendation: Recommendation,
+}
+
+/// A connected session, kept for diff and apply.
+pub struct Session {
+    pub client: Client,
+    pub params: ConnParams,
+}
+
+/// Connects and gathers facts from the server and, when it is local, its host.
+async fn gather_from_server(dsn: Option<&str>) -> Result<(Facts, Session), TuneError> {
+    let (client, params) = connect_dsn(dsn).await?;
+    let server = live::server_facts(&client).await?;
+    let mut facts = Facts::default();
+    if params.is_local() {
+        facts.host = HostFacts::detect(Some(server.backend_pid));
+        facts.storage = server
+            .data_directory
+            .as_deref()
+            .and_then(|d| storage_of(std::path::Path::new(d)));
+    }
+    facts.server = Some(server);
+    Ok((facts, Session { client, params }))
+}
+
+/// Settles the inputs and recommends.
+fn build_report(req: &Request, facts: &Facts) -> Result<TuneReport, TuneError> {
+    let (inputs, input_report) = resolve(&req.given, facts)?;
+    let mut rec = recommend(&inputs)?;
+    live::apply_overrides(&mut rec, &req.overrides);
+    Ok(TuneReport {
+        inputs: input_report,
+        settings: rec.settings.clone(),
+        warnings: rec.warnings.clone(),
+        diff: None,
+        recommendation: rec,
+    })
+}
+
+/// Recommends from the flags, filling the rest from the server (when `use_server`) or
+/// from this host. Returns the session when a server was used.
+pub async fn recommend_for(req: &Request) -> Result<(TuneReport, Option<Session>), TuneError> {
+    if req.use_server {
+        let (facts, session) = gather_from_server(req.dsn.as_deref()).await?;
+        Ok((build_report(req, &facts)?, Some(session)))
+    } else {
+        let facts = Facts {
+            host: HostFacts::detect(None),
+            ..Facts::default()
+        };
+        Ok((build_report(req, &facts)?, None))
+    }
+}
+
+/// Recommends and diffs against the live server.
+pub async fn diff(req: &Request) -> Result<TuneReport, TuneError> {
+    let (facts, session) = gather_from_server(req.dsn.as_deref()).await?;
+    let mut report = build_report(req, &facts)?;
+    report.diff = Some(live::diff(&session.client, &report.recommendation).await?);
+    Ok(report)
+}
+
+/// Recommends, then validates every change against the server; writes nothing.
+pub async fn plan_apply(req: &Request) -> Result<(TuneReport, ApplyPlan, Session), TuneError> {
+    let (facts, session) = gather_from_server(req.dsn.as_deref()).await?;
+    let report = build_report(req, &facts)?;
+    let plan = live::plan_apply(&session.client, &report.recommendation).await?;
+    Ok((report, plan, session))
+}
+
+/// Carries out a plan from [`plan_apply`].
+pub async fn execute_apply(session: &Session, plan: &ApplyPlan) -> Result<ApplyReport, TuneError> {
+    Ok(live::execute_apply(&session.client, plan).await?)
+}

@@ -1,0 +1,220 @@
+//! Renderers: every report as a human table, JSON, and (for tune) conf or SQL.
+
+use pgw_common::output::table;
+use pgw_tune::live::{ApplyPlan, ApplyReport, DiffRow, Needs};
+use pgw_tune::run::TuneReport;
+
+use crate::cli::TuneFormat;
+
+/// JSON with two-space indentation and a trailing newline.
+pub fn json<T: serde::Serialize>(value: &T) -> String {
+    match serde_json::to_string_pretty(value) {
+        Ok(s) => s + "\n",
+        // Serializing plain data structs cannot fail; keep a valid document regardless.
+        Err(e) => format!("{{\"error\": {:?}}}\n", e.to_string()),
+    }
+}
+
+/// The inputs table: each input, its value, and where it came from.
+pub fn inputs(r: &TuneReport) -> String {
+    let i = &r.inputs;
+    let src = |k: &str| i.sources.get(k).cloned().unwrap_or_default();
+    let mut rows = vec![
+        vec!["memory".to_string(), i.memory.clone(), src("memory")],
+        vec![
+            "cpus".into(),
+            i.cpus
+                .map(|c| c.to_string())
+                .unwrap_or_else(|| "unknown".into()),
+            src("cpus"),
+        ],
+        vec![
+            "connections".into(),
+            i.connections.to_string(),
+            src("connections"),
+        ],
+        vec!["storage".into(), i.storage.to_string(), src("storage")],
+        vec!["workload".into(), i.workload.to_string(), src("workload")],
+        vec![
+            "pg_version".into(),
+            i.pg_version.to_string(),
+            src("pg_version"),
+        ],
+        vec!["db_size".into(), i.db_size.to_string(), src("db_size")],
+    ];
+    if let Some(c) = i.data_checksums {
+        rows.push(vec![
+            "data_checksums".into(),
+            if c { "on" } else { "off" }.into(),
+            "server".into(),
+        ]);
+    }
+    table(&["input", "value", "source"], rows)
+}
+
+fn warnings(r: &TuneReport) -> String {
+    r.warnings
+        .iter()
+        .map(|w| format!("warning: {w}\n"))
+        .collect()
+}
+
+/// `pgwarden tune` without --diff.
+pub fn tune(r: &TuneReport, format: TuneFormat) -> String {
+    match format {
+        TuneFormat::Json => json(r),
+        TuneFormat::Conf => r.recommendation.to_conf(),
+        TuneFormat::Sql => r.recommendation.to_sql(),
+        TuneFormat::Table => {
+            let rows = r
+                .settings
+                .iter()
+                .map(|s| vec![s.name.clone(), s.value.clone(), s.reason.clone()]);
+            format!(
+                "{}\n{}\n{}",
+                inputs(r),
+                table(&["setting", "recommended", "reason"], rows),
+                warnings(r)
+            )
+        }
+    }
+}
+
+fn needs(n: Needs) -> &'static str {
+    match n {
+        Needs::Nothing => "in effect",
+        Needs::Reload => "reload",
+        Needs::Restart => "restart",
+        Needs::Unknown => "not on this server",
+    }
+}
+
+/// `pgwarden tune --diff` as a table.
+pub fn diff(r: &TuneReport, rows: &[DiffRow]) -> String {
+    let table_rows = rows.iter().map(|d| {
+        let mut action = needs(d.needs).to_string();
+        if d.pending_restart {
+            action.push_str(" (a change already waits for a restart)");
+        }
+        vec![
+            d.name.clone(),
+            d.current.clone().unwrap_or_else(|| "-".into()),
+            d.recommended.clone(),
+            action,
+        ]
+    });
+    let restart = rows.iter().filter(|d| d.needs == Needs::Restart).count();
+    let reload = rows.iter().filter(|d| d.needs == Needs::Reload).count();
+    let same = rows.iter().filter(|d| d.needs == Needs::Nothing).count();
+    format!(
+        "{}\n{}\n{} setting(s) differ: {restart} need a restart, {reload} a reload; {same} already in effect.\n{}",
+        inputs(r),
+        table(&["setting", "current", "recommended", "to take effect"], table_rows),
+        restart + reload,
+        warnings(r)
+    )
+}
+
+/// What `tune apply` is about to do.
+pub fn plan(p: &ApplyPlan) -> String {
+    if p.changes.is_empty() {
+        return "Every recommended setting is already in effect; nothing to apply.\n".into();
+    }
+    let rows = p.changes.iter().map(|c| {
+        vec![
+            c.name.clone(),
+            c.current.clone(),
+            c.new.clone(),
+            needs(c.needs).to_string(),
+        ]
+    });
+    let mut s = table(&["setting", "current", "new", "to take effect"], rows);
+    s.push('\n');
+    if !p.unknown.is_empty() {
+        s.push_str(&format!(
+            "skipped (this server does not have them): {}\n",
+            p.unknown.join(", ")
+        ));
+    }
+    s
+}
+
+/// What `tune apply` did.
+pub fn applied(r: &ApplyReport) -> String {
+    let mut s = format!(
+        "Applied {} setting(s) with ALTER SYSTEM{}.\n",
+        r.applied.len(),
+        if r.reloaded {
+            " and reloaded the configuration"
+        } else {
+            ""
+        }
+    );
+    if r.pending_restart.is_empty() {
+        s.push_str("Nothing waits for a restart.\n");
+    } else {
+        s.push_str(&format!(
+            "A restart is needed for: {} (pg_settings.pending_restart).\n",
+            r.pending_restart.join(", ")
+        ));
+    }
+    s
+}
+
+fn size(bytes: i64) -> String {
+    let b = bytes as f64;
+    if b >= 1024.0 * 1024.0 * 1024.0 {
+        format!("{:.1} GB", b / 1024.0 / 1024.0 / 1024.0)
+    } else if b >= 1024.0 * 1024.0 {
+        format!("{:.1} MB", b / 1024.0 / 1024.0)
+    } else {
+        format!("{:.0} kB", b / 1024.0)
+    }
+}
+
+/// `pgwarden demo` as a report for people.
+pub fn demo(r: &pgw_demo::DemoReport) -> String {
+    let mut s = String::new();
+    s.push_str(&format!(
+        "pgwarden demo: a throwaway cluster on 127.0.0.1:{} ({})\n\n",
+        r.cluster.port, r.cluster.version
+    ));
+    s.push_str("Workload loaded (with churn: updated and deleted rows):\n");
+    let rows = r.tables.iter().map(|t| {
+        vec![
+            t.name.clone(),
+            t.rows.to_string(),
+            t.dead_rows.to_string(),
+            size(t.bytes),
+        ]
+    });
+    s.push_str(&table(&["table", "rows", "dead rows", "size"], rows));
+    s.push_str("\n\n== pgwarden tune --diff ==\n");
+    s.push_str(&diff(&r.tune, r.tune.diff.as_deref().unwrap_or(&[])));
+    s.push_str("\nReasons:\n");
+    let reasons = r
+        .tune
+        .settings
+        .iter()
+        .map(|x| vec![x.name.clone(), x.value.clone(), x.reason.clone()]);
+    s.push_str(&table(&["setting", "recommended", "reason"], reasons));
+    s.push_str("\n\n== pgwarden tune apply --yes ==\n");
+    s.push_str(&applied(&r.apply));
+    s.push_str(&format!(
+        "\nAfter a restart: {} recommended setting(s) in effect{}.\n",
+        r.after_restart.in_effect,
+        if r.after_restart.not_in_effect.is_empty() {
+            String::new()
+        } else {
+            format!(
+                ", not in effect: {}",
+                r.after_restart.not_in_effect.join(", ")
+            )
+        }
+    ));
+    s.push_str(&format!(
+        "\nDone in {:.1} s; the throwaway cluster is stopped and removed.\n",
+        r.elapsed_ms as f64 / 1000.0
+    ));
+    s
+}

@@ -1,0 +1,147 @@
+//! `pgwarden demo`: runs end to end, and leaves no server behind, even on Ctrl-C.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::{json, stderr};
+
+/// No process mentions `dir` any more (the cluster's postmaster and watchdog are gone).
+fn wait_no_process_mentions(dir: &str) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        let out = Command::new("pgrep")
+            .args(["-f", dir])
+            .output()
+            .expect("pgrep");
+        if out.stdout.is_empty() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    false
+}
+
+fn dir_is_empty(dir: &std::path::Path) -> bool {
+    std::fs::read_dir(dir)
+        .map(|mut d| d.next().is_none())
+        .unwrap_or(true)
+}
+
+#[test]
+fn demo_runs_and_cleans_up() {
+    let tmp = tempfile::Builder::new()
+        .prefix("pgwdemo")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_pgwarden"))
+        .args(["demo", "--rows", "20000", "--format", "json"])
+        .env("TMPDIR", tmp.path())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "demo failed: {}", stderr(&o));
+    let doc = json(&o);
+    let tables: Vec<&str> = doc["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(tables, ["customers", "events", "orders", "products"]);
+    assert!(
+        doc["tables"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["dead_rows"].as_i64().unwrap() > 0),
+        "churn left dead rows: {doc}"
+    );
+    assert!(!doc["tune"]["diff"].as_array().unwrap().is_empty());
+    assert!(doc["apply"]["applied"].as_array().unwrap().len() > 3);
+    assert_eq!(
+        doc["after_restart"]["not_in_effect"]
+            .as_array()
+            .unwrap()
+            .len(),
+        0,
+        "{doc}"
+    );
+    assert!(
+        wait_no_process_mentions(tmp.path().to_str().unwrap()),
+        "a server outlived the demo"
+    );
+    assert!(dir_is_empty(tmp.path()), "the demo left files behind");
+    // The human report, too.
+    let o = Command::new(env!("CARGO_BIN_EXE_pgwarden"))
+        .args(["demo", "--rows", "5000"])
+        .env("TMPDIR", tmp.path())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "demo failed: {}", stderr(&o));
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        text.contains("pgwarden tune --diff") && text.contains("shared_buffers"),
+        "{text}"
+    );
+}
+
+#[test]
+fn demo_interrupted_with_ctrl_c_stops_its_cluster() {
+    let tmp = tempfile::Builder::new()
+        .prefix("pgwint")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pgwarden"))
+        .args(["demo", "--rows", "2000000"])
+        .env("TMPDIR", tmp.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until the cluster's directory exists and its server is up, then Ctrl-C.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "the demo never started a cluster"
+        );
+        if !dir_is_empty(tmp.path()) {
+            let found = Command::new("pgrep")
+                .args(["-f", tmp.path().to_str().unwrap()])
+                .output()
+                .unwrap();
+            if !found.stdout.is_empty() {
+                break;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
+    let status = child.wait().unwrap();
+    let mut err = String::new();
+    use std::io::Read;
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert_eq!(
+        status.code(),
+        Some(130),
+        "exit code after Ctrl-C; stderr: {err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(
+        wait_no_process_mentions(tmp.path().to_str().unwrap()),
+        "a server outlived the interrupted demo"
+    );
+    assert!(
+        dir_is_empty(tmp.path()),
+        "the interrupted demo left files behind"
+    );
+}

@@ -1,0 +1,103 @@
+//! Bad input: a one-line reason, a non-zero exit, no panic.
+
+use crate::{assert_fails, pgwarden, shared};
+
+#[test]
+fn nonsense_flags_are_usage_errors() {
+    assert_fails(&pgwarden(&["tune", "--memory", "-3GB"]), 2, "memory");
+    assert_fails(&pgwarden(&["tune", "--memory", "8"]), 2, "memory");
+    assert_fails(&pgwarden(&["tune", "--memory", "lots"]), 2, "memory");
+    assert_fails(&pgwarden(&["tune", "--cpus", "0"]), 2, "cpus");
+    assert_fails(&pgwarden(&["tune", "--cpus", "-1"]), 2, "cpus");
+    assert_fails(&pgwarden(&["tune", "--connections", "0"]), 2, "connections");
+    assert_fails(&pgwarden(&["tune", "--workload", "gaming"]), 2, "workload");
+    assert_fails(&pgwarden(&["tune", "--pg-version", "9"]), 2, "pg-version");
+    assert_fails(&pgwarden(&["tune", "--set", "nonsense"]), 2, "NAME=VALUE");
+    assert_fails(&pgwarden(&["tune", "--bogus"]), 2, "--bogus");
+    assert_fails(
+        &pgwarden(&[
+            "tune",
+            "--memory",
+            "8GB",
+            "--diff",
+            "--format",
+            "conf",
+            "-d",
+            "host=127.0.0.1 port=1",
+        ]),
+        2,
+        "--diff",
+    );
+}
+
+#[test]
+fn malformed_dsns_are_usage_errors() {
+    assert_fails(
+        &pgwarden(&["tune", "--diff", "-d", "host=a port"]),
+        2,
+        "missing \"=\"",
+    );
+    assert_fails(
+        &pgwarden(&["tune", "--diff", "-d", "hots=localhost"]),
+        2,
+        "invalid connection option",
+    );
+    assert_fails(
+        &pgwarden(&["tune", "--diff", "-d", "port=notaport"]),
+        2,
+        "port",
+    );
+    assert_fails(
+        &pgwarden(&[
+            "tune",
+            "--diff",
+            "-d",
+            "postgresql://u@h/db?sslmode=sometimes",
+        ]),
+        2,
+        "sslmode",
+    );
+}
+
+#[test]
+fn unreachable_server_fails_in_one_line() {
+    // A port nothing listens on: bind one and close it.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dsn = format!("host=127.0.0.1 port={port} user=postgres dbname=postgres connect_timeout=3");
+    let o = pgwarden(&["tune", "--diff", "-d", &dsn]);
+    assert_fails(&o, 1, "connect to postgres@127.0.0.1");
+}
+
+#[test]
+fn wrong_password_fails_in_one_line() {
+    let c = shared();
+    let dsn = c.dsn_for("postgres", "not-the-password", "postgres");
+    let o = pgwarden(&["tune", "--diff", "-d", &dsn]);
+    assert_fails(&o, 1, "password authentication failed");
+}
+
+#[test]
+fn missing_database_fails_in_one_line() {
+    let c = shared();
+    let o = pgwarden(&[
+        "tune",
+        "--diff",
+        "-d",
+        &format!("{} dbname=no_such_db", c.dsn()),
+    ]);
+    assert_fails(&o, 1, "no_such_db");
+}
+
+#[test]
+fn inputs_outside_pgtunes_range_are_input_errors() {
+    assert_fails(&pgwarden(&["tune", "--memory", "100MB"]), 2, "memory");
+    assert_fails(
+        &pgwarden(&["tune", "--memory", "8GB", "--connections", "300000"]),
+        2,
+        "connections",
+    );
+}
