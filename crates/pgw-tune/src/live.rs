@@ -68,6 +68,9 @@ pub struct ServerFacts {
     pub backend_pid: u32,
     /// Only readable with pg_read_all_settings or superuser.
     pub data_directory: Option<String>,
+    /// The values this server's wal_compression accepts (an enum from PostgreSQL 15 on;
+    /// lz4 and zstd appear only when the server was built with them).
+    pub wal_compression_values: Vec<String>,
 }
 
 /// Reads version, max_connections, data checksums and (when allowed) the data directory.
@@ -79,7 +82,8 @@ pub async fn server_facts(client: &Client) -> Result<ServerFacts, LiveError> {
                     current_setting('data_checksums')::bool, \
                     pg_backend_pid(), \
                     CASE WHEN pg_has_role('pg_read_all_settings', 'MEMBER') \
-                         THEN current_setting('data_directory') END",
+                         THEN current_setting('data_directory') END, \
+                    (SELECT coalesce(enumvals, '{}') FROM pg_settings WHERE name = 'wal_compression')",
             &[],
         )
         .await
@@ -94,6 +98,7 @@ pub async fn server_facts(client: &Client) -> Result<ServerFacts, LiveError> {
         data_checksums: row.get(2),
         backend_pid: pid as u32,
         data_directory: row.get(4),
+        wal_compression_values: row.get::<_, Option<Vec<String>>>(5).unwrap_or_default(),
     })
 }
 

@@ -226,6 +226,7 @@ mod tests {
             data_checksums: true,
             backend_pid: 1,
             data_directory: None,
+            wal_compression_values: vec!["pglz".into(), "lz4".into()],
         }
     }
 

@@ -87,6 +87,12 @@ fn build_report(req: &Request, facts: &Facts) -> Result<TuneReport, TuneError> {
     let (inputs, input_report) = resolve(&req.given, facts)?;
     let mut rec = recommend(&inputs)?;
     live::apply_overrides(&mut rec, &req.overrides);
+    // The build-dependency warning is moot once the server itself says it has lz4.
+    if let Some(server) = &facts.server {
+        if server.wal_compression_values.iter().any(|v| v == "lz4") {
+            rec.warnings.retain(|w| !w.contains("--with-lz4"));
+        }
+    }
     Ok(TuneReport {
         inputs: input_report,
         settings: rec.settings.clone(),

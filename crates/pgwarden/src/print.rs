@@ -20,7 +20,11 @@ pub fn inputs(r: &TuneReport) -> String {
     let i = &r.inputs;
     let src = |k: &str| i.sources.get(k).cloned().unwrap_or_default();
     let mut rows = vec![
-        vec!["memory".to_string(), i.memory.clone(), src("memory")],
+        vec![
+            "memory".to_string(),
+            format!("{} ({:.1} GiB)", i.memory, i.memory_kb as f64 / 1048576.0),
+            src("memory"),
+        ],
         vec![
             "cpus".into(),
             i.cpus
