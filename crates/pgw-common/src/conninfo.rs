@@ -564,17 +564,21 @@ mod tests {
             Some("osuser".into())
         }
     }
+    /// Resolves a DSN that must be valid.
+    fn ok(dsn: Option<&str>, e: &FakeEnv) -> ConnParams {
+        ConnParams::resolve(dsn, e).expect("valid dsn")
+    }
+
     fn env(vars: &[(&'static str, &'static str)]) -> FakeEnv {
         FakeEnv(vars.iter().cloned().collect(), None)
     }
 
     #[test]
     fn keyword_value_with_quotes_and_escapes() {
-        let p = ConnParams::resolve(
+        let p = ok(
             Some("host=db.example port = 6432 user='a b' password='it\\'s' dbname=app sslmode=verify-full"),
             &env(&[]),
-        )
-        .unwrap();
+        );
         assert_eq!(p.hosts, vec!["db.example"]);
         assert_eq!(p.ports, vec![6432]);
         assert_eq!(p.user, "a b");
@@ -586,13 +590,12 @@ mod tests {
 
     #[test]
     fn uri_forms() {
-        let p = ConnParams::resolve(
+        let p = ok(
             Some(
                 "postgresql://al%40ice:p%3Aw@[::1]:5555/my%20db?sslmode=require&application_name=x",
             ),
             &env(&[]),
-        )
-        .unwrap();
+        );
         assert_eq!(p.user, "al@ice");
         assert_eq!(p.password.as_deref(), Some("p:w"));
         assert_eq!(p.hosts, vec!["::1"]);
@@ -601,11 +604,11 @@ mod tests {
         assert_eq!(p.sslmode, SslMode::Require);
         assert_eq!(p.application_name, "x");
 
-        let p = ConnParams::resolve(Some("postgres://h1:1,h2:2/db"), &env(&[])).unwrap();
+        let p = ok(Some("postgres://h1:1,h2:2/db"), &env(&[]));
         assert_eq!(p.hosts, vec!["h1", "h2"]);
         assert_eq!(p.ports, vec![1, 2]);
 
-        let p = ConnParams::resolve(Some("postgresql://%2Ftmp%2Fsock/db"), &env(&[])).unwrap();
+        let p = ok(Some("postgresql://%2Ftmp%2Fsock/db"), &env(&[]));
         assert_eq!(p.hosts, vec!["/tmp/sock"]);
         assert!(p.is_local());
     }
@@ -620,7 +623,7 @@ mod tests {
             ("PGPASSWORD", "envpw"),
             ("PGSSLMODE", "disable"),
         ]);
-        let p = ConnParams::resolve(None, &e).unwrap();
+        let p = ok(None, &e);
         assert_eq!(p.hosts, vec!["envhost"]);
         assert_eq!(p.ports, vec![7000]);
         assert_eq!(p.user, "envuser");
@@ -629,7 +632,7 @@ mod tests {
         assert_eq!(p.password_source, PasswordSource::Env);
         assert_eq!(p.sslmode, SslMode::Disable);
         // The DSN wins over the environment.
-        let p = ConnParams::resolve(Some("host=dsnhost user=u"), &e).unwrap();
+        let p = ok(Some("host=dsnhost user=u"), &e);
         assert_eq!(p.hosts, vec!["dsnhost"]);
         assert_eq!(p.user, "u");
         assert_eq!(p.dbname, "envdb");
@@ -637,14 +640,14 @@ mod tests {
 
     #[test]
     fn defaults_follow_libpq() {
-        let p = ConnParams::resolve(None, &env(&[])).unwrap();
+        let p = ok(None, &env(&[]));
         assert_eq!(p.user, "osuser");
         assert_eq!(p.dbname, "osuser");
         assert_eq!(p.ports, vec![5432]);
         assert_eq!(p.sslmode, SslMode::Prefer);
         assert!(p.hosts[0].starts_with('/'));
         // A bare word is a database name, as with psql -d.
-        let p = ConnParams::resolve(Some("sales"), &env(&[])).unwrap();
+        let p = ok(Some("sales"), &env(&[]));
         assert_eq!(p.dbname, "sales");
     }
 
@@ -694,13 +697,11 @@ mod tests {
         std::fs::write(&file, "127.0.0.1:6000:app:bob:s3cret\n").unwrap();
         std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
         let e = FakeEnv(HashMap::new(), Some(dir.path().to_path_buf()));
-        let p =
-            ConnParams::resolve(Some("host=127.0.0.1 port=6000 dbname=app user=bob"), &e).unwrap();
+        let p = ok(Some("host=127.0.0.1 port=6000 dbname=app user=bob"), &e);
         assert_eq!(p.password.as_deref(), Some("s3cret"));
         assert_eq!(p.password_source, PasswordSource::PassFile);
         std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
-        let p =
-            ConnParams::resolve(Some("host=127.0.0.1 port=6000 dbname=app user=bob"), &e).unwrap();
+        let p = ok(Some("host=127.0.0.1 port=6000 dbname=app user=bob"), &e);
         assert_eq!(p.password, None);
     }
 }
