@@ -17,25 +17,37 @@
 
 use std::time::{Duration, Instant};
 
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
 use serde::Serialize;
 use tokio_postgres::Client;
 
 use pgw_cluster::{Cluster, ClusterError};
-use pgw_tune::live::{ApplyReport, Needs};
+use pgw_tune::apply::ApplyReport;
+use pgw_tune::live::Needs;
 use pgw_tune::run::{Request, TuneError, TuneReport};
 
-/// How big a demo to run.
-#[derive(Debug, Clone)]
+/// Progress callback: step number (1-based), step count, description.
+pub type OnStep = Arc<dyn Fn(u64, u64, &str) + Send + Sync>;
+
+/// How big a demo to run, and whom to tell about progress.
+#[derive(Clone)]
 pub struct Options {
     /// Rows in `orders` and `events`; `customers` gets a third of it.
     pub rows: u64,
+    /// Called as each step starts, with its number (1-based), the step count and a
+    /// description; the binary draws a progress bar from it.
+    pub on_step: OnStep,
 }
+
+/// The number of steps [`run`] reports through [`Options::on_step`].
+pub const STEPS: u64 = 7;
 
 /// Why the demo failed.
 #[derive(Debug, thiserror::Error)]
 pub enum DemoError {
-    #[error("start the throwaway cluster")]
+    #[error("run the throwaway cluster")]
     Cluster(#[from] ClusterError),
     #[error("{what}")]
     Query {
@@ -86,22 +98,12 @@ fn q(what: &'static str) -> impl FnOnce(tokio_postgres::Error) -> DemoError {
     move |source| DemoError::Query { what, source }
 }
 
-fn progress() -> ProgressBar {
-    let pb = ProgressBar::with_draw_target(Some(7), ProgressDrawTarget::stderr());
-    if let Ok(style) = ProgressStyle::with_template("{spinner} [{pos}/{len}] {msg} ({elapsed})") {
-        pb.set_style(style);
-    }
-    pb.enable_steady_tick(Duration::from_millis(120));
-    pb
-}
-
 /// Runs the whole demo. Cancel-safe: dropping the future stops the cluster.
 pub async fn run(opts: &Options) -> Result<DemoReport, DemoError> {
     let started = Instant::now();
-    let pb = progress();
-    pb.set_message("starting a throwaway PostgreSQL 15 cluster");
+    let step = |n: u64, what: &str| (opts.on_step)(n, STEPS, what);
+    step(1, "starting a throwaway PostgreSQL 15 cluster");
     let cluster = Cluster::start()?;
-    pb.inc(1);
 
     let (client, _params) = pgw_common::connect_dsn(Some(&cluster.dsn()))
         .await
@@ -112,37 +114,35 @@ pub async fn run(opts: &Options) -> Result<DemoReport, DemoError> {
         .map_err(q("read the server version"))?
         .get(0);
 
-    pb.set_message(format!(
-        "loading the workload ({} orders, {} events)",
-        opts.rows, opts.rows
-    ));
+    step(
+        2,
+        &format!(
+            "loading the workload ({} orders, {} events)",
+            opts.rows, opts.rows
+        ),
+    );
     load(&client, opts.rows).await?;
-    pb.inc(1);
-    pb.set_message("churn: updates and deletes");
+    step(3, "churn: updates and deletes");
     churn(&client).await?;
-    pb.inc(1);
     let tables = table_info(&client).await?;
 
-    pb.set_message("tune: recommend and diff against the live server");
+    step(4, "tune: recommend and diff against the live server");
     let req = Request {
         use_server: true,
         dsn: Some(cluster.dsn()),
         ..Request::default()
     };
     let tune = pgw_tune::run::diff(&req).await?;
-    pb.inc(1);
 
-    pb.set_message("tune apply: ALTER SYSTEM and reload");
+    step(5, "tune apply: ALTER SYSTEM and reload");
     let (_, plan, session) = pgw_tune::run::plan_apply(&req).await?;
-    let apply = pgw_tune::run::execute_apply(&session, &plan).await?;
+    let apply = pgw_tune::run::execute_apply(&session, &plan, &AtomicBool::new(false)).await?;
     drop(session);
-    pb.inc(1);
 
-    pb.set_message("restarting for the settings that need it");
+    step(6, "restarting for the settings that need it");
     drop(client);
     cluster.restart()?;
-    pb.inc(1);
-    pb.set_message("checking every recommended setting is in effect");
+    step(7, "checking every recommended setting is in effect");
     let after = pgw_tune::run::diff(&req).await?;
     let rows = after.diff.unwrap_or_default();
     let not_in_effect: Vec<String> = rows
@@ -150,8 +150,6 @@ pub async fn run(opts: &Options) -> Result<DemoReport, DemoError> {
         .filter(|d| d.needs != Needs::Nothing)
         .map(|d| d.name.clone())
         .collect();
-    pb.inc(1);
-    pb.finish_and_clear();
 
     let report = DemoReport {
         cluster: ClusterInfo {

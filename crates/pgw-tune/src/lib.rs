@@ -12,8 +12,8 @@
 //!   input came from and which were assumed (pure).
 //! - [`host`]: memory and cores of the server's host (the cgroup's limits when lower, as
 //!   in a container) and the data directory's storage class; parsers are pure.
-//! - [`live`]: the server side: facts, `--diff` against `pg_settings`, and apply
-//!   (validate everything, then ALTER SYSTEM + reload, all or nothing).
+//! - [`live`]: the server's facts and `--diff` against `pg_settings`.
+//! - [`apply`]: validate everything, then ALTER SYSTEM + reload, all or nothing.
 //! - [`run`]: the entry points the binary calls.
 //!
 //! Deliberately not here: writing postgresql.conf files (apply goes through ALTER
@@ -27,6 +27,7 @@
 //! every accepted input yields a configuration PostgreSQL accepts; nothing panics; apply
 //! changes nothing unless every value is accepted.
 
+pub mod apply;
 pub mod host;
 pub mod inputs;
 pub mod live;

@@ -1,18 +1,15 @@
-//! Tuning against a live server: gather its facts, diff a recommendation against
-//! `pg_settings`, and apply it with ALTER SYSTEM, all or nothing.
+//! Reading a live server: its facts, and a recommendation diffed against `pg_settings`.
+//! Applying lives in [`crate::apply`].
 //!
-//! Everything here is I/O around the pure parts ([`crate::recommend`], [`crate::units`]):
-//! one query gathers the facts, one query reads every recommended setting, and apply
-//! validates all values before it writes anything.
+//! One query gathers the facts; one query reads every recommended setting.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use tokio_postgres::Client;
 
 use crate::recommend::{Origin, Recommendation, Setting};
-use crate::units::{display_setting, same_value, to_unit};
+use crate::units::{display_setting, same_value};
 
 /// Why a live operation failed. Each variant names what was being done.
 #[derive(Debug, thiserror::Error)]
@@ -27,6 +24,10 @@ pub enum LiveError {
     Invalid(Vec<String>),
     #[error("permission denied: {0}")]
     Permission(String),
+    #[error("the server's configuration files have errors, so a reload would be ignored; fix them first: {}", .0.join("; "))]
+    ConfigErrors(Vec<String>),
+    #[error("refusing a change the server could not restart with: {0}")]
+    Unsafe(String),
     #[error("the server rejected {name} = '{value}'; nothing was changed (the {reverted} setting(s) already written were put back)")]
     Rejected {
         name: String,
@@ -35,13 +36,20 @@ pub enum LiveError {
         #[source]
         source: tokio_postgres::Error,
     },
-    #[error("the server rejected {name} = '{value}', and putting back {failed} failed: check postgresql.auto.conf with `SELECT * FROM pg_file_settings` before reloading")]
-    RevertFailed {
-        name: String,
-        value: String,
-        failed: String,
+    #[error("the configuration could not be reloaded; nothing was changed (the {reverted} setting(s) written were put back)")]
+    ReloadFailed {
+        reverted: usize,
         #[source]
         source: tokio_postgres::Error,
+    },
+    #[error("interrupted; nothing was changed (the {reverted} setting(s) already written were put back)")]
+    Interrupted { reverted: usize },
+    #[error("{what}, and putting back {failed} failed: check postgresql.auto.conf with `SELECT * FROM pg_file_settings` before the next reload")]
+    RevertFailed {
+        what: String,
+        failed: String,
+        #[source]
+        source: Option<tokio_postgres::Error>,
     },
 }
 
@@ -53,7 +61,7 @@ fn plural(n: usize, word: &str) -> String {
     }
 }
 
-fn q(what: &'static str) -> impl FnOnce(tokio_postgres::Error) -> LiveError {
+pub(crate) fn q(what: &'static str) -> impl FnOnce(tokio_postgres::Error) -> LiveError {
     move |source| LiveError::Query { what, source }
 }
 
@@ -131,18 +139,18 @@ pub struct DiffRow {
 
 /// A row of pg_settings, as much as tuning needs.
 #[derive(Debug, Clone)]
-struct PgSetting {
-    setting: String,
-    unit: String,
-    context: String,
-    vartype: String,
-    min_val: Option<String>,
-    max_val: Option<String>,
-    enumvals: Option<Vec<String>>,
-    pending_restart: bool,
+pub(crate) struct PgSetting {
+    pub(crate) setting: String,
+    pub(crate) unit: String,
+    pub(crate) context: String,
+    pub(crate) vartype: String,
+    pub(crate) min_val: Option<String>,
+    pub(crate) max_val: Option<String>,
+    pub(crate) enumvals: Option<Vec<String>>,
+    pub(crate) pending_restart: bool,
 }
 
-async fn pg_settings(
+pub(crate) async fn pg_settings(
     client: &Client,
     names: &[String],
 ) -> Result<BTreeMap<String, PgSetting>, LiveError> {
@@ -175,8 +183,30 @@ async fn pg_settings(
         .collect())
 }
 
-fn needs_for(s: &PgSetting, recommended: &str) -> Needs {
-    if same_value(recommended, &s.setting, &s.unit) {
+/// The spelling the server stores for a value, where it differs from what postgresql.conf
+/// accepts: `wal_compression = on` is stored as `pglz` from PostgreSQL 15 on.
+pub(crate) fn canonical<'a>(
+    name: &str,
+    value: &'a str,
+    s: &PgSetting,
+) -> std::borrow::Cow<'a, str> {
+    if name == "wal_compression" && s.vartype == "enum" {
+        match crate::units::as_bool(value) {
+            Some(true) => return "pglz".into(),
+            Some(false) => return "off".into(),
+            None => {}
+        }
+    }
+    value.into()
+}
+
+/// Whether the server's value already equals `recommended`.
+pub(crate) fn in_effect(name: &str, recommended: &str, s: &PgSetting) -> bool {
+    same_value(&canonical(name, recommended, s), &s.setting, &s.unit)
+}
+
+pub(crate) fn needs_for(name: &str, s: &PgSetting, recommended: &str) -> Needs {
+    if in_effect(name, recommended, s) {
         Needs::Nothing
     } else if s.context == "postmaster" {
         Needs::Restart
@@ -197,7 +227,7 @@ pub async fn diff(client: &Client, rec: &Recommendation) -> Result<Vec<DiffRow>,
                 name: s.name.clone(),
                 current: Some(display_setting(&c.setting, &c.unit)),
                 recommended: s.value.clone(),
-                needs: needs_for(c, &s.value),
+                needs: needs_for(&s.name, c, &s.value),
                 pending_restart: c.pending_restart,
                 reason: s.reason.clone(),
             },
@@ -231,340 +261,4 @@ pub fn apply_overrides(rec: &mut Recommendation, overrides: &[(String, String)])
             }),
         }
     }
-}
-
-/// One change apply will make.
-#[derive(Debug, Clone, Serialize)]
-pub struct Change {
-    pub name: String,
-    pub current: String,
-    pub new: String,
-    pub needs: Needs,
-    /// The value postgresql.auto.conf held before, to put back on failure.
-    #[serde(skip)]
-    previous_auto: Option<String>,
-}
-
-/// What apply will do, checked against the server; nothing has been written yet.
-#[derive(Debug, Clone, Serialize)]
-pub struct ApplyPlan {
-    pub changes: Vec<Change>,
-    /// Settings the recommendation has but this server does not know (skipped).
-    pub unknown: Vec<String>,
-}
-
-/// Checks every value against the server and the caller's privileges, and returns the
-/// changes to make. Writes nothing. Every problem is reported at once.
-pub async fn plan_apply(client: &Client, rec: &Recommendation) -> Result<ApplyPlan, LiveError> {
-    let names: Vec<String> = rec.settings.iter().map(|s| s.name.clone()).collect();
-    let current = pg_settings(client, &names).await?;
-    let mut problems = Vec::new();
-    let mut changes = Vec::new();
-    let mut unknown = Vec::new();
-    for s in &rec.settings {
-        let Some(c) = current.get(&s.name) else {
-            if s.origin == Origin::User {
-                problems.push(format!(
-                    "unrecognized configuration parameter \"{}\"",
-                    s.name
-                ));
-            } else {
-                unknown.push(s.name.clone());
-            }
-            continue;
-        };
-        if let Err(why) = check_value(&s.name, &s.value, c) {
-            problems.push(why);
-            continue;
-        }
-        let needs = needs_for(c, &s.value);
-        if needs != Needs::Nothing {
-            changes.push(Change {
-                name: s.name.clone(),
-                current: display_setting(&c.setting, &c.unit),
-                new: s.value.clone(),
-                needs,
-                previous_auto: None,
-            });
-        }
-    }
-    if !problems.is_empty() {
-        return Err(LiveError::Invalid(problems));
-    }
-    if changes.is_empty() {
-        return Ok(ApplyPlan { changes, unknown });
-    }
-    check_privileges(client, &changes).await?;
-    check_with_server(client, &changes, &current).await?;
-    let previous = auto_conf_entries(client).await?;
-    for c in &mut changes {
-        c.previous_auto = previous.get(&c.name).cloned();
-    }
-    Ok(ApplyPlan { changes, unknown })
-}
-
-/// Type, range and enum checks from pg_settings' own metadata.
-fn check_value(name: &str, value: &str, c: &PgSetting) -> Result<(), String> {
-    let bad = |why: String| Err(format!("{name} = '{value}': {why}"));
-    if c.context == "internal" {
-        return bad("it is fixed when PostgreSQL is built".into());
-    }
-    match c.vartype.as_str() {
-        "bool" => {
-            let v = value.to_ascii_lowercase();
-            if !["on", "off", "true", "false", "yes", "no", "1", "0"].contains(&v.as_str()) {
-                return bad("expected on or off".into());
-            }
-        }
-        "integer" | "real" => {
-            let Some(n) = to_unit(value, &c.unit) else {
-                let unit = if c.unit.is_empty() {
-                    String::new()
-                } else {
-                    format!(" (unit {})", c.unit)
-                };
-                return bad(format!("not a valid {}{unit}", c.vartype));
-            };
-            let min = c.min_val.as_deref().and_then(|m| m.parse::<f64>().ok());
-            let max = c.max_val.as_deref().and_then(|m| m.parse::<f64>().ok());
-            if let (Some(min), Some(max)) = (min, max) {
-                if n < min || n > max {
-                    let show = |v: f64| display_setting(&format!("{v}"), &c.unit);
-                    return bad(format!(
-                        "outside the server's range {} .. {}",
-                        show(min),
-                        show(max)
-                    ));
-                }
-            }
-        }
-        "enum" => {
-            if let Some(vals) = &c.enumvals {
-                if !vals.iter().any(|v| v.eq_ignore_ascii_case(value)) {
-                    return bad(format!("this server accepts {}", vals.join(", ")));
-                }
-            }
-        }
-        _ => {}
-    }
-    Ok(())
-}
-
-/// ALTER SYSTEM needs superuser, or (PostgreSQL 15+) a GRANT ALTER SYSTEM ON PARAMETER.
-async fn check_privileges(client: &Client, changes: &[Change]) -> Result<(), LiveError> {
-    let names: Vec<String> = changes.iter().map(|c| c.name.clone()).collect();
-    let rows = client
-        .query(
-            "SELECT n FROM unnest($1::text[]) AS n \
-              WHERE NOT (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) \
-                AND (current_setting('server_version_num')::int < 150000 \
-                     OR NOT has_parameter_privilege(n, 'ALTER SYSTEM'))",
-            &[&names],
-        )
-        .await
-        .map_err(q("check privileges"))?;
-    if rows.is_empty() {
-        return Ok(());
-    }
-    let missing: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
-    Err(LiveError::Permission(format!(
-        "ALTER SYSTEM on {} needs superuser or GRANT ALTER SYSTEM ON PARAMETER",
-        missing.join(", ")
-    )))
-}
-
-/// Settings a session may set are tried with `set_config(.., is_local => true)` in a
-/// transaction that is rolled back: this runs the server's own check hooks (time zones,
-/// search paths, ...) without writing anything.
-async fn check_with_server(
-    client: &Client,
-    changes: &[Change],
-    current: &BTreeMap<String, PgSetting>,
-) -> Result<(), LiveError> {
-    let settable: Vec<&Change> = changes
-        .iter()
-        .filter(|c| {
-            current
-                .get(&c.name)
-                .is_some_and(|s| s.context == "user" || s.context == "superuser")
-        })
-        .collect();
-    if settable.is_empty() {
-        return Ok(());
-    }
-    let mut problems = Vec::new();
-    client
-        .batch_execute("BEGIN")
-        .await
-        .map_err(q("begin validation"))?;
-    for c in settable {
-        client
-            .batch_execute("SAVEPOINT pgwarden_check")
-            .await
-            .map_err(q("validate"))?;
-        if let Err(e) = client
-            .query_one("SELECT set_config($1, $2, true)", &[&c.name, &c.new])
-            .await
-        {
-            // A permission error here is not about the value: ALTER SYSTEM may still be
-            // allowed (checked separately), so only value errors count.
-            let permission = e.code().is_some_and(|code| {
-                code == &tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE
-            });
-            if !permission {
-                problems.push(format!(
-                    "{} = '{}': {}",
-                    c.name,
-                    c.new,
-                    pgw_common::error_line(&e)
-                ));
-            }
-            client
-                .batch_execute("ROLLBACK TO SAVEPOINT pgwarden_check")
-                .await
-                .map_err(q("validate"))?;
-        }
-    }
-    client
-        .batch_execute("ROLLBACK")
-        .await
-        .map_err(q("end validation"))?;
-    if problems.is_empty() {
-        Ok(())
-    } else {
-        Err(LiveError::Invalid(problems))
-    }
-}
-
-/// The entries postgresql.auto.conf holds now (the last one per name wins).
-async fn auto_conf_entries(client: &Client) -> Result<BTreeMap<String, String>, LiveError> {
-    let rows = client
-        .query(
-            "SELECT name, setting FROM pg_file_settings \
-              WHERE sourcefile LIKE '%postgresql.auto.conf' ORDER BY seqno",
-            &[],
-        )
-        .await
-        .map_err(|source| LiveError::Query {
-            what: "read postgresql.auto.conf through pg_file_settings (needed to undo a partial apply)",
-            source,
-        })?;
-    Ok(rows
-        .into_iter()
-        .map(|r| (r.get::<_, String>(0), r.get::<_, String>(1)))
-        .collect())
-}
-
-/// What apply did.
-#[derive(Debug, Clone, Serialize)]
-pub struct ApplyReport {
-    pub applied: Vec<Change>,
-    /// Settings whose new value waits for a restart (pg_settings.pending_restart),
-    /// including any that were pending before.
-    pub pending_restart: Vec<String>,
-    /// Whether the configuration was reloaded.
-    pub reloaded: bool,
-}
-
-/// Writes every change with ALTER SYSTEM; if the server rejects one, the ones already
-/// written are put back and nothing is reloaded, so the server is as it was. Then
-/// reloads and reports what still needs a restart.
-pub async fn execute_apply(client: &Client, plan: &ApplyPlan) -> Result<ApplyReport, LiveError> {
-    if plan.changes.is_empty() {
-        return Ok(ApplyReport {
-            applied: Vec::new(),
-            pending_restart: Vec::new(),
-            reloaded: false,
-        });
-    }
-    for (i, c) in plan.changes.iter().enumerate() {
-        if let Err(source) = alter_system(client, &c.name, Some(&c.new)).await {
-            let mut failed = Vec::new();
-            for done in plan.changes[..i].iter().rev() {
-                if alter_system(client, &done.name, done.previous_auto.as_deref())
-                    .await
-                    .is_err()
-                {
-                    failed.push(done.name.clone());
-                }
-            }
-            if !failed.is_empty() {
-                return Err(LiveError::RevertFailed {
-                    name: c.name.clone(),
-                    value: c.new.clone(),
-                    failed: failed.join(", "),
-                    source,
-                });
-            }
-            return Err(LiveError::Rejected {
-                name: c.name.clone(),
-                value: c.new.clone(),
-                reverted: i,
-                source,
-            });
-        }
-    }
-    client
-        .query_one("SELECT pg_reload_conf()", &[])
-        .await
-        .map_err(q("reload the configuration"))?;
-    let pending_restart = wait_for_reload(client, plan).await?;
-    Ok(ApplyReport {
-        applied: plan.changes.clone(),
-        pending_restart,
-        reloaded: true,
-    })
-}
-
-/// `ALTER SYSTEM SET name = value`, or `RESET` when `value` is None. ALTER SYSTEM takes
-/// no bind parameters, so the server itself quotes both parts with format(%I, %L).
-async fn alter_system(
-    client: &Client,
-    name: &str,
-    value: Option<&str>,
-) -> Result<(), tokio_postgres::Error> {
-    let row = match value {
-        Some(v) => {
-            client
-                .query_one(
-                    "SELECT format('ALTER SYSTEM SET %I = %L', $1::text, $2::text)",
-                    &[&name, &v],
-                )
-                .await?
-        }
-        None => {
-            client
-                .query_one("SELECT format('ALTER SYSTEM RESET %I', $1::text)", &[&name])
-                .await?
-        }
-    };
-    let stmt: String = row.get(0);
-    client.batch_execute(&stmt).await
-}
-
-/// pg_reload_conf() only signals the postmaster; wait (up to 10 s) until this session
-/// sees the reload, then list what waits for a restart.
-async fn wait_for_reload(client: &Client, plan: &ApplyPlan) -> Result<Vec<String>, LiveError> {
-    let names: Vec<String> = plan.changes.iter().map(|c| c.name.clone()).collect();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let now = pg_settings(client, &names).await?;
-        let settled = plan.changes.iter().all(|c| match now.get(&c.name) {
-            Some(s) if c.needs == Needs::Restart => s.pending_restart,
-            Some(s) => same_value(&c.new, &s.setting, &s.unit),
-            None => true,
-        });
-        if settled || Instant::now() > deadline {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let rows = client
-        .query(
-            "SELECT name FROM pg_settings WHERE pending_restart ORDER BY name",
-            &[],
-        )
-        .await
-        .map_err(q("read pending restarts"))?;
-    Ok(rows.into_iter().map(|r| r.get(0)).collect())
 }

@@ -10,6 +10,8 @@
 use serde::Serialize;
 
 use crate::inputs::{DbSize, InputError, Inputs, Storage, Workload};
+use pgw_common::output::{quote_ident, quote_literal};
+
 use crate::units::format_kb;
 
 const MB: u64 = 1024;
@@ -577,26 +579,10 @@ fn conf_bare(value: &str) -> bool {
     numeric || word
 }
 
-/// A single-quoted literal with embedded quotes doubled.
-fn quote_literal(value: &str) -> String {
-    format!("'{}'", value.replace('\'', "''"))
-}
-
-/// A setting name for ALTER SYSTEM: each dot-separated part double-quoted when it is not
-/// a plain lowercase identifier, with embedded double quotes doubled.
+/// A setting name for ALTER SYSTEM: each dot-separated part quoted when it needs it.
 fn quote_name(name: &str) -> String {
     name.split('.')
-        .map(|part| {
-            let plain = part.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
-                && part
-                    .chars()
-                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '$');
-            if plain {
-                part.to_string()
-            } else {
-                format!("\"{}\"", part.replace('"', "\"\""))
-            }
-        })
+        .map(quote_ident)
         .collect::<Vec<_>>()
         .join(".")
 }

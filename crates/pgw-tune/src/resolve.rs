@@ -186,6 +186,7 @@ pub fn resolve(given: &Given, facts: &Facts) -> Result<(Inputs, InputReport), Re
                 "db_size",
                 "assumed mid_ram (1-3x RAM, PGTune's default)".to_string(),
             );
+            assumed.push("db_size");
             DbSize::MidRam
         }
     };
@@ -278,7 +279,7 @@ mod tests {
         assert_eq!(r.sources["memory"], "cgroup limit (x)");
         assert_eq!(i.connections, Some(120));
         assert_eq!(i.pg_version, 15);
-        assert_eq!(r.assumed, vec!["workload", "storage"]);
+        assert_eq!(r.assumed, vec!["workload", "storage", "db_size"]);
     }
 
     #[test]

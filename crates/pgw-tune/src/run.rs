@@ -7,8 +7,11 @@ use pgw_common::{connect_dsn, ConnParams, ConnectError};
 
 use crate::host::{storage_of, HostFacts};
 use crate::inputs::InputError;
-use crate::live::{self, ApplyPlan, ApplyReport, DiffRow, LiveError};
-use crate::recommend::{recommend, Recommendation, Setting};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use crate::apply::{self, ApplyPlan, ApplyReport};
+use crate::live::{self, DiffRow, LiveError};
+use crate::recommend::{recommend, Origin, Recommendation, Setting};
 use crate::resolve::{resolve, Facts, Given, InputReport, ResolveError};
 
 /// Everything `pgwarden tune` was asked.
@@ -43,6 +46,11 @@ impl TuneError {
             TuneError::Resolve(_) | TuneError::Input(_) => true,
             TuneError::Live(_) => false,
         }
+    }
+
+    /// Whether the user interrupted the work (Ctrl-C), with nothing changed.
+    pub fn is_interrupted(&self) -> bool {
+        matches!(self, TuneError::Live(LiveError::Interrupted { .. }))
     }
 }
 
@@ -87,10 +95,17 @@ fn build_report(req: &Request, facts: &Facts) -> Result<TuneReport, TuneError> {
     let (inputs, input_report) = resolve(&req.given, facts)?;
     let mut rec = recommend(&inputs)?;
     live::apply_overrides(&mut rec, &req.overrides);
-    // The build-dependency warning is moot once the server itself says it has lz4.
     if let Some(server) = &facts.server {
-        if server.wal_compression_values.iter().any(|v| v == "lz4") {
-            rec.warnings.retain(|w| !w.contains("--with-lz4"));
+        adapt_to_server(&mut rec, server);
+    }
+    if let (Some(given), Some(host)) = (req.given.memory_kb, &facts.host) {
+        if given > host.memory_kb {
+            rec.warnings.push(format!(
+                "--memory {} is more than the {} this server's host has ({}): the settings may not fit",
+                crate::units::format_kb(given),
+                crate::units::format_kb(host.memory_kb),
+                host.memory_source
+            ));
         }
     }
     Ok(TuneReport {
@@ -100,6 +115,29 @@ fn build_report(req: &Request, facts: &Facts) -> Result<TuneReport, TuneError> {
         diff: None,
         recommendation: rec,
     })
+}
+
+/// What the server itself says about build options: wal_compression = lz4 needs a
+/// server built with lz4. With it, PGTune's build warning is moot; without it, pglz
+/// (always built in) is recommended instead.
+fn adapt_to_server(rec: &mut Recommendation, server: &live::ServerFacts) {
+    let values = &server.wal_compression_values;
+    if values.is_empty() {
+        return;
+    }
+    rec.warnings.retain(|w| !w.contains("--with-lz4"));
+    if values.iter().any(|v| v == "lz4") {
+        return;
+    }
+    if let Some(s) = rec
+        .settings
+        .iter_mut()
+        .find(|s| s.name == "wal_compression" && s.value == "lz4" && s.origin != Origin::User)
+    {
+        s.value = "pglz".into();
+        s.reason
+            .push_str("; this server was built without lz4, so pglz");
+    }
 }
 
 /// Recommends from the flags, filling the rest from the server (when `use_server`) or
@@ -129,11 +167,17 @@ pub async fn diff(req: &Request) -> Result<TuneReport, TuneError> {
 pub async fn plan_apply(req: &Request) -> Result<(TuneReport, ApplyPlan, Session), TuneError> {
     let (facts, session) = gather_from_server(req.dsn.as_deref()).await?;
     let report = build_report(req, &facts)?;
-    let plan = live::plan_apply(&session.client, &report.recommendation).await?;
+    let plan = apply::plan_apply(&session.client, &report.recommendation).await?;
     Ok((report, plan, session))
 }
 
-/// Carries out a plan from [`plan_apply`].
-pub async fn execute_apply(session: &Session, plan: &ApplyPlan) -> Result<ApplyReport, TuneError> {
-    Ok(live::execute_apply(&session.client, plan).await?)
+/// Carries out a plan from [`plan_apply`]; `interrupted` (Ctrl-C) set before the writes
+/// are done puts back what was written.
+pub async fn execute_apply(
+    session: &Session,
+    plan: &ApplyPlan,
+    interrupted: &AtomicBool,
+) -> Result<ApplyReport, TuneError> {
+    let asked = || interrupted.load(Ordering::SeqCst);
+    Ok(apply::execute_apply(&session.client, plan, &asked).await?)
 }

@@ -227,11 +227,17 @@ pub fn display_setting(setting: &str, unit: &str) -> String {
 }
 
 /// Normalises a boolean spelling PostgreSQL accepts to `true`/`false`.
-fn as_bool(s: &str) -> Option<bool> {
-    match s.trim().to_ascii_lowercase().as_str() {
-        "on" | "true" | "yes" | "1" => Some(true),
-        "off" | "false" | "no" | "0" => Some(false),
-        _ => None,
+/// PostgreSQL's `parse_bool`: any unique prefix of true/false/yes/no, `on`, `of(f)`,
+/// `1` and `0`, case-insensitively.
+pub fn as_bool(s: &str) -> Option<bool> {
+    let v = s.trim().to_ascii_lowercase();
+    let prefix_of = |word: &str, min: usize| v.len() >= min && word.starts_with(v.as_str());
+    if prefix_of("true", 1) || prefix_of("yes", 1) || v == "on" || v == "1" {
+        Some(true)
+    } else if prefix_of("false", 1) || prefix_of("no", 1) || prefix_of("off", 2) || v == "0" {
+        Some(false)
+    } else {
+        None
     }
 }
 
@@ -245,7 +251,8 @@ pub fn same_value(recommended: &str, current_setting: &str, unit: &str) -> bool 
     if let (Some(a), Some(b)) = (to_unit(recommended, unit), to_unit(current_setting, unit)) {
         let close = |x: f64, y: f64| (x - y).abs() <= 1e-9 * x.abs().max(y.abs()).max(1.0);
         let memory = matches!(parse_setting_unit(unit), Some(Unit::Bytes(_)));
-        return close(a, b) || (memory && close(a.round(), b));
+        // PostgreSQL rounds half to even (rint) when it converts to the setting's unit.
+        return close(a, b) || (memory && close(a.round_ties_even(), b));
     }
     if let (Some(a), Some(b)) = (as_bool(recommended), as_bool(current_setting)) {
         return a == b;

@@ -217,5 +217,8 @@ fn parse_set(s: &str) -> Result<(String, String), String> {
     if !valid {
         return Err(format!("'{name}' is not a setting name"));
     }
+    if value.chars().any(char::is_control) {
+        return Err(format!("the value of {name} contains a control character"));
+    }
     Ok((name.to_ascii_lowercase(), value.trim().to_string()))
 }

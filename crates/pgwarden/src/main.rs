@@ -6,7 +6,11 @@ mod print;
 
 use std::io::Write;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
+
+use tokio::signal::unix::{signal, SignalKind};
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
@@ -98,6 +102,14 @@ fn one_line(e: &anyhow::Error) -> String {
 }
 
 fn exit_code(e: &anyhow::Error) -> u8 {
+    let interrupted = e.chain().any(|cause| {
+        cause
+            .downcast_ref::<pgw_tune::run::TuneError>()
+            .is_some_and(|t| t.is_interrupted())
+    });
+    if interrupted {
+        return 130;
+    }
     // Typed errors say whether the input is at fault; `#[error(transparent)]` wrappers
     // hide their inner error from the chain, so ask the wrappers.
     let input = e.chain().any(|cause| {
@@ -188,9 +200,11 @@ async fn tune_apply(args: &TuneArgs, yes: bool, format: OutputFormat) -> Result<
         };
     }
     if format == OutputFormat::Table {
-        print!("{}", print::inputs(&report));
-        println!();
-        print!("{}", print::plan(&plan));
+        out(&format!(
+            "{}\n{}",
+            print::inputs(&report),
+            print::plan(&plan)
+        ))?;
     }
     if !yes {
         if !pgw_common::output::interactive() {
@@ -212,7 +226,19 @@ async fn tune_apply(args: &TuneArgs, yes: bool, format: OutputFormat) -> Result<
             return Ok(ExitCode::from(1));
         }
     }
-    let applied = pgw_tune::run::execute_apply(&session, &plan)
+    // From here on Ctrl-C (or SIGTERM) must not kill the process between two ALTER
+    // SYSTEMs: it sets a flag, and apply puts back what it wrote before it stops.
+    let interrupted = Arc::new(AtomicBool::new(false));
+    for kind in [SignalKind::interrupt(), SignalKind::terminate()] {
+        let mut sig = signal(kind).context("install the Ctrl-C handler")?;
+        let flag = interrupted.clone();
+        tokio::spawn(async move {
+            if sig.recv().await.is_some() {
+                flag.store(true, Ordering::SeqCst);
+            }
+        });
+    }
+    let applied = pgw_tune::run::execute_apply(&session, &plan, &interrupted)
         .await
         .context("tune apply")?;
     match format {
@@ -221,18 +247,47 @@ async fn tune_apply(args: &TuneArgs, yes: bool, format: OutputFormat) -> Result<
             "plan": plan,
             "applied": applied.applied,
             "pending_restart": applied.pending_restart,
+            "not_in_effect": applied.not_in_effect,
             "reloaded": applied.reloaded,
-        }))),
-        OutputFormat::Table => out(&print::applied(&applied)),
+        })))?,
+        OutputFormat::Table => out(&print::applied(&applied))?,
+    };
+    if applied.not_in_effect.is_empty() {
+        Ok(ExitCode::SUCCESS)
+    } else {
+        eprintln!(
+            "pgwarden: error: tune apply: written and reloaded, but not in effect: {} (see the server log)",
+            applied.not_in_effect.join(", ")
+        );
+        Ok(ExitCode::from(1))
     }
 }
 
 async fn demo(args: cli::DemoArgs) -> Result<ExitCode> {
-    let opts = pgw_demo::Options { rows: args.rows };
+    // A progress bar on a terminal (stderr); indicatif draws nothing when piped.
+    let bar = indicatif::ProgressBar::with_draw_target(
+        Some(pgw_demo::STEPS),
+        indicatif::ProgressDrawTarget::stderr(),
+    );
+    if let Ok(style) =
+        indicatif::ProgressStyle::with_template("{spinner} [{pos}/{len}] {msg} ({elapsed})")
+    {
+        bar.set_style(style);
+    }
+    bar.enable_steady_tick(Duration::from_millis(120));
+    let shown = bar.clone();
+    let opts = pgw_demo::Options {
+        rows: args.rows,
+        on_step: Arc::new(move |n, _of, what: &str| {
+            shown.set_position(n.saturating_sub(1));
+            shown.set_message(what.to_string());
+        }),
+    };
     let task = tokio::spawn(async move { pgw_demo::run(&opts).await });
     let abort = task.abort_handle();
     tokio::select! {
         joined = task => {
+            bar.finish_and_clear();
             let report = joined.context("demo task")?.context("demo")?;
             match args.format {
                 OutputFormat::Json => out(&print::json(&report)),
@@ -240,7 +295,8 @@ async fn demo(args: cli::DemoArgs) -> Result<ExitCode> {
             }
         }
         _ = tokio::signal::ctrl_c() => {
-            eprintln!("\npgwarden: interrupted; stopping the throwaway cluster");
+            bar.finish_and_clear();
+            eprintln!("pgwarden: interrupted; stopping the throwaway cluster");
             abort.abort();
             // Cancelling drops the demo, whose cluster guard stops the server; the
             // cluster's watchdog is the backstop should that take too long.

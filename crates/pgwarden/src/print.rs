@@ -1,7 +1,8 @@
 //! Renderers: every report as a human table, JSON, and (for tune) conf or SQL.
 
 use pgw_common::output::table;
-use pgw_tune::live::{ApplyPlan, ApplyReport, DiffRow, Needs};
+use pgw_tune::apply::{ApplyPlan, ApplyReport};
+use pgw_tune::live::{DiffRow, Needs};
 use pgw_tune::run::TuneReport;
 
 use crate::cli::TuneFormat;
@@ -154,6 +155,12 @@ pub fn applied(r: &ApplyReport) -> String {
             ""
         }
     );
+    if !r.not_in_effect.is_empty() {
+        s.push_str(&format!(
+            "Not in effect after the reload: {}.\n",
+            r.not_in_effect.join(", ")
+        ));
+    }
     if r.pending_restart.is_empty() {
         s.push_str("Nothing waits for a restart.\n");
     } else {

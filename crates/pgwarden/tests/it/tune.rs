@@ -33,6 +33,8 @@ fn flags_give_pgtunes_reference_output_as_json() {
         "web",
         "--pg-version",
         "15",
+        "--db-size",
+        "mid-ram",
         "--format",
         "json",
     ]);
@@ -165,9 +167,8 @@ fn diff_against_a_live_server_reads_its_facts() {
     // max_connections was read from the server, so it already matches.
     assert_eq!(row("max_connections")["needs"], "nothing");
     // autovacuum_naptime is in seconds on the server.
-    if let Some(nap) = diff.iter().find(|r| r["name"] == "autovacuum_naptime") {
-        assert_eq!(nap["current"], "1min");
-    }
+    assert_eq!(row("autovacuum_naptime")["current"], "1min");
+    assert_eq!(row("autovacuum_naptime")["recommended"], "30s");
     // The table form has the same rows.
     let o = pgwarden(&["tune", "-d", &c.dsn(), "--diff", "--memory", "4GB"]);
     assert!(o.status.success(), "{}", stderr(&o));
@@ -413,11 +414,11 @@ fn apply_is_all_or_nothing_when_the_server_rejects_a_value() {
 
 #[test]
 fn apply_needs_confirmation_or_yes() {
-    let c = shared();
-    let before = auto_conf(c);
+    let c = own_cluster();
+    let before = auto_conf(&c);
     let o = pgwarden(&["tune", "apply", "-d", &c.dsn(), "--memory", "2GB"]);
     assert_fails(&o, 2, "--yes");
-    assert_eq!(auto_conf(c), before);
+    assert_eq!(auto_conf(&c), before);
 }
 
 #[test]
@@ -451,4 +452,135 @@ fn a_pg_monitor_role_can_diff_but_not_apply() {
         "2GB",
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
+}
+
+#[test]
+fn a_rejected_value_puts_back_what_auto_conf_held_before() {
+    let c = own_cluster();
+    // Entries that were already in postgresql.auto.conf must come back as they were.
+    c.psql("postgres", "ALTER SYSTEM SET work_mem = '8MB'")
+        .unwrap();
+    c.psql("postgres", "ALTER SYSTEM SET random_page_cost = 2")
+        .unwrap();
+    let before = auto_conf(&c);
+    let o = pgwarden(&[
+        "tune",
+        "apply",
+        "-d",
+        &c.dsn(),
+        "--memory",
+        "2GB",
+        "--yes",
+        "--set",
+        "log_timezone=Mars/Olympus_Mons",
+    ]);
+    assert_fails(&o, 1, "log_timezone");
+    assert_eq!(auto_conf(&c), before);
+    assert!(
+        before.contains("work_mem = '8MB'") && before.contains("random_page_cost = '2'"),
+        "{before}"
+    );
+}
+
+#[test]
+fn apply_refuses_when_a_configuration_file_has_errors() {
+    let c = own_cluster();
+    // The server ignores a reload of a file it cannot parse, so apply must not pretend.
+    let conf = c.data_dir().join("postgresql.conf");
+    let mut text = std::fs::read_to_string(&conf).unwrap();
+    text.push_str("\nbogus = = 1\n");
+    std::fs::write(&conf, text).unwrap();
+    let before = auto_conf(&c);
+    let o = pgwarden(&["tune", "apply", "-d", &c.dsn(), "--memory", "2GB", "--yes"]);
+    assert_fails(&o, 1, "configuration files have errors");
+    assert_eq!(auto_conf(&c), before);
+}
+
+#[test]
+fn desktop_wal_level_minimal_is_refused_while_archiving() {
+    let c = Cluster::builder()
+        .setting("archive_mode", "on")
+        .setting("archive_command", "/bin/true")
+        .start()
+        .expect("start a cluster");
+    let before = auto_conf(&c);
+    let o = pgwarden(&[
+        "tune",
+        "apply",
+        "-d",
+        &c.dsn(),
+        "--memory",
+        "2GB",
+        "--workload",
+        "desktop",
+        "--yes",
+    ]);
+    assert_fails(&o, 1, "wal_level = minimal while archive_mode is on");
+    assert_eq!(auto_conf(&c), before);
+}
+
+#[test]
+fn a_role_with_the_pg15_grants_can_apply_without_superuser() {
+    let c = own_cluster();
+    let args = ["--memory", "2GB", "--cpus", "4", "--workload", "oltp"];
+    let o = pgwarden(&[&["tune", "--format", "json"][..], &args[..]].concat());
+    let names: Vec<String> = json(&o)["settings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap().to_string())
+        .collect();
+    c.psql(
+        "postgres",
+        "CREATE ROLE tuner LOGIN PASSWORD 'tunerpw' IN ROLE pg_monitor",
+    )
+    .unwrap();
+    let dsn = c.dsn_for("tuner", "tunerpw", "postgres");
+    c.psql(
+        "postgres",
+        &format!(
+            "GRANT ALTER SYSTEM ON PARAMETER {} TO tuner",
+            names.join(", ")
+        ),
+    )
+    .unwrap();
+    // Without the right to reload, apply refuses before writing anything.
+    let before = auto_conf(&c);
+    let o = pgwarden(&[&["tune", "apply", "-d", &dsn, "--yes"][..], &args[..]].concat());
+    assert_fails(&o, 1, "pg_reload_conf()");
+    assert_eq!(auto_conf(&c), before);
+    c.psql(
+        "postgres",
+        "GRANT EXECUTE ON FUNCTION pg_reload_conf() TO tuner; \
+         GRANT SELECT ON pg_file_settings TO tuner; \
+         GRANT EXECUTE ON FUNCTION pg_show_all_file_settings() TO tuner;",
+    )
+    .unwrap();
+    let o = pgwarden(
+        &[
+            &["tune", "apply", "-d", &dsn, "--yes", "--format", "json"][..],
+            &args[..],
+        ]
+        .concat(),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        auto_conf(&c).contains("random_page_cost = '1.1'"),
+        "{}",
+        auto_conf(&c)
+    );
+}
+
+#[test]
+fn set_values_with_control_characters_are_refused() {
+    let o = pgwarden(&[
+        "tune",
+        "--memory",
+        "2GB",
+        "--set",
+        "work_mem=1MB\nshared_preload_libraries=evil",
+        "--format",
+        "conf",
+    ]);
+    assert_fails(&o, 2, "control character");
 }
