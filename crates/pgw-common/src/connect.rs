@@ -41,17 +41,12 @@ pub async fn connect_dsn(dsn: Option<&str>) -> Result<(Client, ConnParams), Conn
     Ok((client, params))
 }
 
-/// Connects with `params`; the connection's driver task is spawned on the current runtime
-/// and ends when the returned client is dropped.
+/// Connects with `params`, trying each host in turn as libpq does (each with its own
+/// port and, if given, `hostaddr`); the error is the last host's. The connection's driver
+/// task is spawned on the current runtime and ends when the returned client is dropped.
 pub async fn connect(params: &ConnParams) -> Result<Client, ConnectError> {
     let target = params.target();
     let mut config = tokio_postgres::Config::new();
-    for h in &params.hosts {
-        config.host(h);
-    }
-    for p in &params.ports {
-        config.port(*p);
-    }
     config
         .user(&params.user)
         .dbname(&params.dbname)
@@ -111,16 +106,59 @@ pub async fn connect(params: &ConnParams) -> Result<Client, ConnectError> {
         source,
     })?;
     let tls = tokio_postgres_rustls::MakeRustlsConnect::new(tls);
-    let (client, connection) = config
-        .connect(tls)
-        .await
-        .map_err(|source| ConnectError::Connect { target, source })?;
+    // One attempt per host rather than one multi-host Config: tokio-postgres wants a
+    // hostaddr for every host or for none, and libpq allows them per host.
+    let attempts = params.hosts.len().max(1);
+    let mut i = 0;
+    let (client, connection) = loop {
+        let mut attempt = config.clone();
+        host_config(&mut attempt, params, i);
+        match attempt.connect(tls.clone()).await {
+            Ok(pair) => break pair,
+            Err(e) if i + 1 < attempts => {
+                tracing::debug!(
+                    host = params.hosts.get(i).map(String::as_str).unwrap_or(""),
+                    port = params.port_for(i),
+                    error = %error_line(&e),
+                    "connection attempt failed; trying the next host"
+                );
+                i += 1;
+            }
+            Err(source) => return Err(ConnectError::Connect { target, source }),
+        }
+    };
     tokio::spawn(async move {
         if let Err(e) = connection.await {
             tracing::debug!(error = %error_line(&e), "connection closed with an error");
         }
     });
     Ok(client)
+}
+
+/// Points `config` at host number `i` of `params`: its port, and its `hostaddr` for the
+/// TCP connection with the host name kept for the certificate check. A socket directory
+/// paired with a `hostaddr` (say PGHOST=/var/run/postgresql and hostaddr=10.0.0.5) connects
+/// over TCP, as libpq does; the address then stands in as the TLS name, since
+/// tokio-postgres refuses TLS without one.
+fn host_config(config: &mut tokio_postgres::Config, params: &ConnParams, i: usize) {
+    let host = params.hosts.get(i);
+    match (host, params.hostaddr_for(i)) {
+        (Some(h), Some(ip)) if h.starts_with('/') => {
+            config.host(ip.to_string()).hostaddr(ip);
+        }
+        (Some(h), Some(ip)) => {
+            config.host(h).hostaddr(ip);
+        }
+        (Some(h), None) => {
+            config.host(h);
+        }
+        (None, Some(ip)) => {
+            config.host(ip.to_string()).hostaddr(ip);
+        }
+        // No host at all: tokio-postgres reports it.
+        (None, None) => {}
+    }
+    config.port(params.port_for(i));
 }
 
 /// One line describing a driver error: the server's message for database errors

@@ -5,13 +5,28 @@
 //! parses conninfo and URIs but does not read `PG*` environment variables or
 //! `~/.pgpass`, and rejects `sslmode=verify-ca|verify-full` and `sslrootcert`, which
 //! users of psql take for granted. The rules below follow the libpq documentation
-//! ("Connection Strings", "Environment Variables", "The Password File").
+//! ("Connection Strings", "Environment Variables", "The Password File", "SSL Support")
+//! and, where the documentation is silent, libpq's `fe-connect.c`:
+//!
+//! - Each key is taken from the connection string if it is there (even empty), else from
+//!   its environment variable, else from the default; keys never shadow one another.
+//! - `hostaddr` (numeric IPs) decides where the TCP connection goes; `host` names the
+//!   server for certificate checks and the password file. Given both, they pair up by
+//!   position and must have the same number of entries.
+//! - `port` is one port for all hosts or one per host; an empty entry is the default
+//!   port, 5432.
+//! - `sslrootcert=system` makes `verify-full` the default `sslmode` and refuses any other.
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
-/// An error in a connection string, named with the offending part.
+/// The port libpq uses when none is given (`DEF_PGPORT`).
+pub const DEFAULT_PORT: u16 = 5432;
+
+/// An error in a connection string, named with the offending part. Never contains a
+/// password.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum DsnError {
     #[error("invalid connection string: missing \"=\" after \"{0}\"")]
@@ -28,6 +43,12 @@ pub enum DsnError {
         value: String,
         why: &'static str,
     },
+    #[error("could not match {ports} port numbers to {hosts} hosts")]
+    PortCount { ports: usize, hosts: usize },
+    #[error("could not match {hosts} host names to {hostaddrs} hostaddr values")]
+    HostCount { hosts: usize, hostaddrs: usize },
+    #[error("weak sslmode \"{0}\" may not be used with sslrootcert=system (use \"verify-full\")")]
+    WeakSslMode(SslMode),
 }
 
 /// libpq's `sslmode`.
@@ -105,16 +126,26 @@ const OPTIONS: &[(&str, Option<&str>)] = &[
 /// Connection parameters after the DSN, the environment and the defaults were merged.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConnParams {
-    /// Host names, IP addresses or socket directories (absolute paths), in order.
+    /// Host names, IP addresses or socket directories (absolute paths), in order: the
+    /// `host` entries, or for an entry without one its `hostaddr`, else the default
+    /// socket directory. Used for certificate name checks and the password file.
     pub hosts: Vec<String>,
-    /// One port per host (a single port applies to all).
+    /// The `hostaddr` for each host, if any: where the TCP connection goes instead of
+    /// looking the host name up. Same length as `hosts`.
+    pub hostaddrs: Vec<Option<IpAddr>>,
+    /// The port for each host (same length as `hosts`).
     pub ports: Vec<u16>,
     pub user: String,
     pub password: Option<String>,
     pub dbname: String,
     pub sslmode: SslMode,
     pub sslrootcert: Option<PathBuf>,
+    /// The client certificate: `sslcert`, else `~/.postgresql/postgresql.crt` when
+    /// `sslkey` was given or both default files exist.
     pub sslcert: Option<PathBuf>,
+    /// The client key: `sslkey`, else `~/.postgresql/postgresql.key` when `sslcert` was
+    /// given or both default files exist. One without the other is refused when TLS
+    /// is set up.
     pub sslkey: Option<PathBuf>,
     /// Seconds; libpq waits forever by default, pgwarden waits 10 s so a dead host
     /// gives an error instead of a hang.
@@ -141,6 +172,8 @@ pub enum PasswordSource {
 pub trait Env {
     fn var(&self, name: &str) -> Option<String>;
     fn home(&self) -> Option<PathBuf>;
+    /// The name of the operating-system user the connection runs as (libpq's default
+    /// user name).
     fn os_user(&self) -> Option<String>;
 }
 
@@ -154,11 +187,18 @@ impl Env for ProcessEnv {
     fn home(&self) -> Option<PathBuf> {
         std::env::var_os("HOME").map(PathBuf::from)
     }
+    /// The effective uid's user name, as libpq's `pg_fe_getauthname` (not `$USER`, which
+    /// is wrong under `sudo -u`, `su` without `-` or setuid).
     fn os_user(&self) -> Option<String> {
-        std::env::var("USER")
-            .ok()
-            .or_else(|| std::env::var("LOGNAME").ok())
-            .filter(|u| !u.is_empty())
+        let uid = nix::unistd::geteuid();
+        match nix::unistd::User::from_uid(uid) {
+            Ok(Some(user)) if !user.name.is_empty() => Some(user.name),
+            Ok(_) => None,
+            Err(e) => {
+                tracing::debug!(%uid, error = %e, "look up the effective user");
+                None
+            }
+        }
     }
 }
 
@@ -180,6 +220,7 @@ impl ConnParams {
             }
         }
         let mut password_source = PasswordSource::None;
+        // Per key: the DSN (even an empty value), else the environment.
         let get = |key: &str| -> Option<String> {
             if let Some(v) = explicit.get(key) {
                 return Some(v.clone());
@@ -190,48 +231,37 @@ impl ConnParams {
                 .and_then(|(_, v)| *v)?;
             env.var(var)
         };
+        // Options whose empty value means "not given" (libpq tests `val[0] != '\0'`).
+        let get_nonempty = |key: &str| get(key).filter(|v| !v.is_empty());
         if explicit.contains_key("password") {
             password_source = PasswordSource::Dsn;
         } else if env.var("PGPASSWORD").is_some() {
             password_source = PasswordSource::Env;
         }
 
-        let hosts: Vec<String> = match get("host").or_else(|| get("hostaddr")) {
-            Some(h) => h.split(',').map(|s| s.trim().to_string()).collect(),
-            None => vec![default_socket_dir()],
-        };
-        let ports: Vec<u16> = match get("port") {
-            Some(p) => p
-                .split(',')
-                .map(|s| {
-                    s.trim()
-                        .parse::<u16>()
-                        .ok()
-                        .filter(|p| *p > 0)
-                        .ok_or(DsnError::BadValue {
-                            key: "port",
-                            value: p.clone(),
-                            why: "expected a number from 1 to 65535",
-                        })
-                })
-                .collect::<Result<_, _>>()?,
-            None => vec![5432],
-        };
-        if ports.len() != 1 && ports.len() != hosts.len() {
-            return Err(DsnError::BadValue {
-                key: "port",
-                value: get("port").unwrap_or_default(),
-                why: "give one port, or one per host",
-            });
-        }
-        let user = get("user")
+        let default_dir = default_socket_dir();
+        let (hosts, hostaddrs) = resolve_hosts(
+            &get("host").unwrap_or_default(),
+            &get("hostaddr").unwrap_or_default(),
+            &default_dir,
+        )?;
+        let ports = resolve_ports(&get("port").unwrap_or_default(), hosts.len())?;
+        let user = get_nonempty("user")
             .or_else(|| env.os_user())
             .unwrap_or_else(|| "postgres".to_string());
-        let dbname = get("dbname").unwrap_or_else(|| user.clone());
+        let dbname = get_nonempty("dbname").unwrap_or_else(|| user.clone());
+        let sslrootcert = get_nonempty("sslrootcert");
+        let system_roots = sslrootcert.as_deref() == Some("system");
         let sslmode = match get("sslmode") {
             Some(m) => SslMode::parse(&m)?,
+            // libpq 16: "sslrootcert=system ... the default sslmode is verify-full".
+            None if system_roots => SslMode::VerifyFull,
             None => SslMode::Prefer,
         };
+        if system_roots && sslmode != SslMode::VerifyFull {
+            // Any publicly trusted certificate would pass a chain-only check.
+            return Err(DsnError::WeakSslMode(sslmode));
+        }
         let connect_timeout = match get("connect_timeout") {
             Some(t) => t.trim().parse::<u64>().map_err(|_| DsnError::BadValue {
                 key: "connect_timeout",
@@ -242,22 +272,37 @@ impl ConnParams {
         };
         let keepalives = get("keepalives").map(|v| v.trim() != "0");
         let home_file = |rel: &str| env.home().map(|h| h.join(rel));
+        let existing = |rel: &str| home_file(rel).filter(|p| p.exists());
+        let (sslcert, sslkey) = match (
+            get_nonempty("sslcert").map(PathBuf::from),
+            get_nonempty("sslkey").map(PathBuf::from),
+        ) {
+            (Some(cert), Some(key)) => (Some(cert), Some(key)),
+            // One given: its partner defaults to the file in ~/.postgresql, if there.
+            (Some(cert), None) => (Some(cert), existing(".postgresql/postgresql.key")),
+            (None, Some(key)) => (existing(".postgresql/postgresql.crt"), Some(key)),
+            // Neither: the default pair, only when both files exist.
+            (None, None) => match (
+                existing(".postgresql/postgresql.crt"),
+                existing(".postgresql/postgresql.key"),
+            ) {
+                (Some(cert), Some(key)) => (Some(cert), Some(key)),
+                _ => (None, None),
+            },
+        };
         let mut params = ConnParams {
             hosts,
+            hostaddrs,
             ports,
             user,
             password: get("password"),
             dbname,
             sslmode,
-            sslrootcert: get("sslrootcert")
+            sslrootcert: sslrootcert
                 .map(PathBuf::from)
-                .or_else(|| home_file(".postgresql/root.crt").filter(|p| p.exists())),
-            sslcert: get("sslcert")
-                .map(PathBuf::from)
-                .or_else(|| home_file(".postgresql/postgresql.crt").filter(|p| p.exists())),
-            sslkey: get("sslkey")
-                .map(PathBuf::from)
-                .or_else(|| home_file(".postgresql/postgresql.key").filter(|p| p.exists())),
+                .or_else(|| existing(".postgresql/root.crt")),
+            sslcert,
+            sslkey,
             connect_timeout,
             application_name: get("application_name")
                 .or_else(|| get("fallback_application_name"))
@@ -269,11 +314,11 @@ impl ConnParams {
             password_source,
         };
         if params.password.is_none() {
-            let passfile = get("passfile")
+            let passfile = get_nonempty("passfile")
                 .map(PathBuf::from)
                 .or_else(|| home_file(".pgpass"));
             if let Some(file) = passfile {
-                if let Some(pw) = lookup_passfile(&file, &params) {
+                if let Some(pw) = lookup_passfile(&file, &params, &default_dir) {
                     params.password = Some(pw);
                     params.password_source = PasswordSource::PassFile;
                 }
@@ -284,40 +329,157 @@ impl ConnParams {
 
     /// The port for host number `i`.
     pub fn port_for(&self, i: usize) -> u16 {
-        *self.ports.get(i).unwrap_or(&self.ports[0])
+        self.ports
+            .get(i)
+            .or_else(|| self.ports.first())
+            .copied()
+            .unwrap_or(DEFAULT_PORT)
     }
 
-    /// Whether the first host is this machine (a socket directory or a loopback
-    /// address), so host facts such as memory and cores describe the server's host.
+    /// The `hostaddr` for host number `i`, if one was given.
+    pub fn hostaddr_for(&self, i: usize) -> Option<IpAddr> {
+        self.hostaddrs.get(i).copied().flatten()
+    }
+
+    /// Whether every host is this machine (a socket directory or a loopback address;
+    /// with `hostaddr`, the address connected to), so host facts such as memory and
+    /// cores describe the server's host.
     pub fn is_local(&self) -> bool {
-        self.hosts.iter().all(|h| {
-            h.starts_with('/')
-                || h == "localhost"
-                || h.parse::<std::net::IpAddr>()
-                    .map(|ip| ip.is_loopback())
-                    .unwrap_or(false)
-        })
+        self.hosts
+            .iter()
+            .enumerate()
+            .all(|(i, h)| match self.hostaddr_for(i) {
+                Some(ip) => ip.is_loopback(),
+                None => {
+                    h.starts_with('/')
+                        || h == "localhost"
+                        || h.parse::<IpAddr>()
+                            .map(|ip| ip.is_loopback())
+                            .unwrap_or(false)
+                }
+            })
     }
 
-    /// A short, password-free description: `user@host:port/db`.
+    /// A short, password-free description: `user@host:port/db`, with the address in
+    /// parentheses where `hostaddr` differs from the host (`user@db.example(10.0.0.5):5432/db`).
     pub fn target(&self) -> String {
         let hosts: Vec<String> = self
             .hosts
             .iter()
             .enumerate()
-            .map(|(i, h)| format!("{h}:{}", self.port_for(i)))
+            .map(|(i, h)| match self.hostaddr_for(i) {
+                Some(ip) if ip.to_string() != *h => format!("{h}({ip}):{}", self.port_for(i)),
+                _ => format!("{h}:{}", self.port_for(i)),
+            })
             .collect();
         format!("{}@{}/{}", self.user, hosts.join(","), self.dbname)
     }
 }
 
-/// libpq's compiled-in socket directory on Debian, else `/tmp`.
+/// libpq's compiled-in socket directory (`DEFAULT_PGSOCKET_DIR`): Debian's when this
+/// looks like a Debian-style installation, else upstream's `/tmp`.
 fn default_socket_dir() -> String {
     if Path::new("/var/run/postgresql").is_dir() {
         "/var/run/postgresql".to_string()
     } else {
         "/tmp".to_string()
     }
+}
+
+/// Pairs the `host` and `hostaddr` lists as libpq's `pqConnectOptions2` does: the number
+/// of hosts is the length of `hostaddr` if given, else of `host`, else one; a `host` list,
+/// if given, must be as long. An entry with neither becomes `default_dir`.
+fn resolve_hosts(
+    host: &str,
+    hostaddr: &str,
+    default_dir: &str,
+) -> Result<(Vec<String>, Vec<Option<IpAddr>>), DsnError> {
+    let addrs: Vec<Option<IpAddr>> = if hostaddr.is_empty() {
+        Vec::new()
+    } else {
+        hostaddr
+            .split(',')
+            .map(str::trim)
+            .map(|a| {
+                if a.is_empty() {
+                    return Ok(None);
+                }
+                a.parse::<IpAddr>()
+                    .map(Some)
+                    .map_err(|_| DsnError::BadValue {
+                        key: "hostaddr",
+                        value: a.to_string(),
+                        why: "expected a numeric IPv4 or IPv6 address",
+                    })
+            })
+            .collect::<Result<_, _>>()?
+    };
+    let names: Vec<&str> = if host.is_empty() {
+        Vec::new()
+    } else {
+        host.split(',').map(str::trim).collect()
+    };
+    let count = if !addrs.is_empty() {
+        addrs.len()
+    } else {
+        names.len().max(1)
+    };
+    if !names.is_empty() && names.len() != count {
+        return Err(DsnError::HostCount {
+            hosts: names.len(),
+            hostaddrs: count,
+        });
+    }
+    let hostaddrs = if addrs.is_empty() {
+        vec![None; count]
+    } else {
+        addrs
+    };
+    let hosts = (0..count)
+        .map(
+            |i| match (names.get(i).filter(|n| !n.is_empty()), hostaddrs[i]) {
+                (Some(name), _) => (*name).to_string(),
+                (None, Some(ip)) => ip.to_string(),
+                (None, None) => default_dir.to_string(),
+            },
+        )
+        .collect();
+    Ok((hosts, hostaddrs))
+}
+
+/// One port per host from libpq's `port` list: one entry applies to every host, otherwise
+/// there must be one per host; an empty entry (or an empty list) is [`DEFAULT_PORT`].
+fn resolve_ports(spec: &str, hosts: usize) -> Result<Vec<u16>, DsnError> {
+    if spec.is_empty() {
+        return Ok(vec![DEFAULT_PORT; hosts]);
+    }
+    let items: Vec<&str> = spec.split(',').map(str::trim).collect();
+    if items.len() != 1 && items.len() != hosts {
+        return Err(DsnError::PortCount {
+            ports: items.len(),
+            hosts,
+        });
+    }
+    let ports = items
+        .iter()
+        .map(|item| {
+            if item.is_empty() {
+                return Ok(DEFAULT_PORT);
+            }
+            item.parse::<u16>()
+                .ok()
+                .filter(|p| *p > 0)
+                .ok_or_else(|| DsnError::BadValue {
+                    key: "port",
+                    value: (*item).to_string(),
+                    why: "expected a number from 1 to 65535",
+                })
+        })
+        .collect::<Result<Vec<u16>, _>>()?;
+    Ok(match ports.as_slice() {
+        [one] => vec![*one; hosts],
+        _ => ports,
+    })
 }
 
 /// `key = value` pairs separated by white space; values may be single-quoted with
@@ -387,7 +549,9 @@ fn parse_keyword_value(s: &str) -> Result<BTreeMap<String, String>, DsnError> {
     Ok(out)
 }
 
-fn percent_decode(s: &str) -> Result<String, DsnError> {
+/// Decodes `%xx` escapes. `what` names the part in errors ("the password", or the quoted
+/// text itself where echoing it is harmless).
+fn percent_decode(s: &str, what: &str) -> Result<String, DsnError> {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -395,8 +559,12 @@ fn percent_decode(s: &str) -> Result<String, DsnError> {
         if bytes[i] == b'%' {
             let hex = s
                 .get(i + 1..i + 3)
+                .filter(|h| h.bytes().all(|b| b.is_ascii_hexdigit()))
                 .and_then(|h| u8::from_str_radix(h, 16).ok())
-                .ok_or_else(|| DsnError::Uri(format!("invalid percent-encoding in \"{s}\"")))?;
+                .ok_or_else(|| DsnError::Uri(format!("invalid percent-encoding in {what}")))?;
+            if hex == 0 {
+                return Err(DsnError::Uri(format!("forbidden value %00 in {what}")));
+            }
             out.push(hex);
             i += 3;
         } else {
@@ -404,88 +572,142 @@ fn percent_decode(s: &str) -> Result<String, DsnError> {
             i += 1;
         }
     }
-    String::from_utf8(out).map_err(|_| DsnError::Uri(format!("\"{s}\" is not valid UTF-8")))
+    String::from_utf8(out).map_err(|_| DsnError::Uri(format!("{what} is not valid UTF-8")))
 }
 
-/// `postgresql://[user[:password]@][host[:port][,...]][/dbname][?key=value&...]`
+/// [`percent_decode`] for parts that may be shown in errors.
+fn decode_shown(s: &str) -> Result<String, DsnError> {
+    percent_decode(s, &format!("\"{s}\""))
+}
+
+/// `postgresql://[user[:password]@][host[:port]][,...][/dbname][?key=value&...]`, split
+/// as libpq's `conninfo_uri_parse_options` does: ports line up with their hosts (an
+/// empty one is the default), an IPv6 address sits in brackets.
 fn parse_uri(s: &str) -> Result<BTreeMap<String, String>, DsnError> {
     let rest = s
         .strip_prefix("postgresql://")
         .or_else(|| s.strip_prefix("postgres://"))
         .ok_or_else(|| DsnError::Uri("expected postgresql:// or postgres://".into()))?;
     let mut out = BTreeMap::new();
-    let (before_query, query) = match rest.split_once('?') {
-        Some((a, b)) => (a, Some(b)),
-        None => (rest, None),
-    };
-    let (authority, path) = match before_query.split_once('/') {
-        Some((a, p)) => (a, Some(p)),
-        None => (before_query, None),
-    };
-    let hostlist = match authority.rsplit_once('@') {
-        Some((userinfo, hosts)) => {
+    // The credentials end at an "@" before the first "/" (libpq looks no further); the
+    // last such "@", so an unescaped "@" in a password still works.
+    let netloc_end = rest.find('/').unwrap_or(rest.len());
+    let mut cur = match rest[..netloc_end].rfind('@') {
+        Some(at) => {
+            let userinfo = &rest[..at];
             let (user, password) = match userinfo.split_once(':') {
                 Some((u, p)) => (u, Some(p)),
                 None => (userinfo, None),
             };
             if !user.is_empty() {
-                out.insert("user".into(), percent_decode(user)?);
+                out.insert("user".into(), decode_shown(user)?);
             }
-            if let Some(p) = password {
-                out.insert("password".into(), percent_decode(p)?);
+            // Errors about the password never show it.
+            if let Some(p) = password.filter(|p| !p.is_empty()) {
+                out.insert("password".into(), percent_decode(p, "the password")?);
             }
-            hosts
+            &rest[at + 1..]
         }
-        None => authority,
+        None => rest,
     };
+
     let mut hosts = Vec::new();
     let mut ports = Vec::new();
-    for part in hostlist.split(',').filter(|p| !p.is_empty()) {
-        let (host, port) = if let Some(v6) = part.strip_prefix('[') {
-            let (h, after) = v6
-                .split_once(']')
-                .ok_or_else(|| DsnError::Uri(format!("unterminated [ in host \"{part}\"")))?;
-            (h.to_string(), after.strip_prefix(':').map(str::to_string))
+    loop {
+        let after_host = if let Some(v6) = cur.strip_prefix('[') {
+            let close = v6.find(']').ok_or_else(|| {
+                DsnError::Uri("missing \"]\" after IPv6 host address".to_string())
+            })?;
+            let addr = &v6[..close];
+            if addr.is_empty() {
+                return Err(DsnError::Uri("IPv6 host address may not be empty".into()));
+            }
+            let after = &v6[close + 1..];
+            if let Some(c) = after.chars().next().filter(|c| !":/?,".contains(*c)) {
+                return Err(DsnError::Uri(format!(
+                    "unexpected \"{c}\" after IPv6 host address [{addr}] (expected \":\", \"/\", \"?\" or \",\")"
+                )));
+            }
+            hosts.push(decode_shown(addr)?);
+            after
         } else {
-            match part.rsplit_once(':') {
-                Some((h, p)) => (percent_decode(h)?, Some(p.to_string())),
-                None => (percent_decode(part)?, None),
+            let end = cur.find([':', '/', '?', ',']).unwrap_or(cur.len());
+            hosts.push(decode_shown(&cur[..end])?);
+            &cur[end..]
+        };
+        let after_port = match after_host.strip_prefix(':') {
+            Some(p) => {
+                let end = p.find(['/', '?', ',']).unwrap_or(p.len());
+                ports.push(decode_shown(&p[..end])?);
+                &p[end..]
+            }
+            None => {
+                ports.push(String::new());
+                after_host
             }
         };
-        hosts.push(host);
-        if let Some(p) = port {
-            ports.push(p);
+        match after_port.strip_prefix(',') {
+            Some(next) => cur = next,
+            None => {
+                cur = after_port;
+                break;
+            }
         }
     }
-    if !hosts.is_empty() && hosts.iter().any(|h| !h.is_empty()) {
-        out.insert("host".into(), hosts.join(","));
+    // As libpq: set only what is non-empty, so `postgresql://h/db` leaves the port to
+    // PGPORT, while `postgresql://h1,h2:6000` gives "port=,6000" (h1 on the default port).
+    let host = hosts.join(",");
+    if !host.is_empty() {
+        out.insert("host".into(), host);
     }
-    if !ports.is_empty() {
-        out.insert("port".into(), ports.join(","));
+    let port = ports.join(",");
+    if !port.is_empty() {
+        out.insert("port".into(), port);
     }
-    if let Some(db) = path.filter(|p| !p.is_empty()) {
-        out.insert("dbname".into(), percent_decode(db)?);
+
+    let (path, query) = match cur.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (cur, None),
+    };
+    if let Some(db) = path.strip_prefix('/').filter(|db| !db.is_empty()) {
+        out.insert("dbname".into(), decode_shown(db)?);
     }
     if let Some(q) = query {
         for pair in q.split('&').filter(|p| !p.is_empty()) {
-            let (k, v) = pair
-                .split_once('=')
-                .ok_or_else(|| DsnError::Uri(format!("query parameter \"{pair}\" has no value")))?;
-            let k = percent_decode(k)?;
+            let (k, v) = pair.split_once('=').ok_or_else(|| {
+                DsnError::Uri(format!(
+                    "query parameter \"{}\" has no value",
+                    pair.chars().take(40).collect::<String>()
+                ))
+            })?;
+            let k = decode_shown(k)?;
+            // Values are never shown: one may be a password.
+            let v = percent_decode(v, &format!("the value of \"{k}\""))?;
             // libpq accepts `ssl=true` in URIs as a synonym for sslmode=require.
             if k == "ssl" && v == "true" {
                 out.insert("sslmode".into(), "require".into());
             } else {
-                out.insert(k, percent_decode(v)?);
+                out.insert(k, v);
             }
         }
     }
     Ok(out)
 }
 
+/// The host name libpq looks up in the password file for `host` (`passwordFromFile`):
+/// "localhost" for the default socket directory `default_dir` (or no host), else the
+/// host as given, so another socket directory must be written out in the file.
+fn passfile_host<'a>(host: &'a str, default_dir: &str) -> &'a str {
+    if host.is_empty() || host == default_dir {
+        "localhost"
+    } else {
+        host
+    }
+}
+
 /// Finds the password for `params` in a libpq password file. libpq ignores a file
 /// that group or others can read; so does this, with a warning.
-fn lookup_passfile(file: &Path, params: &ConnParams) -> Option<String> {
+fn lookup_passfile(file: &Path, params: &ConnParams, default_dir: &str) -> Option<String> {
     use std::os::unix::fs::PermissionsExt;
     let meta = std::fs::metadata(file).ok()?;
     if !meta.is_file() {
@@ -499,13 +721,7 @@ fn lookup_passfile(file: &Path, params: &ConnParams) -> Option<String> {
         return None;
     }
     let text = std::fs::read_to_string(file).ok()?;
-    let host = params.hosts.first()?;
-    // libpq matches socket connections against "localhost".
-    let host = if host.starts_with('/') {
-        "localhost"
-    } else {
-        host.as_str()
-    };
+    let host = passfile_host(params.hosts.first()?, default_dir);
     let port = params.port_for(0).to_string();
     passfile_match(&text, host, &port, &params.dbname, &params.user)
 }
@@ -703,5 +919,356 @@ mod tests {
         std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
         let p = ok(Some("host=127.0.0.1 port=6000 dbname=app user=bob"), &e);
         assert_eq!(p.password, None);
+    }
+
+    fn err(dsn: &str, e: &FakeEnv) -> String {
+        let msg = ConnParams::resolve(Some(dsn), e)
+            .expect_err("invalid dsn")
+            .to_string();
+        assert!(!msg.contains('\n'), "one line: {msg}");
+        msg
+    }
+
+    #[test]
+    fn uri_ports_line_up_with_their_hosts() {
+        let e = env(&[("PGPORT", "7000")]);
+        let p = ok(Some("postgres://h1,h2:6000"), &e);
+        assert_eq!(p.hosts, vec!["h1", "h2"]);
+        assert_eq!(p.ports, vec![5432, 6000]);
+        assert_eq!((p.port_for(0), p.port_for(1)), (5432, 6000));
+        assert_eq!(p.target(), "osuser@h1:5432,h2:6000/osuser");
+
+        let p = ok(Some("postgresql://h1:1,h2,h3:3/db"), &e);
+        assert_eq!(p.hosts, vec!["h1", "h2", "h3"]);
+        assert_eq!(p.ports, vec![1, 5432, 3]);
+        assert_eq!(p.dbname, "db");
+
+        // One host without a port leaves the port to PGPORT, as libpq does; several
+        // hosts without ports each get the default (libpq stores "port=,").
+        assert_eq!(ok(Some("postgresql://h1/db"), &e).ports, vec![7000]);
+        assert_eq!(ok(Some("postgresql://h1/db"), &env(&[])).ports, vec![5432]);
+        assert_eq!(ok(Some("postgres://h1,h2"), &e).ports, vec![5432, 5432]);
+
+        let p = ok(
+            Some("postgresql://[::1],[fe80::1]:6000,h3?sslmode=disable"),
+            &e,
+        );
+        assert_eq!(p.hosts, vec!["::1", "fe80::1", "h3"]);
+        assert_eq!(p.ports, vec![5432, 6000, 5432]);
+        assert_eq!(p.sslmode, SslMode::Disable);
+
+        assert_eq!(
+            err("postgresql://h1:1,h2:2/db?port=1,2,3", &e),
+            "could not match 3 port numbers to 2 hosts"
+        );
+    }
+
+    #[test]
+    fn keyword_port_lists_follow_libpq() {
+        let e = env(&[("PGPORT", "7000")]);
+        let ports = |dsn: &str| ok(Some(dsn), &e).ports;
+        assert_eq!(ports("host=h1,h2 port=5432,"), vec![5432, 5432]);
+        assert_eq!(ports("host=h1,h2 port=,6000"), vec![5432, 6000]);
+        assert_eq!(ports("host=h1,h2 port=6000"), vec![6000, 6000]);
+        assert_eq!(ports("host=h1,h2"), vec![7000, 7000]);
+        // An empty port in the DSN is the default port and beats PGPORT.
+        assert_eq!(ports("host=h1 port="), vec![5432]);
+        assert_eq!(
+            err("host=h1 port=5432,", &e),
+            "could not match 2 port numbers to 1 hosts"
+        );
+        assert_eq!(
+            err("host=h1,h2,h3 port=1,2", &e),
+            "could not match 2 port numbers to 3 hosts"
+        );
+        assert_eq!(
+            err("host=h1,h2 port=1,x", &e),
+            "invalid port value \"x\": expected a number from 1 to 65535"
+        );
+        // The same rules for PGPORT.
+        let e = env(&[("PGHOST", "a,b"), ("PGPORT", ",6000")]);
+        assert_eq!(ok(None, &e).ports, vec![5432, 6000]);
+    }
+
+    #[test]
+    fn hostaddr_is_kept_next_to_host() {
+        let ip = |s: &str| Some(s.parse::<IpAddr>().expect("an IP"));
+        let p = ok(
+            Some("host=db.example hostaddr=10.0.0.5 port=6000"),
+            &env(&[]),
+        );
+        assert_eq!(p.hosts, vec!["db.example"]);
+        assert_eq!(p.hostaddrs, vec![ip("10.0.0.5")]);
+        assert!(!p.is_local());
+        assert_eq!(p.target(), "osuser@db.example(10.0.0.5):6000/osuser");
+
+        // Per key: PGHOST no longer displaces the DSN's hostaddr; it names the host.
+        let e = env(&[("PGHOST", "envhost"), ("PGHOSTADDR", "10.9.9.9")]);
+        let p = ok(Some("hostaddr=127.0.0.1"), &e);
+        assert_eq!(p.hosts, vec!["envhost"]);
+        assert_eq!(p.hostaddrs, vec![ip("127.0.0.1")]);
+        assert!(p.is_local(), "the address connected to is loopback");
+        let p = ok(Some("host=dsnhost"), &e);
+        assert_eq!(p.hosts, vec!["dsnhost"]);
+        assert_eq!(p.hostaddrs, vec![ip("10.9.9.9")]);
+        let p = ok(Some("postgresql://db.example/app?hostaddr=10.0.0.5"), &e);
+        assert_eq!(p.hosts, vec!["db.example"]);
+        assert_eq!(p.hostaddrs, vec![ip("10.0.0.5")]);
+
+        // hostaddr alone: the address also stands for the host (password file, TLS name).
+        let p = ok(Some("hostaddr=::1"), &env(&[]));
+        assert_eq!(p.hosts, vec!["::1"]);
+        assert_eq!(p.hostaddrs, vec![ip("::1")]);
+        assert!(p.is_local());
+
+        // Lists pair up by position; an empty hostaddr entry means "look the name up".
+        let p = ok(Some("host=a,b hostaddr=10.0.0.1, port=1,2"), &env(&[]));
+        assert_eq!(p.hosts, vec!["a", "b"]);
+        assert_eq!(p.hostaddrs, vec![ip("10.0.0.1"), None]);
+        assert_eq!(p.ports, vec![1, 2]);
+        let p = ok(Some("hostaddr=10.0.0.1,10.0.0.2"), &env(&[]));
+        assert_eq!(p.hosts, vec!["10.0.0.1", "10.0.0.2"]);
+        assert_eq!(p.ports, vec![5432, 5432]);
+
+        let e = env(&[]);
+        assert_eq!(
+            err("host=a hostaddr=10.0.0.1,10.0.0.2", &e),
+            "could not match 1 host names to 2 hostaddr values"
+        );
+        assert_eq!(
+            err("hostaddr=db.example", &e),
+            "invalid hostaddr value \"db.example\": expected a numeric IPv4 or IPv6 address"
+        );
+    }
+
+    #[test]
+    fn passfile_maps_only_the_default_socket_dir_to_localhost() {
+        use std::os::unix::fs::PermissionsExt;
+        let debian = "/var/run/postgresql";
+        assert_eq!(passfile_host(debian, debian), "localhost");
+        assert_eq!(passfile_host("", debian), "localhost");
+        assert_eq!(passfile_host("/tmp", debian), "/tmp");
+        assert_eq!(passfile_host("/srv/pg", debian), "/srv/pg");
+        assert_eq!(passfile_host("/tmp", "/tmp"), "localhost");
+        assert_eq!(passfile_host("db.example", debian), "db.example");
+
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("pgpass");
+        std::fs::write(
+            &file,
+            "localhost:5432:*:*:for-localhost\n/srv/pg\\:x:5432:*:*:for-srv\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let passfile = file.display().to_string();
+        let password = |host: &str| {
+            ok(
+                Some(&format!("host='{host}' passfile='{passfile}'")),
+                &env(&[]),
+            )
+            .password
+        };
+        // Through resolve, against whatever this machine's default directory is.
+        let default_dir = default_socket_dir();
+        assert_eq!(password(&default_dir).as_deref(), Some("for-localhost"));
+        assert_eq!(
+            ok(Some(&format!("passfile='{passfile}'")), &env(&[]))
+                .password
+                .as_deref(),
+            Some("for-localhost"),
+            "no host is the default socket directory"
+        );
+        assert_eq!(password("/srv/pg:x").as_deref(), Some("for-srv"));
+        assert_eq!(password("/some/other/dir"), None);
+        assert_eq!(password("localhost").as_deref(), Some("for-localhost"));
+        // And directly, with Debian's default when this machine's differs.
+        let p = ok(Some("host=/tmp"), &env(&[]));
+        assert_eq!(lookup_passfile(&file, &p, debian), None);
+        let p = ok(Some(&format!("host={debian}")), &env(&[]));
+        assert_eq!(
+            lookup_passfile(&file, &p, debian).as_deref(),
+            Some("for-localhost")
+        );
+    }
+
+    /// Run in a child process whose $USER and $LOGNAME name someone else.
+    const OS_USER_CHILD: &str = "PGW_COMMON_OS_USER_CHILD";
+    const NOT_THE_USER: &str = "pgw-not-the-os-user";
+
+    #[test]
+    fn os_user_is_the_effective_uid_not_dollar_user() {
+        let euid_name = nix::unistd::User::from_uid(nix::unistd::geteuid())
+            .unwrap()
+            .map(|u| u.name);
+        assert_eq!(ProcessEnv.os_user(), euid_name);
+        if std::env::var_os(OS_USER_CHILD).is_some() {
+            assert_ne!(ProcessEnv.os_user().as_deref(), Some(NOT_THE_USER));
+            return;
+        }
+        // `id -un` prints the effective user's name independently of nix.
+        if let Ok(out) = std::process::Command::new("id").arg("-un").output() {
+            if out.status.success() {
+                let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
+                assert_eq!(ProcessEnv.os_user(), Some(id));
+            }
+        }
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "conninfo::tests::os_user_is_the_effective_uid_not_dollar_user",
+                "--test-threads=1",
+            ])
+            .env(OS_USER_CHILD, "1")
+            .env("USER", NOT_THE_USER)
+            .env("LOGNAME", NOT_THE_USER)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && stdout.contains("1 passed"),
+            "{stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    #[test]
+    fn malformed_ipv6_uris_are_rejected_and_empty_ports_mean_default() {
+        let e = env(&[]);
+        assert_eq!(
+            err("postgresql://[::1]junk:5/db", &e),
+            "invalid URI: unexpected \"j\" after IPv6 host address [::1] \
+             (expected \":\", \"/\", \"?\" or \",\")"
+        );
+        assert!(err("postgresql://[::1/db", &e).contains("missing \"]\""));
+        assert!(err("postgresql://[]:5/db", &e).contains("may not be empty"));
+        assert!(err("postgresql://h:x/db", &e).contains("invalid port value \"x\""));
+
+        let p = ok(Some("postgresql://h:/db"), &e);
+        assert_eq!(
+            (p.hosts.clone(), p.ports.clone()),
+            (vec!["h".into()], vec![5432])
+        );
+        assert_eq!(p.dbname, "db");
+        assert_eq!(ok(Some("postgresql://[::1]:/db"), &e).ports, vec![5432]);
+        assert_eq!(
+            ok(Some("postgresql://h1:,h2:6000"), &e).ports,
+            vec![5432, 6000]
+        );
+        // As libpq, a lone empty port is not set, so PGPORT still applies.
+        let e = env(&[("PGPORT", "7000")]);
+        assert_eq!(ok(Some("postgresql://h:/db"), &e).ports, vec![7000]);
+    }
+
+    #[test]
+    fn uri_errors_never_show_the_password() {
+        let e = env(&[]);
+        for (uri, expected) in [
+            (
+                "postgresql://app:S3cr%t!pw@db/app",
+                "invalid URI: invalid percent-encoding in the password",
+            ),
+            (
+                "postgresql://app:S3cr%ff!pw@db/app",
+                "invalid URI: the password is not valid UTF-8",
+            ),
+            (
+                "postgresql://app:S3cr%00pw@db/app",
+                "invalid URI: forbidden value %00 in the password",
+            ),
+            (
+                "postgresql://db/app?password=S3cr%t!pw",
+                "invalid URI: invalid percent-encoding in the value of \"password\"",
+            ),
+        ] {
+            let msg = err(uri, &e);
+            assert_eq!(msg, expected);
+            assert!(!msg.contains("S3cr"), "{msg}");
+        }
+        // A raw "@" in the password still parses, and a good password is decoded.
+        let p = ok(Some("postgresql://app:S3cr@t%21@db/app"), &e);
+        assert_eq!(p.password.as_deref(), Some("S3cr@t!"));
+        assert_eq!(p.hosts, vec!["db"]);
+        // So does a raw "?" (libpq looks for the "@" up to the first "/"), instead of
+        // splitting the password into a query string.
+        let p = ok(Some("postgresql://app:S3c?r=t@db/app?sslmode=require"), &e);
+        assert_eq!(p.password.as_deref(), Some("S3c?r=t"));
+        assert_eq!((p.hosts[0].as_str(), p.dbname.as_str()), ("db", "app"));
+        assert_eq!(p.sslmode, SslMode::Require);
+        // The user name is not secret and is named.
+        assert!(err("postgresql://b%zd:pw@db", &e).contains("\"b%zd\""));
+    }
+
+    #[test]
+    fn sslrootcert_system_requires_verify_full() {
+        let e = env(&[]);
+        let p = ok(Some("host=db.example sslrootcert=system"), &e);
+        assert_eq!(
+            p.sslmode,
+            SslMode::VerifyFull,
+            "libpq's default with system roots"
+        );
+        assert_eq!(p.sslrootcert.as_deref(), Some(Path::new("system")));
+        let p = ok(None, &env(&[("PGSSLROOTCERT", "system")]));
+        assert_eq!(p.sslmode, SslMode::VerifyFull);
+        assert_eq!(
+            ok(Some("sslrootcert=system sslmode=verify-full"), &e).sslmode,
+            SslMode::VerifyFull
+        );
+        assert_eq!(
+            err("sslrootcert=system sslmode=verify-ca", &e),
+            "weak sslmode \"verify-ca\" may not be used with sslrootcert=system (use \"verify-full\")"
+        );
+        for mode in ["disable", "allow", "prefer", "require"] {
+            let msg = err(&format!("sslrootcert=system sslmode={mode}"), &e);
+            assert!(
+                msg.starts_with(&format!("weak sslmode \"{mode}\"")),
+                "{msg}"
+            );
+        }
+        // PGSSLMODE counts as given.
+        let msg = err("sslrootcert=system", &env(&[("PGSSLMODE", "require")]));
+        assert!(msg.contains("\"require\""), "{msg}");
+    }
+
+    #[test]
+    fn client_certificate_defaults_need_both_files() {
+        let home = tempfile::tempdir().unwrap();
+        let dot = home.path().join(".postgresql");
+        std::fs::create_dir(&dot).unwrap();
+        let e = FakeEnv(HashMap::new(), Some(home.path().to_path_buf()));
+        let crt = dot.join("postgresql.crt");
+        let key = dot.join("postgresql.key");
+
+        std::fs::write(&crt, "cert").unwrap();
+        let p = ok(None, &e);
+        assert_eq!(
+            (p.sslcert, p.sslkey),
+            (None, None),
+            "a default cert alone is ignored"
+        );
+        // An explicit key takes the default certificate, an explicit certificate needs a key.
+        let p = ok(Some("sslkey=/x/client.key"), &e);
+        assert_eq!(p.sslcert.as_deref(), Some(crt.as_path()));
+        assert_eq!(p.sslkey.as_deref(), Some(Path::new("/x/client.key")));
+        let p = ok(Some("sslcert=/x/client.crt"), &e);
+        assert_eq!(p.sslcert.as_deref(), Some(Path::new("/x/client.crt")));
+        assert_eq!(p.sslkey, None, "refused when TLS is set up");
+
+        std::fs::write(&key, "key").unwrap();
+        let p = ok(None, &e);
+        assert_eq!(p.sslcert.as_deref(), Some(crt.as_path()));
+        assert_eq!(p.sslkey.as_deref(), Some(key.as_path()));
+        let p = ok(Some("sslcert=/x/client.crt"), &e);
+        assert_eq!(p.sslkey.as_deref(), Some(key.as_path()));
+
+        std::fs::remove_file(&crt).unwrap();
+        let p = ok(None, &e);
+        assert_eq!(
+            (p.sslcert, p.sslkey),
+            (None, None),
+            "a default key alone is ignored"
+        );
+        let p = ok(Some("sslkey=/x/client.key"), &e);
+        assert_eq!(p.sslcert, None, "refused when TLS is set up");
     }
 }

@@ -8,7 +8,12 @@
 //! | verify-ca   | always            | the chain against `sslrootcert`                    |
 //! | verify-full | always            | the chain and that the name matches the host       |
 //!
-//! `sslrootcert=system` uses the operating system's trust store (as libpq 16 does).
+//! `sslrootcert=system` uses the operating system's trust store (as libpq 16 does), and
+//! only with `verify-full`: any publicly trusted certificate would pass a chain check.
+//!
+//! A client certificate needs its key and a key its certificate: `sslcert` and `sslkey`
+//! either both resolve to files or TLS is not set up (libpq: "certificate present, but
+//! not private key file").
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -44,6 +49,12 @@ pub enum TlsError {
     Rustls(#[from] rustls::Error),
     #[error("load the system trust store: {0}")]
     System(String),
+    #[error("weak sslmode \"{0}\" may not be used with sslrootcert=system (use \"verify-full\")")]
+    WeakSystemRoots(SslMode),
+    #[error("client certificate {0} given without its private key: set sslkey")]
+    CertWithoutKey(PathBuf),
+    #[error("client key {0} given without its certificate: set sslcert")]
+    KeyWithoutCert(PathBuf),
 }
 
 fn provider() -> Arc<CryptoProvider> {
@@ -55,6 +66,13 @@ pub fn client_config(params: &ConnParams) -> Result<ClientConfig, TlsError> {
     let provider = provider();
     let builder = ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()?;
+
+    // Checked again here (ConnParams::resolve refuses it too) because the fields are public.
+    if params.sslrootcert.as_deref() == Some(Path::new("system"))
+        && params.sslmode != SslMode::VerifyFull
+    {
+        return Err(TlsError::WeakSystemRoots(params.sslmode));
+    }
 
     let roots = match params.sslmode {
         SslMode::Disable | SslMode::Allow | SslMode::Prefer => None,
@@ -86,7 +104,9 @@ pub fn client_config(params: &ConnParams) -> Result<ClientConfig, TlsError> {
         .dangerous()
         .with_custom_certificate_verifier(verifier);
     let config = match (&params.sslcert, &params.sslkey) {
-        (Some(cert), Some(key)) if cert.exists() && key.exists() => {
+        // No TLS, so no client certificate to present.
+        _ if params.sslmode == SslMode::Disable => builder.with_no_client_auth(),
+        (Some(cert), Some(key)) => {
             let certs = read_certs(cert, "client certificate")?;
             let key = PrivateKeyDer::from_pem_file(key).map_err(|source| TlsError::Read {
                 what: "client key",
@@ -95,7 +115,9 @@ pub fn client_config(params: &ConnParams) -> Result<ClientConfig, TlsError> {
             })?;
             builder.with_client_auth_cert(certs, key)?
         }
-        _ => builder.with_no_client_auth(),
+        (Some(cert), None) => return Err(TlsError::CertWithoutKey(cert.clone())),
+        (None, Some(key)) => return Err(TlsError::KeyWithoutCert(key.clone())),
+        (None, None) => builder.with_no_client_auth(),
     };
     Ok(config)
 }
@@ -224,5 +246,88 @@ impl ServerCertVerifier for ChainOnly {
     }
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.0.supported_verify_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::conninfo::Env;
+
+    struct NoEnv;
+    impl Env for NoEnv {
+        fn var(&self, _: &str) -> Option<String> {
+            None
+        }
+        fn home(&self) -> Option<PathBuf> {
+            None
+        }
+        fn os_user(&self) -> Option<String> {
+            None
+        }
+    }
+
+    fn params(dsn: &str) -> ConnParams {
+        ConnParams::resolve(Some(dsn), &NoEnv).expect("valid dsn")
+    }
+
+    fn refused(p: &ConnParams) -> String {
+        let msg = client_config(p).expect_err("refused").to_string();
+        assert!(!msg.contains('\n'), "one line: {msg}");
+        msg
+    }
+
+    #[test]
+    fn client_certificate_and_key_go_together() {
+        let dir = tempfile::tempdir().unwrap();
+        let ck = rcgen::generate_simple_self_signed(vec!["client".to_string()]).unwrap();
+        let cert = dir.path().join("client.crt");
+        let key = dir.path().join("client.key");
+        std::fs::write(&cert, ck.cert.pem()).unwrap();
+        std::fs::write(&key, ck.key_pair.serialize_pem()).unwrap();
+        let (cert, key) = (cert.display(), key.display());
+
+        let msg = refused(&params(&format!("sslmode=require sslcert={cert}")));
+        assert_eq!(
+            msg,
+            format!("client certificate {cert} given without its private key: set sslkey")
+        );
+        let msg = refused(&params(&format!("sslmode=prefer sslkey={key}")));
+        assert_eq!(
+            msg,
+            format!("client key {key} given without its certificate: set sslcert")
+        );
+        // A named file that is missing is an error too, not silently skipped.
+        let msg = refused(&params(&format!(
+            "sslmode=require sslcert={cert}.missing sslkey={key}"
+        )));
+        assert!(
+            msg.starts_with(&format!("read client certificate {cert}.missing")),
+            "{msg}"
+        );
+        let config = client_config(&params(&format!(
+            "sslmode=require sslcert={cert} sslkey={key}"
+        )))
+        .unwrap();
+        assert!(config.client_auth_cert_resolver.has_certs());
+        // Without TLS nothing is presented, so nothing is checked.
+        let config = client_config(&params(&format!("sslmode=disable sslcert={cert}"))).unwrap();
+        assert!(!config.client_auth_cert_resolver.has_certs());
+    }
+
+    #[test]
+    fn system_roots_only_with_verify_full() {
+        // ConnParams::resolve refuses this; params built or changed by hand are checked too.
+        let mut p = params("host=db.example sslrootcert=system");
+        assert_eq!(p.sslmode, SslMode::VerifyFull);
+        for mode in [SslMode::Require, SslMode::VerifyCa, SslMode::Prefer] {
+            p.sslmode = mode;
+            assert_eq!(
+                refused(&p),
+                format!(
+                    "weak sslmode \"{mode}\" may not be used with sslrootcert=system (use \"verify-full\")"
+                )
+            );
+        }
     }
 }
