@@ -3,11 +3,15 @@
 //! storage class.
 //!
 //! The parsers are plain functions over file contents so they are tested without a
-//! particular kernel; [`HostFacts::detect`] reads the real files.
+//! particular kernel; [`HostFacts::detect_for_server`] and [`HostFacts::detect_self`]
+//! read the real files.
 
 use std::path::{Path, PathBuf};
 
 use crate::inputs::Storage;
+
+const PROC_ROOT: &str = "/proc";
+const SYS_ROOT: &str = "/sys";
 
 /// Memory and cores available to the server, and where each figure came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -18,40 +22,228 @@ pub struct HostFacts {
     pub cpus_source: String,
 }
 
-impl HostFacts {
-    /// Reads the host's facts as seen by process `pid` (the server's backend when the
-    /// server is local, so its container's limits count), or by this process.
-    pub fn detect(pid: Option<u32>) -> Option<HostFacts> {
-        let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
-        let host_kb = parse_meminfo_total(&meminfo)?;
-        let cgroup_file = pid
-            .map(|p| PathBuf::from(format!("/proc/{p}/cgroup")))
-            .filter(|p| p.exists())
-            .unwrap_or_else(|| PathBuf::from("/proc/self/cgroup"));
-        let cgroups = std::fs::read_to_string(&cgroup_file).unwrap_or_default();
-        let root = Path::new("/sys/fs/cgroup");
-        let limits = CgroupLimits::read(&cgroups, root);
+/// Whose view of the host is read: this process's or a server backend's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Subject {
+    This,
+    Server(u32),
+}
 
-        let (memory_kb, memory_source) = match limits.memory_bytes {
-            Some(b) if b / 1024 < host_kb => {
-                (b / 1024, format!("cgroup limit ({})", limits.memory_file))
-            }
-            _ => (host_kb, "host (/proc/meminfo)".to_string()),
-        };
-        let host_cpus = std::thread::available_parallelism()
-            .map(|n| n.get() as u32)
-            .unwrap_or(1);
-        let (cpus, cpus_source) = match limits.cpus {
-            Some(c) if c < host_cpus => (c, format!("cgroup CPU quota ({})", limits.cpu_file)),
-            _ => (host_cpus, "host (online CPUs)".to_string()),
-        };
-        Some(HostFacts {
-            memory_kb,
-            memory_source,
-            cpus,
-            cpus_source,
-        })
+impl HostFacts {
+    /// The host's facts as seen by the PostgreSQL backend `pid` (the server's
+    /// `pg_backend_pid()` when the server is local), so its container's memory limit,
+    /// CPU quota and CPU affinity count.
+    ///
+    /// `pid` is a pid in the *server's* PID namespace. When the server runs in a
+    /// container with its own namespace (Docker `-p 5432:5432`), `/proc/<pid>` here is
+    /// an unrelated process or missing; so unless `/proc/<pid>` is a PostgreSQL
+    /// process whose own pid is `pid`, this returns `None` rather than facts that are
+    /// not the server's, and the caller must ask for `--memory` / `--cpus`.
+    pub fn detect_for_server(pid: u32) -> Option<HostFacts> {
+        let proc_root = Path::new(PROC_ROOT);
+        if !is_postgres_process(proc_root, pid) {
+            return None;
+        }
+        detect_at(proc_root, Path::new(SYS_ROOT), Subject::Server(pid))
     }
+
+    /// The host's facts as seen by this process (its cgroup and CPU affinity), for
+    /// tuning a server that will run alongside it.
+    pub fn detect_self() -> Option<HostFacts> {
+        detect_at(Path::new(PROC_ROOT), Path::new(SYS_ROOT), Subject::This)
+    }
+}
+
+/// Reads the facts under `proc_root` (normally /proc) and `sys_root` (normally /sys)
+/// for `who`. For a server, its cgroup file must be readable: falling back to this
+/// process's cgroup would silently drop the server container's limits.
+fn detect_at(proc_root: &Path, sys_root: &Path, who: Subject) -> Option<HostFacts> {
+    let meminfo = std::fs::read_to_string(proc_root.join("meminfo")).ok()?;
+    let host_kb = parse_meminfo_total(&meminfo)?;
+    let (pid_dir, affinity_label) = match who {
+        Subject::This => (
+            proc_root.join("self"),
+            "this process's affinity (Cpus_allowed_list)",
+        ),
+        Subject::Server(p) => (
+            proc_root.join(p.to_string()),
+            "server process affinity (Cpus_allowed_list)",
+        ),
+    };
+    let cgroups = match who {
+        Subject::This => std::fs::read_to_string(pid_dir.join("cgroup")).unwrap_or_default(),
+        Subject::Server(_) => std::fs::read_to_string(pid_dir.join("cgroup")).ok()?,
+    };
+    let limits = CgroupLimits::read(&cgroups, &sys_root.join("fs/cgroup"));
+
+    let (memory_kb, memory_source) = match limits.memory_bytes {
+        Some(b) if b / 1024 < host_kb => {
+            (b / 1024, format!("cgroup limit ({})", limits.memory_file))
+        }
+        _ => (host_kb, "host (/proc/meminfo)".to_string()),
+    };
+
+    // The lowest of: the CPUs online, the process's affinity (which also carries a
+    // cpuset cgroup, e.g. `docker --cpuset-cpus`), and the cgroup CPU quota. The first
+    // strictly lowest names the source.
+    let online = read_trim(&sys_root.join("devices/system/cpu/online"))
+        .as_deref()
+        .and_then(parse_cpu_list)
+        .map(|n| (n, "host (online CPUs)".to_string()))
+        .or_else(|| {
+            std::thread::available_parallelism().ok().map(|n| {
+                (
+                    u32::try_from(n.get()).unwrap_or(u32::MAX),
+                    "this process (available_parallelism; /sys/devices/system/cpu/online unreadable)"
+                        .to_string(),
+                )
+            })
+        })
+        .unwrap_or_else(|| (1, "assumed 1 (online CPUs unreadable)".to_string()));
+    let affinity = std::fs::read_to_string(pid_dir.join("status"))
+        .ok()
+        .as_deref()
+        .and_then(parse_cpus_allowed_list)
+        .map(|n| (n, affinity_label.to_string()));
+    let quota = limits
+        .cpus
+        .map(|c| (c, format!("cgroup CPU quota ({})", limits.cpu_file)));
+    let (cpus, cpus_source) = [affinity, quota]
+        .into_iter()
+        .flatten()
+        .fold(online, |best, c| if c.0 < best.0 { c } else { best });
+
+    Some(HostFacts {
+        memory_kb,
+        memory_source,
+        cpus,
+        cpus_source,
+    })
+}
+
+/// Whether `<proc_root>/<pid>` is a PostgreSQL process whose pid in its own PID
+/// namespace is `pid` (so it can be the backend that reported `pid`).
+///
+/// A backend rewrites its title to "postgres: user db host ..." (cmdline); its
+/// `comm` and `exe` keep the executable's name. Any of them will do, since `exe` is
+/// only readable by the server's owner or root. If `NSpid` shows the process's own
+/// pid is not `pid`, it is some other namespace's process.
+fn is_postgres_process(proc_root: &Path, pid: u32) -> bool {
+    let dir = proc_root.join(pid.to_string());
+    if let Ok(status) = std::fs::read_to_string(dir.join("status")) {
+        if parse_nspid_innermost(&status).is_some_and(|own| own != pid) {
+            return false;
+        }
+    }
+    let by_title = std::fs::read(dir.join("cmdline"))
+        .ok()
+        .is_some_and(|raw| cmdline_is_postgres(&raw));
+    let by_comm = read_trim(&dir.join("comm")).is_some_and(|c| is_postgres_name(&c));
+    let by_exe = std::fs::read_link(dir.join("exe"))
+        .ok()
+        .is_some_and(|p| exe_is_postgres(&p));
+    by_title || by_comm || by_exe
+}
+
+/// The executable names a PostgreSQL server runs under (`postmaster` was a symlink
+/// to `postgres` before PostgreSQL 16).
+fn is_postgres_name(name: &str) -> bool {
+    name == "postgres" || name == "postmaster"
+}
+
+/// /proc/PID/cmdline (NUL-separated) of a PostgreSQL process: a rewritten title
+/// "postgres: ..." or, not rewritten, argv[0] naming the postgres executable.
+fn cmdline_is_postgres(raw: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(raw);
+    let Some(first) = text.split('\0').next() else {
+        return false;
+    };
+    let first = first.trim();
+    if first.starts_with("postgres:") {
+        return true;
+    }
+    let arg0 = first.split_whitespace().next().unwrap_or("");
+    Path::new(arg0)
+        .file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(is_postgres_name)
+}
+
+/// The target of /proc/PID/exe, which reads "... (deleted)" after a package upgrade.
+fn exe_is_postgres(target: &Path) -> bool {
+    let text = target.to_string_lossy();
+    let text = text.strip_suffix(" (deleted)").unwrap_or(&text);
+    Path::new(text)
+        .file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(is_postgres_name)
+}
+
+/// The process's pid in its own (innermost) PID namespace: the last figure of
+/// `NSpid:` in /proc/PID/status. `None` when absent (kernels before 4.1) or odd.
+fn parse_nspid_innermost(status: &str) -> Option<u32> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("NSpid:"))
+        .and_then(|rest| rest.split_whitespace().last())
+        .and_then(|n| n.parse().ok())
+}
+
+/// The highest CPU index accepted in a CPU list; kernels are built for at most 8192.
+const MAX_CPU_INDEX: u32 = 65_535;
+
+/// The number of CPUs in a kernel CPU list such as "0-3,6,8-9" (the format of
+/// /sys/devices/system/cpu/online and `Cpus_allowed_list`). Overlaps count once.
+/// `None` for an empty list, anything else than digits, '-' and ',', a reversed
+/// range ("5-3") or an index beyond [`MAX_CPU_INDEX`].
+pub fn parse_cpu_list(text: &str) -> Option<u32> {
+    let text = text.trim();
+    if text.is_empty() {
+        return None;
+    }
+    let mut ranges = Vec::new();
+    for part in text.split(',') {
+        let (lo, hi) = match part.split_once('-') {
+            Some((a, b)) => (parse_cpu_index(a)?, parse_cpu_index(b)?),
+            None => {
+                let n = parse_cpu_index(part)?;
+                (n, n)
+            }
+        };
+        if lo > hi {
+            return None;
+        }
+        ranges.push((lo, hi));
+    }
+    ranges.sort_unstable();
+    let mut count: u32 = 0;
+    let mut next_uncounted: u32 = 0;
+    for (lo, hi) in ranges {
+        let start = lo.max(next_uncounted);
+        if start <= hi {
+            count += hi - start + 1;
+            next_uncounted = hi + 1;
+        }
+    }
+    Some(count)
+}
+
+/// A CPU index: ASCII digits only (`u32::from_str` would take "+3"), at most
+/// [`MAX_CPU_INDEX`].
+fn parse_cpu_index(s: &str) -> Option<u32> {
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse().ok().filter(|&n| n <= MAX_CPU_INDEX)
+}
+
+/// The number of CPUs in `Cpus_allowed_list:` of /proc/PID/status (the process's
+/// affinity).
+pub fn parse_cpus_allowed_list(status: &str) -> Option<u32> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+        .and_then(parse_cpu_list)
 }
 
 /// `MemTotal` from /proc/meminfo, in kB.
@@ -180,10 +372,12 @@ pub fn parse_cpu_max(v: &str) -> Option<u32> {
 pub fn parse_cfs(quota: &str, period: &str) -> Option<u32> {
     let q: i64 = quota.trim().parse().ok()?;
     let p: i64 = period.trim().parse().ok()?;
-    if q <= 0 || p <= 0 {
+    let (q, p) = (u64::try_from(q).ok()?, u64::try_from(p).ok()?);
+    if q == 0 || p == 0 {
         return None;
     }
-    Some(((q + p - 1) / p).max(1) as u32)
+    // A quota of more than u32::MAX CPUs limits nothing.
+    u32::try_from(q.div_ceil(p)).ok()
 }
 
 /// The storage class of the block device holding `dir`, when the kernel says so
@@ -260,6 +454,15 @@ mod tests {
         assert_eq!(parse_cpu_max("100000 100000"), Some(1));
         assert_eq!(parse_cfs("-1", "100000"), None);
         assert_eq!(parse_cfs("50000", "100000"), Some(1));
+        assert_eq!(parse_cfs("0", "100000"), None);
+        assert_eq!(parse_cfs("100000", "0"), None);
+        assert_eq!(parse_cfs("9223372036854775807", "2"), None);
+        assert_eq!(
+            parse_cfs("9223372036854775807", "9223372036854775807"),
+            Some(1)
+        );
+        assert_eq!(parse_cfs("99999999999999999999", "100000"), None);
+        assert_eq!(parse_cpu_max("garbage"), None);
     }
 
     #[test]
@@ -318,9 +521,268 @@ mod tests {
     }
 
     #[test]
+    fn cpu_lists() {
+        assert_eq!(parse_cpu_list("0"), Some(1));
+        assert_eq!(parse_cpu_list("0-0"), Some(1));
+        assert_eq!(parse_cpu_list("0-3"), Some(4));
+        assert_eq!(parse_cpu_list("0-3,5"), Some(5));
+        assert_eq!(parse_cpu_list("0-3,6,8-9\n"), Some(7));
+        // Overlaps and duplicates count once, in any order.
+        assert_eq!(parse_cpu_list("2-5,0-3"), Some(6));
+        assert_eq!(parse_cpu_list("1,1,0-1"), Some(2));
+        assert_eq!(parse_cpu_list("0-7,2-3"), Some(8));
+        assert_eq!(parse_cpu_list("65535"), Some(1));
+        assert_eq!(parse_cpu_list("0-65535"), Some(65_536));
+        for bad in [
+            "",
+            "  \n",
+            "garbage",
+            "5-3",
+            "0-3,",
+            ",0",
+            "0--3",
+            "-3",
+            "3-",
+            "0-3:1/2",
+            "+3",
+            "0 - 3",
+            "1.5",
+            "65536",
+            "0-99999999999999999999",
+            "18446744073709551616",
+        ] {
+            assert_eq!(parse_cpu_list(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn status_fields() {
+        let status = "Name:\tpostgres\nNSpid:\t4242\t17\nCpus_allowed:\tf\n\
+                      Cpus_allowed_list:\t0-1,3\nMems_allowed_list:\t0\n";
+        assert_eq!(parse_cpus_allowed_list(status), Some(3));
+        assert_eq!(parse_nspid_innermost(status), Some(17));
+        assert_eq!(parse_nspid_innermost("NSpid:\t4242\n"), Some(4242));
+        assert_eq!(parse_cpus_allowed_list("Name:\tx\n"), None);
+        assert_eq!(parse_cpus_allowed_list("Cpus_allowed_list:\t7-2\n"), None);
+        assert_eq!(parse_nspid_innermost("NSpid:\tx\n"), None);
+    }
+
+    /// A fake /proc/<pid> with the given files.
+    fn fake_proc(root: &Path, pid: u32, files: &[(&str, &[u8])]) {
+        let dir = root.join(pid.to_string());
+        std::fs::create_dir_all(&dir).unwrap();
+        for (name, content) in files {
+            std::fs::write(dir.join(name), content).unwrap();
+        }
+    }
+
+    #[test]
+    fn postgres_process_check() {
+        let root = tempfile::tempdir().unwrap();
+        let r = root.path();
+        // A backend's rewritten title, padded with NULs.
+        fake_proc(
+            r,
+            100,
+            &[(
+                "cmdline",
+                b"postgres: alice shop 127.0.0.1(40000) idle\0\0\0\0",
+            )],
+        );
+        // With cluster_name set.
+        fake_proc(
+            r,
+            101,
+            &[("cmdline", b"postgres: 16/main: alice shop [local] idle\0")],
+        );
+        // Not rewritten: argv[0] is the executable.
+        fake_proc(
+            r,
+            102,
+            &[(
+                "cmdline",
+                b"/usr/lib/postgresql/16/bin/postgres\0-D\0/data\0",
+            )],
+        );
+        // Only comm readable.
+        fake_proc(r, 103, &[("comm", b"postgres\n")]);
+        fake_proc(r, 104, &[("comm", b"postmaster\n")]);
+        // Unrelated processes.
+        fake_proc(
+            r,
+            200,
+            &[("cmdline", b"/usr/sbin/sshd\0-D\0"), ("comm", b"sshd\n")],
+        );
+        fake_proc(
+            r,
+            201,
+            &[
+                ("cmdline", b"/usr/bin/postgres_exporter\0"),
+                ("comm", b"postgres_export\n"),
+            ],
+        );
+        fake_proc(r, 202, &[("cmdline", b""), ("comm", b"")]);
+        fake_proc(r, 203, &[("cmdline", b"\xff\xfe\0"), ("comm", b"\xff\n")]);
+        // A postgres process whose own pid (innermost namespace) is another figure: it
+        // belongs to a containerised server whose backends report other pids.
+        fake_proc(
+            r,
+            300,
+            &[
+                ("cmdline", b"postgres: bob db [local] idle\0"),
+                ("status", b"Name:\tpostgres\nNSpid:\t300\t57\n"),
+            ],
+        );
+        // Same namespace: NSpid agrees.
+        fake_proc(
+            r,
+            301,
+            &[
+                ("cmdline", b"postgres: bob db [local] idle\0"),
+                ("status", b"Name:\tpostgres\nNSpid:\t301\n"),
+            ],
+        );
+        for pid in [100, 101, 102, 103, 104, 301] {
+            assert!(is_postgres_process(r, pid), "{pid}");
+        }
+        for pid in [200, 201, 202, 203, 300, 999] {
+            assert!(!is_postgres_process(r, pid), "{pid}");
+        }
+    }
+
+    #[test]
+    fn postgres_exe_link() {
+        assert!(exe_is_postgres(Path::new(
+            "/usr/lib/postgresql/16/bin/postgres"
+        )));
+        assert!(exe_is_postgres(Path::new(
+            "/usr/lib/postgresql/16/bin/postgres (deleted)"
+        )));
+        assert!(!exe_is_postgres(Path::new("/usr/bin/postgres_exporter")));
+        assert!(!exe_is_postgres(Path::new("/")));
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("55");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::os::unix::fs::symlink("/opt/pg/bin/postgres", dir.join("exe")).unwrap();
+        assert!(is_postgres_process(root.path(), 55));
+    }
+
+    /// A fake /proc and /sys: a 64 GB host with CPUs `online`.
+    fn fake_host(online: Option<&str>) -> (tempfile::TempDir, PathBuf, PathBuf) {
+        let t = tempfile::tempdir().unwrap();
+        let proc_root = t.path().join("proc");
+        let sys_root = t.path().join("sys");
+        std::fs::create_dir_all(&proc_root).unwrap();
+        std::fs::create_dir_all(sys_root.join("devices/system/cpu")).unwrap();
+        std::fs::create_dir_all(sys_root.join("fs/cgroup")).unwrap();
+        std::fs::write(proc_root.join("meminfo"), "MemTotal: 67108864 kB\n").unwrap();
+        if let Some(o) = online {
+            std::fs::write(sys_root.join("devices/system/cpu/online"), o).unwrap();
+        }
+        (t, proc_root, sys_root)
+    }
+
+    #[test]
+    fn server_facts_take_the_lowest_cpu_bound() {
+        // Only the host's online CPUs.
+        let (_t, p, s) = fake_host(Some("0-15\n"));
+        fake_proc(
+            &p,
+            7,
+            &[
+                ("cgroup", b"0::/\n"),
+                ("status", b"Cpus_allowed_list:\t0-15\n"),
+            ],
+        );
+        let h = detect_at(&p, &s, Subject::Server(7)).unwrap();
+        assert_eq!((h.cpus, h.cpus_source.as_str()), (16, "host (online CPUs)"));
+        assert_eq!(h.memory_kb, 67_108_864);
+        assert_eq!(h.memory_source, "host (/proc/meminfo)");
+
+        // Affinity binds (e.g. docker --cpuset-cpus=2-5).
+        fake_proc(
+            &p,
+            8,
+            &[
+                ("cgroup", b"0::/\n"),
+                ("status", b"Cpus_allowed_list:\t2-5\n"),
+            ],
+        );
+        let h = detect_at(&p, &s, Subject::Server(8)).unwrap();
+        assert_eq!(
+            (h.cpus, h.cpus_source.as_str()),
+            (4, "server process affinity (Cpus_allowed_list)")
+        );
+
+        // The server's cgroup quota and memory limit bind, not this process's.
+        let cg = s.join("fs/cgroup/docker/abc");
+        std::fs::create_dir_all(&cg).unwrap();
+        std::fs::write(cg.join("cpu.max"), "150000 100000\n").unwrap();
+        std::fs::write(cg.join("memory.max"), "4294967296\n").unwrap();
+        fake_proc(
+            &p,
+            9,
+            &[
+                ("cgroup", b"0::/docker/abc\n"),
+                ("status", b"Cpus_allowed_list:\t2-5\n"),
+            ],
+        );
+        let h = detect_at(&p, &s, Subject::Server(9)).unwrap();
+        assert_eq!(h.cpus, 2);
+        assert!(
+            h.cpus_source.starts_with("cgroup CPU quota (") && h.cpus_source.ends_with("cpu.max)"),
+            "{}",
+            h.cpus_source
+        );
+        assert_eq!(h.memory_kb, 4 * 1024 * 1024);
+        assert!(h.memory_source.starts_with("cgroup limit ("));
+
+        // No cgroup file for the server: no facts rather than this process's.
+        fake_proc(&p, 10, &[("status", b"Cpus_allowed_list:\t0\n")]);
+        assert_eq!(detect_at(&p, &s, Subject::Server(10)), None);
+    }
+
+    #[test]
+    fn self_facts_and_odd_files() {
+        // Unreadable online list: falls back to this process's parallelism; an odd
+        // affinity line is ignored, never a panic.
+        let (_t, p, s) = fake_host(None);
+        std::fs::create_dir_all(p.join("self")).unwrap();
+        std::fs::write(p.join("self/status"), "Cpus_allowed_list:\t9-1\n").unwrap();
+        let h = detect_at(&p, &s, Subject::This).unwrap();
+        assert!(h.cpus >= 1);
+        assert!(
+            h.cpus_source.contains("available_parallelism"),
+            "{}",
+            h.cpus_source
+        );
+
+        // A garbage online list is ignored too.
+        let (_t, p, s) = fake_host(Some("0-99999999999\n"));
+        let h = detect_at(&p, &s, Subject::This).unwrap();
+        assert!(h.cpus >= 1);
+        assert!(h.cpus_source.contains("available_parallelism"));
+
+        let (_t, p, s) = fake_host(Some("0-3\n"));
+        std::fs::create_dir_all(p.join("self")).unwrap();
+        std::fs::write(p.join("self/status"), "Cpus_allowed_list:\t0\n").unwrap();
+        let h = detect_at(&p, &s, Subject::This).unwrap();
+        assert_eq!(
+            (h.cpus, h.cpus_source.as_str()),
+            (1, "this process's affinity (Cpus_allowed_list)")
+        );
+
+        // No meminfo: no facts.
+        let t = tempfile::tempdir().unwrap();
+        assert_eq!(detect_at(t.path(), t.path(), Subject::This), None);
+    }
+
+    #[test]
     fn detect_on_this_machine_gives_sane_figures() {
-        let h = HostFacts::detect(None).expect("read /proc/meminfo");
+        let h = HostFacts::detect_self().expect("read /proc/meminfo");
         assert!(h.memory_kb > 100 * 1024);
         assert!(h.cpus >= 1);
+        // This test process is a postgres process by no name, so not a server.
+        assert_eq!(HostFacts::detect_for_server(std::process::id()), None);
     }
 }

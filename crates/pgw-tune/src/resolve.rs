@@ -46,7 +46,7 @@ pub struct InputReport {
 /// Why inputs could not be settled.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ResolveError {
-    #[error("cannot tell this server's memory (it is not on this host): give --memory, e.g. --memory 16GB")]
+    #[error("cannot tell this server's memory (it is on another host, or in a container with its own process namespace): give --memory, e.g. --memory 16GB")]
     NoMemory,
 }
 

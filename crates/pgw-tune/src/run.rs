@@ -80,7 +80,7 @@ async fn gather_from_server(dsn: Option<&str>) -> Result<(Facts, Session), TuneE
     let server = live::server_facts(&client).await?;
     let mut facts = Facts::default();
     if params.is_local() {
-        facts.host = HostFacts::detect(Some(server.backend_pid));
+        facts.host = HostFacts::detect_for_server(server.backend_pid);
         facts.storage = server
             .data_directory
             .as_deref()
@@ -148,7 +148,7 @@ pub async fn recommend_for(req: &Request) -> Result<(TuneReport, Option<Session>
         Ok((build_report(req, &facts)?, Some(session)))
     } else {
         let facts = Facts {
-            host: HostFacts::detect(None),
+            host: HostFacts::detect_self(),
             ..Facts::default()
         };
         Ok((build_report(req, &facts)?, None))
