@@ -28,9 +28,13 @@ pub enum ConnectError {
 }
 
 impl ConnectError {
-    /// Whether the user's input is at fault (a malformed DSN), not the server or network.
+    /// Whether the user's input is at fault (a malformed DSN or TLS options), not the
+    /// server or network.
+    ///
+    /// TLS set-up errors count as input: they come from the user's sslmode,
+    /// sslrootcert, sslcert and sslkey, before any connection is tried.
     pub fn is_input(&self) -> bool {
-        matches!(self, ConnectError::Dsn(_))
+        matches!(self, ConnectError::Dsn(_) | ConnectError::Tls { .. })
     }
 }
 

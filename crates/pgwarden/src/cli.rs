@@ -10,7 +10,8 @@ Exit codes:
   1    the work failed: server unreachable, authentication or permission refused,
        the server rejected a value (nothing was changed), or a change was not confirmed
   2    invalid usage or input: unknown flags, bad values, malformed DSN
-  130  interrupted (Ctrl-C); throwaway clusters are stopped first
+  130  interrupted (Ctrl-C); throwaway clusters are stopped first, and tune apply
+       puts back any entry it had written
 
 Connections follow libpq: -d/--dsn takes a conninfo string (\"host=db port=5432 user=me\")
 or a URI (postgresql://me@db/app); PGHOST, PGPORT, PGUSER, PGDATABASE, PGPASSWORD,

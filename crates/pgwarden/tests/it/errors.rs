@@ -57,6 +57,17 @@ fn malformed_dsns_are_usage_errors() {
         2,
         "sslmode",
     );
+    // TLS options that cannot work are input errors too, found before connecting.
+    assert_fails(
+        &pgwarden(&[
+            "tune",
+            "--diff",
+            "-d",
+            "host=127.0.0.1 port=1 sslmode=verify-full sslrootcert=/nonexistent/ca.pem",
+        ]),
+        2,
+        "root certificate",
+    );
 }
 
 #[test]
