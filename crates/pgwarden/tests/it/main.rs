@@ -3,6 +3,7 @@
 
 mod demo;
 mod errors;
+mod tidy;
 mod tune;
 
 use std::process::{Command, Output};
