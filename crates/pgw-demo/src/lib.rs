@@ -6,8 +6,9 @@
 //! on it, and returns one report. The cluster is stopped and removed when the demo
 //! ends, fails, or is cancelled (dropping the future drops the cluster guard).
 //!
-//! Capabilities shown so far: `tune` (recommend, diff against the live server, apply
-//! with ALTER SYSTEM, restart, and confirm every setting is in effect).
+//! Capabilities shown so far: `doctor` (with a handful of problems planted) and `tune`
+//! (recommend, diff against the live server, apply with ALTER SYSTEM, restart, and
+//! confirm every setting is in effect).
 //!
 //! Deliberately not here: printing (the binary renders [`DemoReport`]), and anything
 //! that touches a server other than the throwaway one.
@@ -42,7 +43,7 @@ pub struct Options {
 }
 
 /// The number of steps [`run`] reports through [`Options::on_step`].
-pub const STEPS: u64 = 7;
+pub const STEPS: u64 = 8;
 
 /// Why the demo failed.
 #[derive(Debug, thiserror::Error)]
@@ -57,6 +58,8 @@ pub enum DemoError {
     },
     #[error("tune the demo cluster")]
     Tune(#[from] TuneError),
+    #[error("run doctor on the demo cluster")]
+    Doctor(#[from] pgw_doctor::DoctorError),
 }
 
 /// Everything the demo did and found. This is the JSON of `pgwarden demo --format json`.
@@ -64,6 +67,8 @@ pub enum DemoError {
 pub struct DemoReport {
     pub cluster: ClusterInfo,
     pub tables: Vec<TableInfo>,
+    /// `pgwarden doctor` on the loaded cluster, with a handful of problems planted.
+    pub doctor: pgw_doctor::Report,
     /// `pgwarden tune --diff` against the freshly loaded cluster.
     pub tune: TuneReport,
     /// `pgwarden tune apply --yes` on it.
@@ -126,7 +131,15 @@ pub async fn run(opts: &Options) -> Result<DemoReport, DemoError> {
     churn(&client).await?;
     let tables = table_info(&client).await?;
 
-    step(4, "tune: recommend and diff against the live server");
+    step(4, "doctor: planting problems, then checking every database");
+    plant(&client).await?;
+    let doctor = pgw_doctor::run(&pgw_doctor::Options {
+        dsn: Some(cluster.dsn()),
+        ..pgw_doctor::Options::default()
+    })
+    .await?;
+
+    step(5, "tune: recommend and diff against the live server");
     let req = Request {
         use_server: true,
         dsn: Some(cluster.dsn()),
@@ -134,15 +147,15 @@ pub async fn run(opts: &Options) -> Result<DemoReport, DemoError> {
     };
     let tune = pgw_tune::run::diff(&req).await?;
 
-    step(5, "tune apply: ALTER SYSTEM and reload");
+    step(6, "tune apply: ALTER SYSTEM and reload");
     let (_, plan, session) = pgw_tune::run::plan_apply(&req).await?;
     let apply = pgw_tune::run::execute_apply(&session, &plan, &AtomicBool::new(false)).await?;
     drop(session);
 
-    step(6, "restarting for the settings that need it");
+    step(7, "restarting for the settings that need it");
     drop(client);
     cluster.restart()?;
-    step(7, "checking every recommended setting is in effect");
+    step(8, "checking every recommended setting is in effect");
     let after = pgw_tune::run::diff(&req).await?;
     let rows = after.diff.unwrap_or_default();
     let not_in_effect: Vec<String> = rows
@@ -158,6 +171,7 @@ pub async fn run(opts: &Options) -> Result<DemoReport, DemoError> {
             data_dir: cluster.data_dir().display().to_string(),
         },
         tables,
+        doctor,
         tune,
         apply,
         after_restart: AfterRestart {
@@ -251,6 +265,27 @@ async fn load(client: &Client, rows: u64) -> Result<(), DemoError> {
         )
         .await
         .map_err(q("index and analyze the demo tables"))?;
+    Ok(())
+}
+
+/// Problems doctor should find, beside the ones the workload has by nature (foreign keys
+/// without an index, dead rows from the churn): a duplicate index, an index left invalid
+/// by a failed CREATE UNIQUE INDEX CONCURRENTLY, and a ticket sequence near its end.
+async fn plant(client: &Client) -> Result<(), DemoError> {
+    client
+        .batch_execute(
+            "CREATE INDEX orders_created_at_dup ON orders (created_at);
+             CREATE SEQUENCE ticket_seq AS integer;
+             SELECT setval('ticket_seq', 2000000000);",
+        )
+        .await
+        .map_err(q("plant a duplicate index and a nearly exhausted sequence"))?;
+    // Fails on the duplicate countries, and leaves the index behind, invalid.
+    let _ = client
+        .batch_execute(
+            "CREATE UNIQUE INDEX CONCURRENTLY customers_country_key ON customers (country)",
+        )
+        .await;
     Ok(())
 }
 

@@ -33,9 +33,51 @@ pub enum Command {
     /// Start a throwaway cluster, load a workload, run every capability on it, stop it.
     #[command(after_help = EXIT_CODES)]
     Demo(DemoArgs),
+    /// Health checks on a live server: findings with severity and the SQL that fixes them.
+    #[command(after_help = DOCTOR_EXIT_CODES)]
+    Doctor(DoctorArgs),
     /// Recommend postgresql.conf settings from hardware and workload; diff or apply them.
     #[command(after_help = EXIT_CODES, args_conflicts_with_subcommands = true)]
     Tune(TuneCmd),
+}
+
+pub const DOCTOR_EXIT_CODES: &str = "\
+Exit codes (the Nagios convention check_postgres users script against):
+  0  nothing above info
+  1  at least one warning
+  2  at least one critical finding
+  3  could not run: server unreachable, authentication refused, bad flags
+
+Checks that need more privilege than the role has are listed under \"skipped\" with
+the reason; the others still run. pg_monitor is enough for every check.";
+
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// Server to check: conninfo string or URI.
+    #[arg(short = 'd', long)]
+    pub dsn: Option<String>,
+    /// Only this database (default: every database that allows connections).
+    #[arg(long)]
+    pub dbname: Option<String>,
+    /// Run only this check (see --list).
+    #[arg(long = "check", value_name = "ID")]
+    pub check: Option<String>,
+    /// List the checks with their thresholds and exit.
+    #[arg(long)]
+    pub list: bool,
+    /// Change a threshold: --threshold idle_in_transaction_warning_secs=30 (repeatable).
+    #[arg(long = "threshold", value_name = "NAME=VALUE")]
+    pub thresholds: Vec<String>,
+    /// Output: table (default), json, or nagios (check_postgres-style lines).
+    #[arg(long, value_enum, default_value_t = DoctorFormat::Table)]
+    pub format: DoctorFormat,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum DoctorFormat {
+    Table,
+    Json,
+    Nagios,
 }
 
 #[derive(Debug, Args)]

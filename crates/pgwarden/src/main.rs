@@ -69,6 +69,12 @@ fn usage_error(e: clap::Error) -> ExitCode {
             ExitCode::SUCCESS
         };
     }
+    // doctor follows the Nagios convention: a command it cannot run is UNKNOWN (3).
+    let code = if std::env::args().nth(1).as_deref() == Some("doctor") {
+        3
+    } else {
+        2
+    };
     let text = e.render().to_string();
     let line: Vec<&str> = text
         .lines()
@@ -83,7 +89,7 @@ fn usage_error(e: clap::Error) -> ExitCode {
     let line = line.join(" ");
     let line = line.strip_prefix("error: ").unwrap_or(&line);
     eprintln!("pgwarden: error: {line} (see --help)");
-    ExitCode::from(2)
+    ExitCode::from(code)
 }
 
 fn init_tracing(level: &str) {
@@ -132,6 +138,7 @@ fn exit_code(e: &anyhow::Error) -> u8 {
 async fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Demo(args) => demo(args).await,
+        Command::Doctor(args) => doctor(args).await,
         Command::Tune(cmd) => match cmd.action {
             Some(TuneAction::Apply(a)) => tune_apply(&a.args, a.yes, a.format).await,
             None if cmd.diff => tune_diff(&cmd.args, cmd.format).await,
@@ -261,6 +268,43 @@ async fn tune_apply(args: &TuneArgs, yes: bool, format: OutputFormat) -> Result<
         );
         Ok(ExitCode::from(1))
     }
+}
+
+async fn doctor(args: cli::DoctorArgs) -> Result<ExitCode> {
+    // Every failure to run is UNKNOWN (3) for a monitoring system, whatever its cause.
+    let unknown = |e: anyhow::Error| {
+        eprintln!("pgwarden: error: {}", one_line(&e));
+        Ok(ExitCode::from(3))
+    };
+    let mut thresholds = pgw_doctor::Thresholds::default();
+    for t in &args.thresholds {
+        if let Err(e) = thresholds.set(t) {
+            return unknown(anyhow::Error::new(e).context("doctor --threshold"));
+        }
+    }
+    if args.list {
+        return out(&print::doctor_list(&thresholds));
+    }
+    let opts = pgw_doctor::Options {
+        dsn: args.dsn.clone(),
+        dbname: args.dbname.clone(),
+        only: args.check.clone(),
+        thresholds,
+    };
+    let report = match pgw_doctor::run(&opts).await {
+        Ok(r) => r,
+        Err(e) => return unknown(anyhow::Error::new(e).context("doctor")),
+    };
+    match args.format {
+        cli::DoctorFormat::Json => out(&print::json(&report))?,
+        cli::DoctorFormat::Table => out(&print::doctor(&report))?,
+        cli::DoctorFormat::Nagios => out(&print::doctor_nagios(&report))?,
+    };
+    Ok(ExitCode::from(match report.worst() {
+        Some(pgw_doctor::Severity::Critical) => 2,
+        Some(pgw_doctor::Severity::Warning) => 1,
+        _ => 0,
+    }))
 }
 
 async fn demo(args: cli::DemoArgs) -> Result<ExitCode> {

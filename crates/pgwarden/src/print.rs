@@ -200,7 +200,9 @@ pub fn demo(r: &pgw_demo::DemoReport) -> String {
         ]
     });
     s.push_str(&table(&["table", "rows", "dead rows", "size"], rows));
-    s.push_str("\n\n== pgwarden tune --diff ==\n");
+    s.push_str("\n\n== pgwarden doctor ==\n");
+    s.push_str(&doctor(&r.doctor));
+    s.push_str("\n== pgwarden tune --diff ==\n");
     s.push_str(&diff(&r.tune, r.tune.diff.as_deref().unwrap_or(&[])));
     s.push_str("\nReasons:\n");
     let reasons = r
@@ -228,4 +230,135 @@ pub fn demo(r: &pgw_demo::DemoReport) -> String {
         r.elapsed_ms as f64 / 1000.0
     ));
     s
+}
+
+/// `pgwarden doctor` as a table: findings worst first, then what was skipped.
+pub fn doctor(r: &pgw_doctor::Report) -> String {
+    let mut findings: Vec<&pgw_doctor::Finding> = r.findings.iter().collect();
+    findings.sort_by(|a, b| b.severity.cmp(&a.severity).then(a.check.cmp(&b.check)));
+    let mut s = String::new();
+    if findings.is_empty() {
+        s.push_str(&format!(
+            "No findings from {} check(s).\n",
+            r.checks_run.len()
+        ));
+    } else {
+        let rows = findings.iter().map(|f| {
+            vec![
+                f.severity.to_string(),
+                f.check.clone(),
+                f.database.clone().unwrap_or_default(),
+                f.object.clone().unwrap_or_default(),
+                f.detail.clone(),
+                f.remediation.clone(),
+            ]
+        });
+        s.push_str(&table(
+            &[
+                "severity",
+                "check",
+                "database",
+                "object",
+                "detail",
+                "remediation",
+            ],
+            rows,
+        ));
+        s.push('\n');
+    }
+    for k in &r.skipped {
+        s.push_str(&format!(
+            "skipped {}{}: {}\n",
+            k.check,
+            k.database
+                .as_deref()
+                .map(|d| format!(" in {d}"))
+                .unwrap_or_default(),
+            k.reason
+        ));
+    }
+    s
+}
+
+/// `pgwarden doctor --format nagios`: one check_postgres-style line per check,
+/// `PGWARDEN_<CHECK> <STATE>: <message> | <perfdata>`.
+pub fn doctor_nagios(r: &pgw_doctor::Report) -> String {
+    let mut s = String::new();
+    for id in &r.checks_run {
+        let mine: Vec<&pgw_doctor::Finding> =
+            r.findings.iter().filter(|f| &f.check == id).collect();
+        let worst = mine.iter().map(|f| f.severity).max();
+        let skipped: Vec<&pgw_doctor::Skipped> =
+            r.skipped.iter().filter(|k| &k.check == id).collect();
+        let state = match worst {
+            Some(sev) if sev > pgw_doctor::Severity::Info => sev.nagios(),
+            _ if !skipped.is_empty() => "UNKNOWN",
+            _ => "OK",
+        };
+        let message = if mine.is_empty() {
+            match skipped.first() {
+                Some(k) => k.reason.clone(),
+                None => "no findings".to_string(),
+            }
+        } else {
+            let first: Vec<String> = mine
+                .iter()
+                .take(3)
+                .map(|f| match &f.object {
+                    Some(o) => format!("{o}: {}", f.detail),
+                    None => f.detail.clone(),
+                })
+                .collect();
+            let more = if mine.len() > 3 {
+                format!(" (+{} more)", mine.len() - 3)
+            } else {
+                String::new()
+            };
+            format!("{} finding(s): {}{more}", mine.len(), first.join("; "))
+        };
+        let perf: Vec<&str> = mine.iter().filter_map(|f| f.perfdata.as_deref()).collect();
+        let message = message.replace('|', "/");
+        if perf.is_empty() {
+            s.push_str(&format!(
+                "PGWARDEN_{} {state}: {message}\n",
+                id.to_uppercase()
+            ));
+        } else {
+            s.push_str(&format!(
+                "PGWARDEN_{} {state}: {message} | {}\n",
+                id.to_uppercase(),
+                perf.join(" ")
+            ));
+        }
+    }
+    s
+}
+
+/// `pgwarden doctor --list`: every check, its scope and its thresholds with their values.
+pub fn doctor_list(t: &pgw_doctor::Thresholds) -> String {
+    let values = t.entries();
+    let rows = pgw_doctor::checks::CHECKS.iter().map(|c| {
+        let th: Vec<String> = c
+            .thresholds
+            .iter()
+            .map(|name| {
+                let v = values
+                    .iter()
+                    .find(|(k, _)| k == name)
+                    .map(|(_, v)| v.as_str())
+                    .unwrap_or("?");
+                format!("{name}={v}")
+            })
+            .collect();
+        vec![
+            c.id.to_string(),
+            match c.scope {
+                pgw_doctor::checks::Scope::Cluster => "server".to_string(),
+                pgw_doctor::checks::Scope::Database => "each database".to_string(),
+            },
+            c.summary.to_string(),
+            th.join(", "),
+        ]
+    });
+    table(&["check", "scope", "finds", "thresholds"], rows) + "\n"
 }

@@ -57,6 +57,24 @@ fn demo_runs_and_cleans_up() {
         "churn left dead rows: {doc}"
     );
     assert!(!doc["tune"]["diff"].as_array().unwrap().is_empty());
+    // doctor finds what the demo planted.
+    let checks: Vec<&str> = doc["doctor"]["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["check"].as_str().unwrap())
+        .collect();
+    for planted in [
+        "duplicate_index",
+        "invalid_index",
+        "sequence_exhaustion",
+        "missing_fk_index",
+    ] {
+        assert!(
+            checks.contains(&planted),
+            "doctor missed {planted}: {checks:?}"
+        );
+    }
     assert!(doc["apply"]["applied"].as_array().unwrap().len() > 3);
     assert_eq!(
         doc["after_restart"]["not_in_effect"]

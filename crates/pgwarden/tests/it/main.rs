@@ -2,6 +2,7 @@
 //! They need PostgreSQL 15 and fail (never skip) when it is missing.
 
 mod demo;
+mod doctor;
 mod errors;
 mod tidy;
 mod tune;

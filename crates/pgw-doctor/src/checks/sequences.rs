@@ -1,0 +1,189 @@
+//! Sequence checks: sequences (serial and identity columns too) running out of range.
+
+use pgw_common::output::quote_ident;
+
+use super::Ctx;
+use crate::model::{Finding, Severity};
+
+/// `sequence_exhaustion`: the share of its range each non-cycling sequence has used, from
+/// `pg_sequences`, measured against the sequence's own bounds and, when it feeds a
+/// smallint or integer column (serial, identity, or `OWNED BY`), that column's type's
+/// bounds too, whichever is tighter. Descending sequences are measured from the top.
+/// Sequences never used, or not readable by this role (`pg_sequences` hides their value
+/// without USAGE or SELECT; `pg_monitor` does not grant it) are left out; the latter are
+/// counted in one info finding that says which grant lets doctor see them.
+pub(super) async fn sequence_exhaustion(
+    ctx: &Ctx<'_>,
+) -> Result<Vec<Finding>, tokio_postgres::Error> {
+    let t = ctx.thresholds;
+    let rows = ctx
+        .client
+        .query(
+            "WITH seq AS (
+               SELECT s.schemaname::text AS nsp, s.sequencename::text AS name,
+                      format_type(s.data_type, NULL) AS seqtype,
+                      s.min_value::numeric AS smin, s.max_value::numeric AS smax,
+                      s.increment_by, s.last_value::numeric AS last,
+                      has_sequence_privilege(c.oid, 'SELECT,USAGE') AS readable,
+                      tn.nspname::text AS tnsp, tc.relname::text AS tname, a.attname::text AS col,
+                      format_type(a.atttypid, NULL) AS coltype,
+                      CASE a.atttypid WHEN 'int2'::regtype THEN 32767::numeric
+                                      WHEN 'int4'::regtype THEN 2147483647::numeric END AS cmax,
+                      CASE a.atttypid WHEN 'int2'::regtype THEN -32768::numeric
+                                      WHEN 'int4'::regtype THEN -2147483648::numeric END AS cmin
+                 FROM pg_sequences s
+                 JOIN pg_namespace n ON n.nspname = s.schemaname
+                 JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = s.sequencename
+                 LEFT JOIN pg_depend d ON d.classid = 'pg_class'::regclass AND d.objid = c.oid
+                                      AND d.refclassid = 'pg_class'::regclass
+                                      AND d.refobjsubid > 0 AND d.deptype IN ('a', 'i')
+                 LEFT JOIN pg_attribute a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid
+                 LEFT JOIN pg_class tc ON tc.oid = d.refobjid
+                 LEFT JOIN pg_namespace tn ON tn.oid = tc.relnamespace
+                WHERE NOT s.cycle
+                  AND s.schemaname NOT IN ('pg_catalog', 'information_schema')
+                  AND s.schemaname !~ '^pg_(toast|temp_)'
+             ), bounded AS (
+               SELECT seq.*,
+                      LEAST(smax, COALESCE(cmax, smax)) AS emax,
+                      GREATEST(smin, COALESCE(cmin, smin)) AS emin
+                 FROM seq
+             )
+             SELECT nsp, name, seqtype, tnsp, tname, col, coltype,
+                    last::text, emin::text, emax::text, smax::text, smin::text,
+                    increment_by > 0 AS ascending,
+                    (CASE WHEN emax = emin THEN 1
+                          WHEN increment_by > 0 THEN (last - emin) / (emax - emin)
+                          ELSE (emax - last) / (emax - emin) END)::float8 AS used,
+                    readable,
+                    cmax IS NOT NULL AND (cmax < smax OR cmin > smin) AS column_tighter,
+                    CASE WHEN increment_by > 0 THEN smax = 9223372036854775807
+                         ELSE smin = -9223372036854775808 END AS at_bigint_limit
+               FROM bounded
+              WHERE NOT readable
+                 OR (last IS NOT NULL
+                     AND (CASE WHEN emax = emin THEN 1
+                               WHEN increment_by > 0 THEN (last - emin) / (emax - emin)
+                               ELSE (emax - last) / (emax - emin) END) >= $1::float8::numeric)
+              ORDER BY used DESC NULLS LAST, nsp, name",
+            &[&t.sequence_warning_share],
+        )
+        .await?;
+    let mut findings = Vec::new();
+    let mut unreadable: Vec<String> = Vec::new();
+    for row in rows {
+        let (schema, name): (String, String) = (row.get(0), row.get(1));
+        let readable: bool = row.get(14);
+        if !readable {
+            if !unreadable.contains(&schema) {
+                unreadable.push(schema);
+            }
+            continue;
+        }
+        let seqtype: String = row.get(2);
+        let tschema: Option<String> = row.get(3);
+        let table: Option<String> = row.get(4);
+        let col: Option<String> = row.get(5);
+        let coltype: Option<String> = row.get(6);
+        let last: String = row.get(7);
+        let (emin, emax): (String, String) = (row.get(8), row.get(9));
+        let ascending: bool = row.get(12);
+        let used: f64 = row.get(13);
+        let column_tighter: bool = row.get(15);
+        let severity = if used >= t.sequence_critical_share {
+            Severity::Critical
+        } else if used >= t.sequence_warning_share {
+            Severity::Warning
+        } else {
+            continue;
+        };
+        let object = format!("{}.{}", quote_ident(&schema), quote_ident(&name));
+        let limit = if ascending { &emax } else { &emin };
+        let no_bound = if ascending {
+            "NO MAXVALUE"
+        } else {
+            "NO MINVALUE"
+        };
+        let small_col = matches!(coltype.as_deref(), Some("smallint" | "integer"));
+        let owner = match (&tschema, &table, &col) {
+            (Some(s), Some(tb), Some(c)) => Some((
+                format!("{}.{}", quote_ident(s), quote_ident(tb)),
+                quote_ident(c),
+            )),
+            _ => None,
+        };
+        let at_bigint_limit: bool = row.get(16);
+        let (remediation, advice) = match &owner {
+            Some((tbl, c)) if small_col => (
+                format!(
+                    "ALTER TABLE {tbl} ALTER COLUMN {c} TYPE bigint; \
+                     ALTER SEQUENCE {object} AS bigint {no_bound};"
+                ),
+                format!(
+                    "; widening {tbl}.{c} rewrites the table under an ACCESS EXCLUSIVE lock \
+                     (plan a window, or migrate to a new bigint column)"
+                ),
+            ),
+            _ if at_bigint_limit && !small_col => (
+                format!(
+                    "the bigint range of {object} is nearly used up: plan a new key scheme \
+                     (e.g. uuid) or, if old values are gone, ALTER SEQUENCE {object} RESTART;"
+                ),
+                String::new(),
+            ),
+            _ => (
+                format!("ALTER SEQUENCE {object} AS bigint {no_bound};"),
+                String::new(),
+            ),
+        };
+        let feeds = match &owner {
+            Some((tbl, c)) => format!(" feeding {tbl}.{c} ({})", coltype.as_deref().unwrap_or("?")),
+            None => String::new(),
+        };
+        let bound_of = if column_tighter {
+            "the column type's"
+        } else {
+            "its"
+        };
+        findings.push(Finding {
+            check: "sequence_exhaustion".to_string(),
+            severity,
+            database: Some(ctx.database.to_string()),
+            object: Some(object),
+            detail: format!(
+                "{seqtype} sequence{feeds} at {last}, {:.1} % of the way to {bound_of} limit \
+                 {limit} (warning at {:.0} %, critical at {:.0} %){advice}",
+                used * 100.0,
+                t.sequence_warning_share * 100.0,
+                t.sequence_critical_share * 100.0
+            ),
+            remediation,
+            perfdata: Some(format!(
+                "{schema}.{name}_used={used:.4};{};{}",
+                t.sequence_warning_share, t.sequence_critical_share
+            )),
+        });
+    }
+    if !unreadable.is_empty() {
+        let schemas = unreadable
+            .iter()
+            .map(|s| quote_ident(s))
+            .collect::<Vec<_>>()
+            .join(", ");
+        findings.push(Finding {
+            check: "sequence_exhaustion".to_string(),
+            severity: Severity::Info,
+            database: Some(ctx.database.to_string()),
+            object: None,
+            detail: format!(
+                "some sequences in schema(s) {schemas} were not checked: this role lacks \
+                 SELECT or USAGE on them (pg_monitor does not grant it)"
+            ),
+            remediation: format!(
+                "GRANT SELECT ON ALL SEQUENCES IN SCHEMA {schemas} TO CURRENT_USER;"
+            ),
+            perfdata: None,
+        });
+    }
+    Ok(findings)
+}

@@ -1,0 +1,362 @@
+//! Session checks, cluster-wide from `pg_stat_activity`: long transactions, sessions idle
+//! inside a transaction, queries blocked on locks (with the blocking chain), and the share
+//! of `max_connections` in use.
+//!
+//! Each is one query. Only client backends count (autovacuum, WAL senders and other
+//! background workers are left out), and pgwarden's own backend is never reported. With
+//! `pg_monitor` (through `pg_read_all_stats`) pg_stat_activity shows other users' states
+//! and queries; without it those columns are NULL and the sessions are skipped rather than
+//! misreported.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+
+use tokio_postgres::Row;
+
+use super::Ctx;
+use crate::model::{Finding, Severity};
+
+/// How much of a query a detail line shows.
+const QUERY_CHARS: usize = 80;
+
+/// A query's text on one line, cut to [`QUERY_CHARS`] characters.
+fn snippet(query: Option<&str>) -> String {
+    let q = query.unwrap_or("");
+    let one_line = q.split_whitespace().collect::<Vec<_>>().join(" ");
+    if one_line.chars().count() > QUERY_CHARS {
+        let cut: String = one_line.chars().take(QUERY_CHARS).collect();
+        format!("{cut}...")
+    } else {
+        one_line
+    }
+}
+
+/// `Critical` at or past `critical`, otherwise `Warning` (the query already filtered on
+/// the warning limit).
+fn grade(value: f64, critical: f64) -> Severity {
+    if value >= critical {
+        Severity::Critical
+    } else {
+        Severity::Warning
+    }
+}
+
+/// A session as pg_stat_activity describes it.
+struct Session {
+    pid: i32,
+    datname: Option<String>,
+    usename: Option<String>,
+    application_name: Option<String>,
+    state: Option<String>,
+    query: Option<String>,
+}
+
+impl Session {
+    fn from_row(r: &Row) -> Session {
+        Session {
+            pid: r.get("pid"),
+            datname: r.get("datname"),
+            usename: r.get("usename"),
+            application_name: r.get("application_name"),
+            state: r.get("state"),
+            query: r.get("query"),
+        }
+    }
+
+    /// `user alice, application psql, state idle in transaction`
+    fn who(&self) -> String {
+        let app = match self.application_name.as_deref() {
+            None | Some("") => "-",
+            Some(a) => a,
+        };
+        format!(
+            "user {}, application {}, database {}, state {}",
+            self.usename.as_deref().unwrap_or("?"),
+            app,
+            self.datname.as_deref().unwrap_or("-"),
+            self.state.as_deref().unwrap_or("?"),
+        )
+    }
+}
+
+const ACTIVITY_COLUMNS: &str =
+    "pid, datname, usename::text AS usename, application_name, state, query";
+
+/// Transactions open longer than `long_transaction_warning_secs` (warning) or
+/// `long_transaction_critical_secs` (critical). A long transaction holds back vacuum's
+/// horizon for the whole cluster and keeps its locks.
+pub(super) async fn long_transaction(ctx: &Ctx<'_>) -> Result<Vec<Finding>, tokio_postgres::Error> {
+    let t = ctx.thresholds;
+    let sql = format!(
+        "SELECT {ACTIVITY_COLUMNS}, EXTRACT(EPOCH FROM now() - xact_start)::float8 AS age
+           FROM pg_stat_activity
+          WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()
+            AND xact_start IS NOT NULL
+            AND now() - xact_start >= make_interval(secs => $1)
+          ORDER BY age DESC, pid"
+    );
+    let rows = ctx
+        .client
+        .query(&sql, &[&t.long_transaction_warning_secs])
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| {
+            let s = Session::from_row(r);
+            let age: f64 = r.get("age");
+            Finding {
+                check: "long_transaction".to_string(),
+                severity: grade(age, t.long_transaction_critical_secs),
+                database: s.datname.clone(),
+                object: Some(format!("pid {}", s.pid)),
+                detail: format!(
+                    "transaction open {age:.0}s ({}): {}; it holds its locks and vacuum's horizon; \
+                     pg_cancel_backend({}) cancels only the running query and leaves the transaction open, \
+                     so end it in the application or terminate the session",
+                    s.who(),
+                    snippet(s.query.as_deref()),
+                    s.pid,
+                ),
+                remediation: format!("SELECT pg_terminate_backend({});", s.pid),
+                perfdata: Some(format!(
+                    "age={age:.0}s;{};{}",
+                    t.long_transaction_warning_secs, t.long_transaction_critical_secs
+                )),
+            }
+        })
+        .collect())
+}
+
+/// Sessions idle inside an open transaction longer than
+/// `idle_in_transaction_warning_secs` (warning) or `idle_in_transaction_critical_secs`
+/// (critical), measured from their last state change.
+pub(super) async fn idle_in_transaction(
+    ctx: &Ctx<'_>,
+) -> Result<Vec<Finding>, tokio_postgres::Error> {
+    let t = ctx.thresholds;
+    let sql = format!(
+        "SELECT {ACTIVITY_COLUMNS}, EXTRACT(EPOCH FROM now() - state_change)::float8 AS idle
+           FROM pg_stat_activity
+          WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()
+            AND state IN ('idle in transaction', 'idle in transaction (aborted)')
+            AND state_change IS NOT NULL
+            AND now() - state_change >= make_interval(secs => $1)
+          ORDER BY idle DESC, pid"
+    );
+    let rows = ctx
+        .client
+        .query(&sql, &[&t.idle_in_transaction_warning_secs])
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| {
+            let s = Session::from_row(r);
+            let idle: f64 = r.get("idle");
+            Finding {
+                check: "idle_in_transaction".to_string(),
+                severity: grade(idle, t.idle_in_transaction_critical_secs),
+                database: s.datname.clone(),
+                object: Some(format!("pid {}", s.pid)),
+                detail: format!(
+                    "idle in transaction for {idle:.0}s ({}), last query: {}; it holds its locks and \
+                     vacuum's horizon; fix the application, and let the server end such sessions with \
+                     idle_in_transaction_session_timeout (ALTER SYSTEM SET idle_in_transaction_session_timeout = '5min')",
+                    s.who(),
+                    snippet(s.query.as_deref()),
+                ),
+                remediation: format!("SELECT pg_terminate_backend({});", s.pid),
+                perfdata: Some(format!(
+                    "idle={idle:.0}s;{};{}",
+                    t.idle_in_transaction_warning_secs, t.idle_in_transaction_critical_secs
+                )),
+            }
+        })
+        .collect())
+}
+
+/// Queries waiting on a lock longer than `blocked_query_warning_secs` (warning) or
+/// `blocked_query_critical_secs` (critical), with who blocks them (`pg_blocking_pids`)
+/// and the root of the chain: the first blocker that is not itself waiting for a lock.
+/// The remediation terminates the root blocker.
+pub(super) async fn blocked_queries(ctx: &Ctx<'_>) -> Result<Vec<Finding>, tokio_postgres::Error> {
+    let t = ctx.thresholds;
+    // Every backend but ours (a blocker can be any backend), with its blockers when it waits
+    // on a lock: pg_blocking_pids is only called for those, as it takes the lock manager's
+    // locks briefly.
+    let sql = format!(
+        "SELECT {ACTIVITY_COLUMNS}, backend_type, wait_event,
+                EXTRACT(EPOCH FROM now() - COALESCE(query_start, state_change))::float8 AS waited,
+                CASE WHEN wait_event_type = 'Lock' THEN pg_blocking_pids(pid) END AS blockers
+           FROM pg_stat_activity
+          WHERE pid <> pg_backend_pid()
+          ORDER BY pid"
+    );
+    let rows = ctx.client.query(&sql, &[]).await?;
+
+    let mut sessions: HashMap<i32, Session> = HashMap::new();
+    let mut blockers_of: HashMap<i32, Vec<i32>> = HashMap::new();
+    let mut waiting: Vec<(i32, f64, Option<String>)> = Vec::new();
+    for r in &rows {
+        let s = Session::from_row(r);
+        let blockers: Option<Vec<i32>> = r.get("blockers");
+        let backend_type: Option<String> = r.get("backend_type");
+        let waited: Option<f64> = r.get("waited");
+        if let Some(b) = blockers.filter(|b| !b.is_empty()) {
+            if backend_type.as_deref() == Some("client backend") {
+                if let Some(w) = waited.filter(|w| *w >= t.blocked_query_warning_secs) {
+                    waiting.push((s.pid, w, r.get("wait_event")));
+                }
+            }
+            blockers_of.insert(s.pid, b);
+        }
+        sessions.insert(s.pid, s);
+    }
+
+    let describe = |pid: i32| -> String {
+        match sessions.get(&pid) {
+            _ if pid == 0 => "pid 0 (a prepared transaction: see pg_prepared_xacts)".to_string(),
+            Some(s) => format!("pid {} ({}: {})", pid, s.who(), snippet(s.query.as_deref())),
+            None => format!("pid {pid}"),
+        }
+    };
+
+    let mut findings = Vec::new();
+    for (pid, waited, wait_event) in waiting {
+        let Some(s) = sessions.get(&pid) else {
+            continue;
+        };
+        let direct = blockers_of.get(&pid).cloned().unwrap_or_default();
+        let root = root_blocker(pid, &blockers_of);
+        let direct_text = direct
+            .iter()
+            .map(|b| describe(*b))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let mut detail = format!(
+            "pid {pid} ({}) waits {waited:.0}s on a {} lock: {}; blocked by {direct_text}",
+            s.who(),
+            wait_event.as_deref().unwrap_or("?"),
+            snippet(s.query.as_deref()),
+        );
+        if let Some(root) = root.filter(|r| !direct.contains(r)) {
+            detail.push_str(&format!("; root blocker {}", describe(root)));
+        }
+        let remediation = match root {
+            Some(0) => {
+                "a prepared transaction blocks it: COMMIT PREPARED or ROLLBACK PREPARED its gid \
+                        (SELECT gid FROM pg_prepared_xacts)"
+                    .to_string()
+            }
+            Some(root) => format!("SELECT pg_terminate_backend({root});"),
+            None => format!("SELECT pg_cancel_backend({pid});"),
+        };
+        findings.push(Finding {
+            check: "blocked_queries".to_string(),
+            severity: grade(waited, t.blocked_query_critical_secs),
+            database: s.datname.clone(),
+            object: Some(format!("pid {pid}")),
+            detail,
+            remediation,
+            perfdata: Some(format!(
+                "waited={waited:.0}s;{};{}",
+                t.blocked_query_warning_secs, t.blocked_query_critical_secs
+            )),
+        });
+    }
+    Ok(findings)
+}
+
+/// The root of `pid`'s blocking chain: breadth first through the blockers, the first one
+/// that is not itself blocked. When every blocker is blocked (a cycle the deadlock
+/// detector has not broken yet), the first direct blocker.
+fn root_blocker(pid: i32, blockers_of: &HashMap<i32, Vec<i32>>) -> Option<i32> {
+    let direct = blockers_of.get(&pid)?;
+    let mut seen: HashSet<i32> = HashSet::from([pid]);
+    let mut queue: VecDeque<i32> = direct.iter().copied().collect();
+    while let Some(b) = queue.pop_front() {
+        if !seen.insert(b) {
+            continue;
+        }
+        match blockers_of.get(&b) {
+            Some(next) if !next.is_empty() => queue.extend(next.iter().copied()),
+            _ => return Some(b),
+        }
+    }
+    direct.first().copied()
+}
+
+/// Client backends (ours included: it takes a slot too) as a share of `max_connections`:
+/// warning at `connections_warning_share`, critical at `connections_critical_share`.
+pub(super) async fn connection_saturation(
+    ctx: &Ctx<'_>,
+) -> Result<Vec<Finding>, tokio_postgres::Error> {
+    let t = ctx.thresholds;
+    let row = ctx
+        .client
+        .query_one(
+            "SELECT count(*) FILTER (WHERE backend_type = 'client backend') AS used,
+                    count(*) FILTER (WHERE backend_type = 'client backend' AND state = 'idle') AS idle,
+                    current_setting('max_connections')::int8 AS max,
+                    current_setting('superuser_reserved_connections')::int8 AS reserved
+               FROM pg_stat_activity",
+            &[],
+        )
+        .await?;
+    let used: i64 = row.get("used");
+    let idle: i64 = row.get("idle");
+    let max: i64 = row.get("max");
+    let reserved: i64 = row.get("reserved");
+    if max <= 0 {
+        return Ok(Vec::new());
+    }
+    let share = used as f64 / max as f64;
+    if share < t.connections_warning_share {
+        return Ok(Vec::new());
+    }
+    Ok(vec![Finding {
+        check: "connection_saturation".to_string(),
+        severity: grade(share, t.connections_critical_share),
+        database: None,
+        object: Some("max_connections".to_string()),
+        detail: format!(
+            "{used} of max_connections {max} in use ({:.0} %), {idle} of them idle; {reserved} slots are \
+             reserved for superusers, so other roles are refused at {}; the lasting fix is a connection \
+             pooler (PgBouncer) in front, or a higher max_connections (needs a restart); the remediation \
+             frees slots now by terminating every idle client session",
+            share * 100.0,
+            (max - reserved).max(0),
+        ),
+        remediation: "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE state = 'idle' \
+                      AND backend_type = 'client backend' AND pid <> pg_backend_pid();"
+            .to_string(),
+        perfdata: Some(format!(
+            "connections={used};{:.0};{:.0};0;{max}",
+            t.connections_warning_share * max as f64,
+            t.connections_critical_share * max as f64,
+        )),
+    }])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snippets_are_one_short_line() {
+        assert_eq!(snippet(Some("SELECT 1\n  FROM t")), "SELECT 1 FROM t");
+        assert_eq!(snippet(None), "");
+        let long = "x".repeat(200);
+        assert_eq!(snippet(Some(&long)).chars().count(), QUERY_CHARS + 3);
+    }
+
+    #[test]
+    fn root_of_a_chain() {
+        // 3 waits on 2, 2 waits on 1, 1 runs.
+        let m: HashMap<i32, Vec<i32>> = HashMap::from([(3, vec![2]), (2, vec![1])]);
+        assert_eq!(root_blocker(3, &m), Some(1));
+        assert_eq!(root_blocker(2, &m), Some(1));
+        assert_eq!(root_blocker(1, &m), None);
+        // a cycle: the first direct blocker
+        let c: HashMap<i32, Vec<i32>> = HashMap::from([(1, vec![2]), (2, vec![1])]);
+        assert_eq!(root_blocker(1, &c), Some(2));
+    }
+}

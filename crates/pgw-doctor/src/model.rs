@@ -1,0 +1,77 @@
+//! What doctor reports: findings, skipped checks, and their severities.
+
+use serde::Serialize;
+
+/// How bad a finding is. Ordered: `Info < Warning < Critical`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Info,
+    Warning,
+    Critical,
+}
+
+impl Severity {
+    /// The Nagios word: OK is the absence of findings above info.
+    pub fn nagios(self) -> &'static str {
+        match self {
+            Severity::Info => "OK",
+            Severity::Warning => "WARNING",
+            Severity::Critical => "CRITICAL",
+        }
+    }
+}
+
+impl std::fmt::Display for Severity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Severity::Info => "info",
+            Severity::Warning => "warning",
+            Severity::Critical => "critical",
+        })
+    }
+}
+
+/// One problem found. This is the JSON of each element of `findings`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Finding {
+    /// The check's id, e.g. `invalid_index`.
+    pub check: String,
+    pub severity: Severity,
+    /// The database the object is in; None for cluster-wide findings.
+    pub database: Option<String>,
+    /// The object concerned, qualified and quoted as SQL names it (`public."Orders"`), or
+    /// a session (`pid 1234`), or a setting name.
+    pub object: Option<String>,
+    /// One line: what is wrong, with the figures.
+    pub detail: String,
+    /// The SQL that fixes it (identifiers quoted), or the action to take.
+    pub remediation: String,
+    /// The measured value and its limits, for Nagios perfdata (`label=value;warn;crit`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub perfdata: Option<String>,
+}
+
+/// A check that did not run, and why (missing privilege, missing extension, ...).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Skipped {
+    pub check: String,
+    pub database: Option<String>,
+    pub reason: String,
+}
+
+/// Everything one doctor run found. This is the JSON of `pgwarden doctor --format json`.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Report {
+    pub findings: Vec<Finding>,
+    pub skipped: Vec<Skipped>,
+    /// The checks that ran, in order.
+    pub checks_run: Vec<String>,
+}
+
+impl Report {
+    /// The worst severity among the findings; None when there are none.
+    pub fn worst(&self) -> Option<Severity> {
+        self.findings.iter().map(|f| f.severity).max()
+    }
+}

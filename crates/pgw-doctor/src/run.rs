@@ -1,0 +1,169 @@
+//! Running the checks: one connection for cluster-wide checks, one per database for the
+//! database-scoped ones.
+
+use tokio_postgres::error::SqlState;
+
+use pgw_common::conninfo::{ConnParams, ProcessEnv};
+use pgw_common::{connect, error_line, ConnectError};
+
+use crate::checks::{self, Ctx, Scope, CHECKS};
+use crate::model::{Report, Skipped};
+use crate::thresholds::Thresholds;
+
+/// What to check.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// libpq DSN (None: the environment and libpq's defaults).
+    pub dsn: Option<String>,
+    /// Only this database (default: every database that allows connections).
+    pub dbname: Option<String>,
+    /// Only this check (`--check ID`).
+    pub only: Option<String>,
+    pub thresholds: Thresholds,
+}
+
+/// Why doctor could not run at all (exit code 3 in the binary).
+#[derive(Debug, thiserror::Error)]
+pub enum DoctorError {
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+    #[error("unknown check '{0}' (see pgwarden doctor --list)")]
+    UnknownCheck(String),
+    #[error("{what}")]
+    Query {
+        what: &'static str,
+        #[source]
+        source: tokio_postgres::Error,
+    },
+}
+
+impl DoctorError {
+    /// Whether the user's input is at fault (a check id, a DSN), not the server.
+    pub fn is_input(&self) -> bool {
+        match self {
+            DoctorError::UnknownCheck(_) => true,
+            DoctorError::Connect(c) => c.is_input(),
+            DoctorError::Query { .. } => false,
+        }
+    }
+}
+
+/// Runs the checks and collects every finding; a check that fails lands in `skipped`.
+pub async fn run(opts: &Options) -> Result<Report, DoctorError> {
+    if let Some(id) = &opts.only {
+        if checks::info(id).is_none() {
+            return Err(DoctorError::UnknownCheck(id.clone()));
+        }
+    }
+    let selected: Vec<_> = CHECKS
+        .iter()
+        .filter(|c| opts.only.as_deref().is_none_or(|o| o == c.id))
+        .collect();
+    let params =
+        ConnParams::resolve(opts.dsn.as_deref(), &ProcessEnv).map_err(ConnectError::from)?;
+    let client = connect(&params).await?;
+    let mut report = Report::default();
+
+    for check in selected.iter().filter(|c| c.scope == Scope::Cluster) {
+        let ctx = Ctx {
+            client: &client,
+            database: &params.dbname,
+            thresholds: &opts.thresholds,
+        };
+        collect(
+            &mut report,
+            check.id,
+            None,
+            checks::run_check(check.id, &ctx).await,
+        );
+    }
+
+    let db_checks: Vec<_> = selected
+        .iter()
+        .filter(|c| c.scope == Scope::Database)
+        .collect();
+    if db_checks.is_empty() {
+        return Ok(report);
+    }
+    let databases: Vec<String> = match &opts.dbname {
+        Some(d) => vec![d.clone()],
+        None => client
+            .query(
+                "SELECT datname FROM pg_database WHERE datallowconn AND NOT datistemplate ORDER BY datname",
+                &[],
+            )
+            .await
+            .map_err(|source| DoctorError::Query {
+                what: "list databases",
+                source,
+            })?
+            .into_iter()
+            .map(|r| r.get(0))
+            .collect(),
+    };
+    for db in databases {
+        let mut p = params.clone();
+        p.dbname = db.clone();
+        let db_client = if db == params.dbname {
+            None
+        } else {
+            match connect(&p).await {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    for check in &db_checks {
+                        report.skipped.push(Skipped {
+                            check: check.id.to_string(),
+                            database: Some(db.clone()),
+                            reason: format!("cannot connect: {}", pgw_common::report(&e)),
+                        });
+                    }
+                    continue;
+                }
+            }
+        };
+        let c = db_client.as_ref().unwrap_or(&client);
+        for check in &db_checks {
+            let ctx = Ctx {
+                client: c,
+                database: &db,
+                thresholds: &opts.thresholds,
+            };
+            collect(
+                &mut report,
+                check.id,
+                Some(&db),
+                checks::run_check(check.id, &ctx).await,
+            );
+        }
+    }
+    Ok(report)
+}
+
+fn collect(
+    report: &mut Report,
+    id: &str,
+    database: Option<&str>,
+    result: Result<Vec<crate::Finding>, tokio_postgres::Error>,
+) {
+    if !report.checks_run.iter().any(|c| c == id) {
+        report.checks_run.push(id.to_string());
+    }
+    match result {
+        Ok(mut findings) => report.findings.append(&mut findings),
+        Err(e) => {
+            let reason = if e.code() == Some(&SqlState::INSUFFICIENT_PRIVILEGE) {
+                format!(
+                    "needs more privilege than this role has: {}",
+                    error_line(&e)
+                )
+            } else {
+                format!("could not run: {}", error_line(&e))
+            };
+            report.skipped.push(Skipped {
+                check: id.to_string(),
+                database: database.map(str::to_string),
+                reason,
+            });
+        }
+    }
+}

@@ -1,0 +1,143 @@
+//! Every limit a check uses, with its default. A config file or `--threshold name=value`
+//! overrides them; unknown names are errors (`deny_unknown_fields`).
+
+use serde::{Deserialize, Serialize};
+
+/// Limits for the checks. Durations are seconds, shares are fractions (0.2 = 20 %).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Thresholds {
+    /// idle_in_transaction: a session idle inside a transaction this long is a warning (60 s).
+    pub idle_in_transaction_warning_secs: f64,
+    /// idle_in_transaction: ... and this long critical (300 s).
+    pub idle_in_transaction_critical_secs: f64,
+    /// long_transaction: a transaction open this long is a warning (300 s = 5 min).
+    pub long_transaction_warning_secs: f64,
+    /// long_transaction: ... and this long critical (1800 s).
+    pub long_transaction_critical_secs: f64,
+    /// blocked_queries: a query waiting on a lock this long is a warning (10 s).
+    pub blocked_query_warning_secs: f64,
+    /// blocked_queries: ... and this long critical (60 s).
+    pub blocked_query_critical_secs: f64,
+    /// connection_saturation: share of max_connections in use for a warning (0.8).
+    pub connections_warning_share: f64,
+    /// connection_saturation: ... and for critical (0.9).
+    pub connections_critical_share: f64,
+    /// sequence_exhaustion: share of a sequence's range used for a warning (0.75).
+    pub sequence_warning_share: f64,
+    /// sequence_exhaustion: ... and for critical (0.9).
+    pub sequence_critical_share: f64,
+    /// dead_tuples: dead rows as a share of live rows for a warning (0.2).
+    pub dead_tuples_warning_share: f64,
+    /// dead_tuples: ... and for critical (0.5).
+    pub dead_tuples_critical_share: f64,
+    /// dead_tuples: tables with fewer live + dead rows are ignored (10000).
+    pub dead_tuples_min_rows: i64,
+    /// replication_slot: WAL retained by an inactive slot for critical, in MB (1024);
+    /// any inactive slot is a warning.
+    pub slot_retained_critical_mb: f64,
+}
+
+impl Default for Thresholds {
+    fn default() -> Self {
+        Thresholds {
+            idle_in_transaction_warning_secs: 60.0,
+            idle_in_transaction_critical_secs: 300.0,
+            long_transaction_warning_secs: 300.0,
+            long_transaction_critical_secs: 1800.0,
+            blocked_query_warning_secs: 10.0,
+            blocked_query_critical_secs: 60.0,
+            connections_warning_share: 0.8,
+            connections_critical_share: 0.9,
+            sequence_warning_share: 0.75,
+            sequence_critical_share: 0.9,
+            dead_tuples_warning_share: 0.2,
+            dead_tuples_critical_share: 0.5,
+            dead_tuples_min_rows: 10_000,
+            slot_retained_critical_mb: 1024.0,
+        }
+    }
+}
+
+/// Why a threshold could not be set.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ThresholdError {
+    #[error("'{0}' is not NAME=VALUE")]
+    Syntax(String),
+    #[error("unknown threshold '{0}' (see pgwarden doctor --list)")]
+    Unknown(String),
+    #[error("threshold {name}: '{value}' is not a number")]
+    NotANumber { name: String, value: String },
+    #[error("threshold {name} must not be negative (got {value})")]
+    Negative { name: String, value: String },
+}
+
+impl Thresholds {
+    /// Sets one threshold from `name=value` (as `--threshold` takes it).
+    pub fn set(&mut self, assignment: &str) -> Result<(), ThresholdError> {
+        let (name, value) = assignment
+            .split_once('=')
+            .ok_or_else(|| ThresholdError::Syntax(assignment.to_string()))?;
+        let (name, value) = (name.trim(), value.trim());
+        let number: f64 = value.parse().map_err(|_| ThresholdError::NotANumber {
+            name: name.to_string(),
+            value: value.to_string(),
+        })?;
+        if !number.is_finite() || number < 0.0 {
+            return Err(ThresholdError::Negative {
+                name: name.to_string(),
+                value: value.to_string(),
+            });
+        }
+        let mut map = match serde_json::to_value(&*self) {
+            Ok(serde_json::Value::Object(m)) => m,
+            _ => return Err(ThresholdError::Unknown(name.to_string())),
+        };
+        let slot = map
+            .get_mut(name)
+            .ok_or_else(|| ThresholdError::Unknown(name.to_string()))?;
+        *slot = if slot.is_i64() || slot.is_u64() {
+            serde_json::Value::from(number.round() as i64)
+        } else {
+            serde_json::Value::from(number)
+        };
+        *self = serde_json::from_value(serde_json::Value::Object(map))
+            .map_err(|_| ThresholdError::Unknown(name.to_string()))?;
+        Ok(())
+    }
+
+    /// Every threshold as `(name, value)`, for `--list`.
+    pub fn entries(&self) -> Vec<(String, String)> {
+        match serde_json::to_value(self) {
+            Ok(serde_json::Value::Object(m)) => {
+                m.into_iter().map(|(k, v)| (k, v.to_string())).collect()
+            }
+            _ => Vec::new(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn set_by_name() {
+        let mut t = Thresholds::default();
+        t.set("idle_in_transaction_warning_secs=1.5").unwrap();
+        assert_eq!(t.idle_in_transaction_warning_secs, 1.5);
+        t.set("dead_tuples_min_rows = 10").unwrap();
+        assert_eq!(t.dead_tuples_min_rows, 10);
+        assert_eq!(t.set("nope=1"), Err(ThresholdError::Unknown("nope".into())));
+        assert!(matches!(
+            t.set("dead_tuples_min_rows=x"),
+            Err(ThresholdError::NotANumber { .. })
+        ));
+        assert!(matches!(
+            t.set("dead_tuples_min_rows=-1"),
+            Err(ThresholdError::Negative { .. })
+        ));
+        assert!(matches!(t.set("novalue"), Err(ThresholdError::Syntax(_))));
+        assert_eq!(t.entries().len(), 14);
+    }
+}

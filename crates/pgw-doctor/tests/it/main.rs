@@ -1,0 +1,49 @@
+//! pgw-doctor against real throwaway clusters. Every check's test plants the problem,
+//! sees the finding, runs the remediation SQL the finding gave, and sees it gone.
+
+mod cluster_checks;
+mod database_checks;
+
+use pgw_cluster::Cluster;
+use pgw_doctor::{Finding, Options, Report, Thresholds};
+
+/// A cluster of the test's own: tests plant problems.
+pub fn cluster() -> Cluster {
+    Cluster::start().expect("start a throwaway PostgreSQL 15 cluster (is postgresql-15 installed?)")
+}
+
+/// Runs one check against `c` (all databases), with thresholds overridden by `name=value`.
+pub async fn doctor(c: &Cluster, check: &str, thresholds: &[&str]) -> Report {
+    let mut t = Thresholds::default();
+    for a in thresholds {
+        t.set(a).expect("valid threshold");
+    }
+    let opts = Options {
+        dsn: Some(c.dsn()),
+        dbname: None,
+        only: Some(check.to_string()),
+        thresholds: t,
+    };
+    let report = pgw_doctor::run(&opts).await.expect("doctor runs");
+    assert!(
+        report.skipped.is_empty(),
+        "{check} skipped: {:?}",
+        report.skipped
+    );
+    report
+}
+
+/// The findings of `check` about objects whose name contains `needle`.
+pub fn found<'a>(r: &'a Report, check: &str, needle: &str) -> Vec<&'a Finding> {
+    r.findings
+        .iter()
+        .filter(|f| f.check == check && f.object.as_deref().unwrap_or("").contains(needle))
+        .collect()
+}
+
+/// Runs a finding's remediation SQL in its database, as a DBA would paste it into psql.
+pub fn remediate(c: &Cluster, f: &Finding) {
+    let db = f.database.as_deref().unwrap_or("postgres");
+    c.psql(db, &f.remediation)
+        .unwrap_or_else(|e| panic!("remediation failed: {}\n{e}", f.remediation));
+}

@@ -1,0 +1,151 @@
+//! `pgwarden doctor`: formats, Nagios exit codes, pg_monitor, and failures to run.
+
+use pgw_cluster::Cluster;
+
+use crate::{assert_fails, json, pgwarden, stderr, stdout};
+
+#[test]
+fn list_shows_every_check_with_thresholds() {
+    let o = pgwarden(&["doctor", "--list"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = stdout(&o);
+    for id in [
+        "invalid_index",
+        "dead_tuples",
+        "idle_in_transaction",
+        "config_audit",
+    ] {
+        assert!(text.contains(id), "{id} missing from --list: {text}");
+    }
+    assert!(
+        text.contains("idle_in_transaction_warning_secs=60"),
+        "{text}"
+    );
+    let o = pgwarden(&[
+        "doctor",
+        "--list",
+        "--threshold",
+        "idle_in_transaction_warning_secs=5",
+    ]);
+    assert!(stdout(&o).contains("idle_in_transaction_warning_secs=5"));
+}
+
+#[test]
+fn failures_to_run_are_unknown() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dsn = format!("host=127.0.0.1 port={port} user=postgres connect_timeout=3");
+    assert_fails(&pgwarden(&["doctor", "-d", &dsn]), 3, "connect to");
+    assert_fails(&pgwarden(&["doctor", "--bogus"]), 3, "--bogus");
+    assert_fails(
+        &pgwarden(&["doctor", "--threshold", "nope=1"]),
+        3,
+        "unknown threshold",
+    );
+    assert_fails(
+        &pgwarden(&["doctor", "-d", &dsn, "--check", "no_such_check"]),
+        3,
+        "unknown check",
+    );
+}
+
+#[test]
+fn a_healthy_database_exits_zero_and_a_pg_monitor_role_needs_nothing_more() {
+    let c = Cluster::start().expect("start a cluster");
+    c.psql(
+        "postgres",
+        "CREATE TABLE customers (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, name text NOT NULL);
+         CREATE TABLE orders (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+                              customer_id bigint NOT NULL REFERENCES customers, total numeric NOT NULL);
+         CREATE INDEX orders_customer_id_idx ON orders (customer_id);
+         INSERT INTO customers (name) SELECT 'c' || g FROM generate_series(1, 20000) g;
+         INSERT INTO orders (customer_id, total) SELECT 1 + g % 20000, g FROM generate_series(1, 50000) g;
+         VACUUM ANALYZE;
+         CREATE ROLE watcher LOGIN PASSWORD 'watchpw' IN ROLE pg_monitor;",
+    )
+    .unwrap();
+    let o = pgwarden(&["doctor", "-d", &c.dsn(), "--format", "json"]);
+    let doc = json(&o);
+    assert_eq!(o.status.code(), Some(0), "{doc}");
+    let above_info: Vec<&serde_json::Value> = doc["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["severity"] != "info")
+        .collect();
+    assert!(above_info.is_empty(), "{above_info:?}");
+    assert!(doc["skipped"].as_array().unwrap().is_empty(), "{doc}");
+
+    let o = pgwarden(&[
+        "doctor",
+        "-d",
+        &c.dsn_for("watcher", "watchpw", "postgres"),
+        "--format",
+        "json",
+    ]);
+    let doc = json(&o);
+    assert_eq!(o.status.code(), Some(0), "pg_monitor suffices: {doc}");
+    assert!(doc["skipped"].as_array().unwrap().is_empty(), "{doc}");
+}
+
+#[test]
+fn severities_map_to_nagios_exit_codes_and_lines() {
+    let c = Cluster::builder()
+        .setting("fsync", "off")
+        .start()
+        .expect("start a cluster");
+    // fsync off is critical: exit 2, and the Nagios line says so.
+    let o = pgwarden(&["doctor", "-d", &c.dsn(), "--format", "nagios"]);
+    assert_eq!(o.status.code(), Some(2), "{}{}", stdout(&o), stderr(&o));
+    let text = stdout(&o);
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("PGWARDEN_CONFIG_AUDIT CRITICAL:")),
+        "{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("PGWARDEN_INVALID_INDEX OK:")),
+        "{text}"
+    );
+    // An invalid index alone is a warning: exit 1.
+    c.psql(
+        "postgres",
+        "ALTER SYSTEM SET fsync = on; SELECT pg_reload_conf();",
+    )
+    .unwrap();
+    c.psql(
+        "postgres",
+        "CREATE TABLE t (x int); INSERT INTO t VALUES (1), (1);",
+    )
+    .unwrap();
+    let _ = c.psql("postgres", "CREATE UNIQUE INDEX CONCURRENTLY t_x ON t (x);");
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let o = pgwarden(&["doctor", "-d", &c.dsn(), "--check", "invalid_index"]);
+    assert_eq!(o.status.code(), Some(1), "{}{}", stdout(&o), stderr(&o));
+    assert!(stdout(&o).contains("t_x"), "{}", stdout(&o));
+    let o = pgwarden(&[
+        "doctor",
+        "-d",
+        &c.dsn(),
+        "--check",
+        "invalid_index",
+        "--format",
+        "json",
+    ]);
+    let doc = json(&o);
+    let f = &doc["findings"][0];
+    for key in [
+        "check",
+        "severity",
+        "database",
+        "object",
+        "detail",
+        "remediation",
+    ] {
+        assert!(f.get(key).is_some(), "finding lacks {key}: {f}");
+    }
+}
