@@ -5,7 +5,7 @@
 //!   renders as a table, JSON or Nagios lines.
 //! - [`thresholds`]: [`Thresholds`], every limit a check uses, with its default; a config
 //!   file or flags override them.
-//! - [`checks`]: the registry ([`checks::CHECKS`]: id, scope, description) and one module
+//! - [`checks`]: the registry ([`checks::all`]: id, scope, description, thresholds) and one module
 //!   per check family. Each check is one query (one round trip) per database, never one
 //!   query per table.
 //! - [`run`]: connects to the server (and each database for database-scoped checks),

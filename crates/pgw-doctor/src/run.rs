@@ -6,7 +6,7 @@ use tokio_postgres::error::SqlState;
 use pgw_common::conninfo::{ConnParams, ProcessEnv};
 use pgw_common::{connect, error_line, ConnectError};
 
-use crate::checks::{self, Ctx, Scope, CHECKS};
+use crate::checks::{self, Ctx, Scope};
 use crate::model::{Report, Skipped};
 use crate::thresholds::Thresholds;
 
@@ -55,8 +55,8 @@ pub async fn run(opts: &Options) -> Result<Report, DoctorError> {
             return Err(DoctorError::UnknownCheck(id.clone()));
         }
     }
-    let selected: Vec<_> = CHECKS
-        .iter()
+    let selected: Vec<_> = checks::all()
+        .into_iter()
         .filter(|c| opts.only.as_deref().is_none_or(|o| o == c.id))
         .collect();
     let params =

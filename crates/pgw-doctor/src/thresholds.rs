@@ -36,6 +36,45 @@ pub struct Thresholds {
     /// replication_slot: WAL retained by an inactive slot for critical, in MB (1024);
     /// any inactive slot is a warning.
     pub slot_retained_critical_mb: f64,
+    /// vacuum_stale / analyze_stale: tables with fewer rows are ignored (10000).
+    pub stale_min_rows: i64,
+    /// vacuum_stale: hours since the last (auto)vacuum, for a table with dead rows (24).
+    pub vacuum_stale_hours: f64,
+    /// analyze_stale: rows changed since the last analyze as a share of the table (0.2).
+    pub analyze_stale_share: f64,
+    /// analyze_stale: hours since the last (auto)analyze (24).
+    pub analyze_stale_hours: f64,
+    /// autovacuum_large_table: tables at least this many rows want their own settings (1000000).
+    pub large_table_rows: i64,
+    /// cache_hit_ratio: hit ratio below this is a warning (0.95).
+    pub cache_hit_warning: f64,
+    /// cache_hit_ratio: ... below this critical (0.90).
+    pub cache_hit_critical: f64,
+    /// cache_hit_ratio: tables with fewer block reads + hits are ignored (10000).
+    pub cache_hit_min_blocks: i64,
+    /// table_bloat: estimated wasted share of a table for a warning (0.3).
+    pub bloat_warning_share: f64,
+    /// table_bloat: ... for critical (0.6).
+    pub bloat_critical_share: f64,
+    /// table_bloat: tables whose estimated waste is below this many MB are ignored (10).
+    pub bloat_min_mb: f64,
+    /// xid_wraparound: transaction age as a share of the 2^31 wraparound limit for a
+    /// warning (0.5, about 1.07 billion).
+    pub xid_warning_share: f64,
+    /// xid_wraparound: ... for critical (0.75).
+    pub xid_critical_share: f64,
+    /// slow_queries: statements whose mean time exceeds this many ms (50).
+    pub slow_query_ms: f64,
+    /// slow_queries: ... with at least this many calls (10).
+    pub slow_query_min_calls: i64,
+    /// slow_queries: how many statements by total time to list as info (5).
+    pub top_statements: i64,
+    /// unused_index: indexes never scanned and at least this many MB (10).
+    pub unused_index_min_mb: f64,
+    /// seq_scan_heavy: tables with at least this many rows (100000) ...
+    pub seq_scan_min_rows: i64,
+    /// seq_scan_heavy: ... read by sequential scans for more than this share of scans (0.95).
+    pub seq_scan_share: f64,
 }
 
 impl Default for Thresholds {
@@ -55,6 +94,25 @@ impl Default for Thresholds {
             dead_tuples_critical_share: 0.5,
             dead_tuples_min_rows: 10_000,
             slot_retained_critical_mb: 1024.0,
+            stale_min_rows: 10_000,
+            vacuum_stale_hours: 24.0,
+            analyze_stale_share: 0.2,
+            analyze_stale_hours: 24.0,
+            large_table_rows: 1_000_000,
+            cache_hit_warning: 0.95,
+            cache_hit_critical: 0.90,
+            cache_hit_min_blocks: 10_000,
+            bloat_warning_share: 0.3,
+            bloat_critical_share: 0.6,
+            bloat_min_mb: 10.0,
+            xid_warning_share: 0.5,
+            xid_critical_share: 0.75,
+            slow_query_ms: 50.0,
+            slow_query_min_calls: 10,
+            top_statements: 5,
+            unused_index_min_mb: 10.0,
+            seq_scan_min_rows: 100_000,
+            seq_scan_share: 0.95,
         }
     }
 }
@@ -138,6 +196,6 @@ mod tests {
             Err(ThresholdError::Negative { .. })
         ));
         assert!(matches!(t.set("novalue"), Err(ThresholdError::Syntax(_))));
-        assert_eq!(t.entries().len(), 14);
+        assert_eq!(t.entries().len(), 33);
     }
 }

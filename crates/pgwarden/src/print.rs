@@ -337,7 +337,7 @@ pub fn doctor_nagios(r: &pgw_doctor::Report) -> String {
 /// `pgwarden doctor --list`: every check, its scope and its thresholds with their values.
 pub fn doctor_list(t: &pgw_doctor::Thresholds) -> String {
     let values = t.entries();
-    let rows = pgw_doctor::checks::CHECKS.iter().map(|c| {
+    let rows = pgw_doctor::checks::all().into_iter().map(|c| {
         let th: Vec<String> = c
             .thresholds
             .iter()

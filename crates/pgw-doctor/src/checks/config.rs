@@ -7,8 +7,27 @@
 //! The remediation is `ALTER SYSTEM` and a reload when the setting's context allows
 //! (all four are `sighup` or `superuser`), a restart otherwise.
 
-use super::Ctx;
+use super::{CheckInfo, Ctx, Scope};
 use crate::model::{Finding, Severity};
+
+/// The checks of this module, in the order they run.
+pub(super) const CHECKS: &[CheckInfo] = &[CheckInfo {
+    id: "config_audit",
+    scope: Scope::Cluster,
+    summary: "risky settings: fsync or full_page_writes off (critical), autovacuum off (warning)",
+    thresholds: &[],
+}];
+
+/// Runs check `id` if it is one of this module's.
+pub(super) async fn run(
+    id: &str,
+    ctx: &Ctx<'_>,
+) -> Option<Result<Vec<Finding>, tokio_postgres::Error>> {
+    Some(match id {
+        "config_audit" => config_audit(ctx).await,
+        _ => return None,
+    })
+}
 
 /// The risky settings: name, severity when off, why.
 const RISKY: &[(&str, Severity, &str)] = &[

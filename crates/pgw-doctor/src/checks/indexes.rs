@@ -3,8 +3,43 @@
 
 use pgw_common::output::quote_ident;
 
-use super::Ctx;
+use super::{CheckInfo, Ctx, Scope};
 use crate::model::{Finding, Severity};
+
+/// The checks of this module, in the order they run.
+pub(super) const CHECKS: &[CheckInfo] = &[
+    CheckInfo {
+        id: "invalid_index",
+        scope: Scope::Database,
+        summary: "indexes left invalid by a failed CREATE INDEX CONCURRENTLY (warning)",
+        thresholds: &[],
+    },
+    CheckInfo {
+        id: "duplicate_index",
+        scope: Scope::Database,
+        summary: "indexes with the same columns and predicate as another, or a btree prefix of one (warning)",
+        thresholds: &[],
+    },
+    CheckInfo {
+        id: "missing_fk_index",
+        scope: Scope::Database,
+        summary: "foreign keys whose referencing columns lead no index (warning)",
+        thresholds: &[],
+    },
+];
+
+/// Runs check `id` if it is one of this module's.
+pub(super) async fn run(
+    id: &str,
+    ctx: &Ctx<'_>,
+) -> Option<Result<Vec<Finding>, tokio_postgres::Error>> {
+    Some(match id {
+        "invalid_index" => invalid_index(ctx).await,
+        "duplicate_index" => duplicate_index(ctx).await,
+        "missing_fk_index" => missing_fk_index(ctx).await,
+        _ => return None,
+    })
+}
 
 /// `schema.name`, each part quoted as SQL needs it.
 fn qualified(schema: &str, name: &str) -> String {

@@ -7,8 +7,27 @@
 
 use pgw_common::output::quote_literal;
 
-use super::Ctx;
+use super::{CheckInfo, Ctx, Scope};
 use crate::model::{Finding, Severity};
+
+/// The checks of this module, in the order they run.
+pub(super) const CHECKS: &[CheckInfo] = &[CheckInfo {
+    id: "replication_slot",
+    scope: Scope::Cluster,
+    summary: "inactive replication slots and the WAL they retain",
+    thresholds: &["slot_retained_critical_mb"],
+}];
+
+/// Runs check `id` if it is one of this module's.
+pub(super) async fn run(
+    id: &str,
+    ctx: &Ctx<'_>,
+) -> Option<Result<Vec<Finding>, tokio_postgres::Error>> {
+    Some(match id {
+        "replication_slot" => replication_slot(ctx).await,
+        _ => return None,
+    })
+}
 
 /// Inactive replication slots and the WAL they retain, measured from the current WAL
 /// position (on a standby, the last WAL received, or replayed when nothing streams).

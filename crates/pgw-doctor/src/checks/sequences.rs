@@ -2,8 +2,27 @@
 
 use pgw_common::output::quote_ident;
 
-use super::Ctx;
+use super::{CheckInfo, Ctx, Scope};
 use crate::model::{Finding, Severity};
+
+/// The checks of this module, in the order they run.
+pub(super) const CHECKS: &[CheckInfo] = &[CheckInfo {
+    id: "sequence_exhaustion",
+    scope: Scope::Database,
+    summary: "sequences (serial and identity columns too) past a share of their range",
+    thresholds: &["sequence_warning_share", "sequence_critical_share"],
+}];
+
+/// Runs check `id` if it is one of this module's.
+pub(super) async fn run(
+    id: &str,
+    ctx: &Ctx<'_>,
+) -> Option<Result<Vec<Finding>, tokio_postgres::Error>> {
+    Some(match id {
+        "sequence_exhaustion" => sequence_exhaustion(ctx).await,
+        _ => return None,
+    })
+}
 
 /// `sequence_exhaustion`: the share of its range each non-cycling sequence has used, from
 /// `pg_sequences`, measured against the sequence's own bounds and, when it feeds a

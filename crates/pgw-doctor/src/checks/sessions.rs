@@ -12,8 +12,56 @@ use std::collections::{HashMap, HashSet, VecDeque};
 
 use tokio_postgres::Row;
 
-use super::Ctx;
+use super::{CheckInfo, Ctx, Scope};
 use crate::model::{Finding, Severity};
+
+/// The checks of this module, in the order they run.
+pub(super) const CHECKS: &[CheckInfo] = &[
+    CheckInfo {
+        id: "long_transaction",
+        scope: Scope::Cluster,
+        summary: "transactions open longer than the limit",
+        thresholds: &[
+            "long_transaction_warning_secs",
+            "long_transaction_critical_secs",
+        ],
+    },
+    CheckInfo {
+        id: "idle_in_transaction",
+        scope: Scope::Cluster,
+        summary: "sessions idle inside an open transaction longer than the limit",
+        thresholds: &[
+            "idle_in_transaction_warning_secs",
+            "idle_in_transaction_critical_secs",
+        ],
+    },
+    CheckInfo {
+        id: "blocked_queries",
+        scope: Scope::Cluster,
+        summary: "queries waiting on a lock longer than the limit, with the blocking chain",
+        thresholds: &["blocked_query_warning_secs", "blocked_query_critical_secs"],
+    },
+    CheckInfo {
+        id: "connection_saturation",
+        scope: Scope::Cluster,
+        summary: "share of max_connections in use",
+        thresholds: &["connections_warning_share", "connections_critical_share"],
+    },
+];
+
+/// Runs check `id` if it is one of this module's.
+pub(super) async fn run(
+    id: &str,
+    ctx: &Ctx<'_>,
+) -> Option<Result<Vec<Finding>, tokio_postgres::Error>> {
+    Some(match id {
+        "long_transaction" => long_transaction(ctx).await,
+        "idle_in_transaction" => idle_in_transaction(ctx).await,
+        "blocked_queries" => blocked_queries(ctx).await,
+        "connection_saturation" => connection_saturation(ctx).await,
+        _ => return None,
+    })
+}
 
 /// How much of a query a detail line shows.
 const QUERY_CHARS: usize = 80;

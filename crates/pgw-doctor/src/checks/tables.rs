@@ -2,8 +2,31 @@
 
 use pgw_common::output::quote_ident;
 
-use super::Ctx;
+use super::{CheckInfo, Ctx, Scope};
 use crate::model::{Finding, Severity};
+
+/// The checks of this module, in the order they run.
+pub(super) const CHECKS: &[CheckInfo] = &[CheckInfo {
+    id: "dead_tuples",
+    scope: Scope::Database,
+    summary: "tables whose dead rows exceed a share of their live rows (VACUUM)",
+    thresholds: &[
+        "dead_tuples_warning_share",
+        "dead_tuples_critical_share",
+        "dead_tuples_min_rows",
+    ],
+}];
+
+/// Runs check `id` if it is one of this module's.
+pub(super) async fn run(
+    id: &str,
+    ctx: &Ctx<'_>,
+) -> Option<Result<Vec<Finding>, tokio_postgres::Error>> {
+    Some(match id {
+        "dead_tuples" => dead_tuples(ctx).await,
+        _ => return None,
+    })
+}
 
 /// `dead_tuples`: tables of at least `dead_tuples_min_rows` (live + dead) whose dead rows
 /// reach a share of their live rows (a table with no live rows and some dead ones counts as
