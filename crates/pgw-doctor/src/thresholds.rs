@@ -130,7 +130,54 @@ pub enum ThresholdError {
     Negative { name: String, value: String },
 }
 
+/// The doctor config file: `[thresholds]` with any of [`Thresholds`]' fields, e.g.
+///
+/// ```toml
+/// [thresholds]
+/// idle_in_transaction_warning_secs = 30
+/// dead_tuples_min_rows = 50000
+/// ```
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConfigFile {
+    pub thresholds: Thresholds,
+}
+
+/// Why a config file could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("read {path}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Parse { path: String, message: String },
+}
+
 impl Thresholds {
+    /// Reads thresholds from a TOML file (unknown names are errors, missing ones keep
+    /// their defaults).
+    pub fn from_file(path: &std::path::Path) -> Result<Thresholds, ConfigError> {
+        let shown = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: shown.clone(),
+            source,
+        })?;
+        Thresholds::from_toml(&text).map_err(|message| ConfigError::Parse {
+            path: shown,
+            message,
+        })
+    }
+
+    /// Parses the config file's text; the error is one line.
+    pub fn from_toml(text: &str) -> Result<Thresholds, String> {
+        toml::from_str::<ConfigFile>(text)
+            .map(|c| c.thresholds)
+            .map_err(|e| e.message().replace('\n', " "))
+    }
+
     /// Sets one threshold from `name=value` (as `--threshold` takes it).
     pub fn set(&mut self, assignment: &str) -> Result<(), ThresholdError> {
         let (name, value) = assignment
@@ -197,5 +244,19 @@ mod tests {
         ));
         assert!(matches!(t.set("novalue"), Err(ThresholdError::Syntax(_))));
         assert_eq!(t.entries().len(), 33);
+    }
+
+    #[test]
+    fn config_file() {
+        let t =
+            Thresholds::from_toml("[thresholds]\nidle_in_transaction_warning_secs = 30\n").unwrap();
+        assert_eq!(t.idle_in_transaction_warning_secs, 30.0);
+        assert_eq!(t.long_transaction_warning_secs, 300.0);
+        assert!(Thresholds::from_toml("[thresholds]\nnope = 1\n")
+            .unwrap_err()
+            .contains("nope"));
+        assert!(Thresholds::from_toml("[thresholdz]\n").is_err());
+        assert!(Thresholds::from_toml("[thresholds]\nslow_query_ms = \"fast\"\n").is_err());
+        assert_eq!(Thresholds::from_toml("").unwrap(), Thresholds::default());
     }
 }

@@ -65,6 +65,9 @@ pub struct DoctorArgs {
     /// List the checks with their thresholds and exit.
     #[arg(long)]
     pub list: bool,
+    /// Thresholds from a TOML file with a [thresholds] table (flags override it).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<std::path::PathBuf>,
     /// Change a threshold: --threshold idle_in_transaction_warning_secs=30 (repeatable).
     #[arg(long = "threshold", value_name = "NAME=VALUE")]
     pub thresholds: Vec<String>,

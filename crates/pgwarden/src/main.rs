@@ -276,7 +276,13 @@ async fn doctor(args: cli::DoctorArgs) -> Result<ExitCode> {
         eprintln!("pgwarden: error: {}", one_line(&e));
         Ok(ExitCode::from(3))
     };
-    let mut thresholds = pgw_doctor::Thresholds::default();
+    let mut thresholds = match &args.config {
+        Some(path) => match pgw_doctor::Thresholds::from_file(path) {
+            Ok(t) => t,
+            Err(e) => return unknown(anyhow::Error::new(e).context("doctor --config")),
+        },
+        None => pgw_doctor::Thresholds::default(),
+    };
     for t in &args.thresholds {
         if let Err(e) = thresholds.set(t) {
             return unknown(anyhow::Error::new(e).context("doctor --threshold"));

@@ -28,6 +28,45 @@ fn list_shows_every_check_with_thresholds() {
         "idle_in_transaction_warning_secs=5",
     ]);
     assert!(stdout(&o).contains("idle_in_transaction_warning_secs=5"));
+    // A config file sets thresholds; a flag overrides it.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("doctor.toml");
+    std::fs::write(
+        &file,
+        "[thresholds]\nidle_in_transaction_warning_secs = 7\nlong_transaction_warning_secs = 99\n",
+    )
+    .unwrap();
+    let f = file.to_str().unwrap();
+    let o = pgwarden(&[
+        "doctor",
+        "--list",
+        "--config",
+        f,
+        "--threshold",
+        "long_transaction_warning_secs=11",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("idle_in_transaction_warning_secs=7"),
+        "{}",
+        stdout(&o)
+    );
+    assert!(
+        stdout(&o).contains("long_transaction_warning_secs=11"),
+        "{}",
+        stdout(&o)
+    );
+    std::fs::write(&file, "[thresholds]\nidle_in_transaction_warning = 7\n").unwrap();
+    assert_fails(
+        &pgwarden(&["doctor", "--list", "--config", f]),
+        3,
+        "idle_in_transaction_warning",
+    );
+    assert_fails(
+        &pgwarden(&["doctor", "--list", "--config", "/nonexistent/doctor.toml"]),
+        3,
+        "read /nonexistent/doctor.toml",
+    );
 }
 
 #[test]
