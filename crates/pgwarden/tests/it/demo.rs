@@ -118,21 +118,22 @@ fn demo_interrupted_with_ctrl_c_stops_its_cluster() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // Wait until the cluster's directory exists and its server is up, then Ctrl-C.
+    // Wait until the cluster's server is up (its postmaster.pid exists; the watchdog
+    // alone already mentions the dir), give the load a moment, then Ctrl-C.
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         assert!(
             Instant::now() < deadline,
             "the demo never started a cluster"
         );
-        if !dir_is_empty(tmp.path()) {
-            let found = Command::new("pgrep")
-                .args(["-f", tmp.path().to_str().unwrap()])
-                .output()
-                .unwrap();
-            if !found.stdout.is_empty() {
-                break;
-            }
+        let started = std::fs::read_dir(tmp.path())
+            .map(|d| {
+                d.flatten()
+                    .any(|e| e.path().join("data/postmaster.pid").exists())
+            })
+            .unwrap_or(false);
+        if started {
+            break;
         }
         std::thread::sleep(Duration::from_millis(100));
     }
