@@ -1,4 +1,6 @@
-//! Table checks: dead tuples.
+//! Table checks: dead tuples, stale vacuum and analyze, autovacuum settings of large
+//! tables, cache hit ratio, and estimated table bloat. Each is one query per database
+//! over the statistics views and catalogs (`pg_monitor` suffices), user schemas only.
 
 use pgw_common::output::quote_ident;
 
@@ -6,16 +8,56 @@ use super::{CheckInfo, Ctx, Scope};
 use crate::model::{Finding, Severity};
 
 /// The checks of this module, in the order they run.
-pub(super) const CHECKS: &[CheckInfo] = &[CheckInfo {
-    id: "dead_tuples",
-    scope: Scope::Database,
-    summary: "tables whose dead rows exceed a share of their live rows (VACUUM)",
-    thresholds: &[
-        "dead_tuples_warning_share",
-        "dead_tuples_critical_share",
-        "dead_tuples_min_rows",
-    ],
-}];
+pub(super) const CHECKS: &[CheckInfo] = &[
+    CheckInfo {
+        id: "dead_tuples",
+        scope: Scope::Database,
+        summary: "tables whose dead rows exceed a share of their live rows (VACUUM)",
+        thresholds: &[
+            "dead_tuples_warning_share",
+            "dead_tuples_critical_share",
+            "dead_tuples_min_rows",
+        ],
+    },
+    CheckInfo {
+        id: "vacuum_stale",
+        scope: Scope::Database,
+        summary: "tables with more dead rows than autovacuum's own trigger and no (auto)vacuum for hours (warning)",
+        thresholds: &["stale_min_rows", "vacuum_stale_hours"],
+    },
+    CheckInfo {
+        id: "analyze_stale",
+        scope: Scope::Database,
+        summary: "tables changed by a share of their rows since an (auto)analyze that is hours old or never ran (warning)",
+        thresholds: &["stale_min_rows", "analyze_stale_share", "analyze_stale_hours"],
+    },
+    CheckInfo {
+        id: "autovacuum_large_table",
+        scope: Scope::Database,
+        summary: "large tables still on the global autovacuum scale factors, with per-table settings sized for them (warning)",
+        thresholds: &["large_table_rows"],
+    },
+    CheckInfo {
+        id: "cache_hit_ratio",
+        scope: Scope::Database,
+        summary: "buffer cache hit ratio of the database and of each table (pg_statio_user_tables) below a limit (warning, critical)",
+        thresholds: &[
+            "cache_hit_warning",
+            "cache_hit_critical",
+            "cache_hit_min_blocks",
+        ],
+    },
+    CheckInfo {
+        id: "table_bloat",
+        scope: Scope::Database,
+        summary: "tables whose size exceeds the statistics-based estimate of their data (warning, critical; VACUUM FULL or pg_repack)",
+        thresholds: &[
+            "bloat_warning_share",
+            "bloat_critical_share",
+            "bloat_min_mb",
+        ],
+    },
+];
 
 /// Runs check `id` if it is one of this module's.
 pub(super) async fn run(
@@ -24,8 +66,26 @@ pub(super) async fn run(
 ) -> Option<Result<Vec<Finding>, tokio_postgres::Error>> {
     Some(match id {
         "dead_tuples" => dead_tuples(ctx).await,
+        "vacuum_stale" => vacuum_stale(ctx).await,
+        "analyze_stale" => analyze_stale(ctx).await,
+        "autovacuum_large_table" => autovacuum_large_table(ctx).await,
+        "cache_hit_ratio" => cache_hit_ratio(ctx).await,
+        "table_bloat" => table_bloat(ctx).await,
         _ => return None,
     })
+}
+
+/// `schema.name`, each part quoted as SQL needs it.
+fn qualified(schema: &str, name: &str) -> String {
+    format!("{}.{}", quote_ident(schema), quote_ident(name))
+}
+
+/// "N h ago" or "never", from hours since (None: never).
+fn ago(hours: Option<f64>) -> String {
+    match hours {
+        Some(h) => format!("{h:.1} h ago"),
+        None => "never".to_string(),
+    }
 }
 
 /// `dead_tuples`: tables of at least `dead_tuples_min_rows` (live + dead) whose dead rows
@@ -91,6 +151,441 @@ pub(super) async fn dead_tuples(ctx: &Ctx<'_>) -> Result<Vec<Finding>, tokio_pos
             perfdata: Some(format!(
                 "{schema}.{table}_dead_ratio={perf_ratio:.4};{};{}",
                 t.dead_tuples_warning_share, t.dead_tuples_critical_share
+            )),
+        });
+    }
+    Ok(findings)
+}
+
+/// The effective value of a per-table storage parameter `name` on `pg_class c` (from
+/// `c.reloptions`), else the server's setting of the same name.
+fn reloption_or_setting(name: &str, cast: &str) -> String {
+    format!(
+        "COALESCE((SELECT split_part(o, '=', 2) FROM unnest(c.reloptions) o \
+         WHERE split_part(o, '=', 1) = '{name}' LIMIT 1), current_setting('{name}'))::{cast}"
+    )
+}
+
+/// `vacuum_stale`: tables of at least `stale_min_rows` (live + dead) whose dead rows exceed
+/// the point at which autovacuum itself would vacuum them (`autovacuum_vacuum_threshold +
+/// autovacuum_vacuum_scale_factor × reltuples`, with the table's own storage parameters when
+/// set, else the server's), while neither VACUUM nor autovacuum has run for
+/// `vacuum_stale_hours` (or ever). A table just vacuumed has no dead rows, so it is clean
+/// whatever the hours. Churn-relative by design: a table with a few dead rows is not stale.
+pub(super) async fn vacuum_stale(ctx: &Ctx<'_>) -> Result<Vec<Finding>, tokio_postgres::Error> {
+    let t = ctx.thresholds;
+    let sql = format!(
+        "SELECT schemaname::text, relname::text, n_live_tup, n_dead_tup, trigger::float8,
+                EXTRACT(EPOCH FROM now() - last)::float8 / 3600 AS hours, av_enabled
+           FROM (SELECT s.schemaname, s.relname, s.n_live_tup, s.n_dead_tup,
+                        GREATEST(s.last_vacuum, s.last_autovacuum) AS last,
+                        {thr} + {sf} * GREATEST(c.reltuples, 0) AS trigger,
+                        {enabled} AND current_setting('autovacuum')::bool AS av_enabled
+                   FROM pg_stat_user_tables s
+                   JOIN pg_class c ON c.oid = s.relid
+                  WHERE s.schemaname NOT IN ('pg_catalog', 'information_schema')
+                    AND s.schemaname !~ '^pg_(toast|temp_)'
+                    AND s.n_dead_tup > 0
+                    AND s.n_live_tup + s.n_dead_tup >= $1::int8) x
+          WHERE n_dead_tup > trigger
+            AND (last IS NULL OR last < now() - make_interval(secs => $2::float8 * 3600))
+          ORDER BY n_dead_tup DESC, schemaname, relname",
+        thr = reloption_or_setting("autovacuum_vacuum_threshold", "float8"),
+        sf = reloption_or_setting("autovacuum_vacuum_scale_factor", "float8"),
+        enabled = reloption_or_setting("autovacuum_enabled", "bool"),
+    );
+    let rows = ctx
+        .client
+        .query(&sql, &[&t.stale_min_rows, &t.vacuum_stale_hours])
+        .await?;
+    Ok(rows
+        .into_iter()
+        .map(|row| {
+            let (schema, table): (String, String) = (row.get(0), row.get(1));
+            let live: i64 = row.get(2);
+            let dead: i64 = row.get(3);
+            let trigger: f64 = row.get(4);
+            let hours: Option<f64> = row.get(5);
+            let av_enabled: bool = row.get(6);
+            let object = qualified(&schema, &table);
+            Finding {
+                check: "vacuum_stale".to_string(),
+                severity: Severity::Warning,
+                database: Some(ctx.database.to_string()),
+                object: Some(object.clone()),
+                detail: format!(
+                    "{dead} dead rows ({live} live), above autovacuum's trigger of {trigger:.0}, \
+                     and last (auto)vacuum {} (limit {} h){}",
+                    ago(hours),
+                    t.vacuum_stale_hours,
+                    if av_enabled {
+                        "; autovacuum may be blocked, too slow, or outpaced"
+                    } else {
+                        "; autovacuum is disabled for this table"
+                    }
+                ),
+                remediation: format!("VACUUM (ANALYZE) {object};"),
+                perfdata: Some(format!("{schema}.{table}_dead_rows={dead};{trigger:.0};")),
+            }
+        })
+        .collect())
+}
+
+/// `analyze_stale`: tables of at least `stale_min_rows` (live + dead) where rows modified
+/// since the last analyze reach `analyze_stale_share` of the table (reltuples, or the live
+/// rows if never analyzed) and neither ANALYZE nor autoanalyze has run for
+/// `analyze_stale_hours` (or ever). The planner then works from outdated statistics.
+pub(super) async fn analyze_stale(ctx: &Ctx<'_>) -> Result<Vec<Finding>, tokio_postgres::Error> {
+    let t = ctx.thresholds;
+    let rows = ctx
+        .client
+        .query(
+            "SELECT schemaname::text, relname::text, n_mod_since_analyze, base::float8,
+                    EXTRACT(EPOCH FROM now() - last)::float8 / 3600 AS hours
+               FROM (SELECT s.schemaname, s.relname, s.n_mod_since_analyze,
+                            CASE WHEN c.reltuples >= 0 THEN c.reltuples::float8
+                                 ELSE s.n_live_tup::float8 END AS base,
+                            GREATEST(s.last_analyze, s.last_autoanalyze) AS last
+                       FROM pg_stat_user_tables s
+                       JOIN pg_class c ON c.oid = s.relid
+                      WHERE s.schemaname NOT IN ('pg_catalog', 'information_schema')
+                        AND s.schemaname !~ '^pg_(toast|temp_)'
+                        AND s.n_mod_since_analyze > 0
+                        AND s.n_live_tup + s.n_dead_tup >= $1::int8) x
+              WHERE n_mod_since_analyze >= $2::float8 * base
+                AND (last IS NULL OR last < now() - make_interval(secs => $3::float8 * 3600))
+              ORDER BY n_mod_since_analyze DESC, schemaname, relname",
+            &[
+                &t.stale_min_rows,
+                &t.analyze_stale_share,
+                &t.analyze_stale_hours,
+            ],
+        )
+        .await?;
+    Ok(rows
+        .into_iter()
+        .map(|row| {
+            let (schema, table): (String, String) = (row.get(0), row.get(1));
+            let modified: i64 = row.get(2);
+            let base: f64 = row.get(3);
+            let hours: Option<f64> = row.get(4);
+            let object = qualified(&schema, &table);
+            let share = if base > 0.0 {
+                format!(
+                    "{:.0} % of its {base:.0} rows",
+                    modified as f64 / base * 100.0
+                )
+            } else {
+                "an empty table per its statistics".to_string()
+            };
+            Finding {
+                check: "analyze_stale".to_string(),
+                severity: Severity::Warning,
+                database: Some(ctx.database.to_string()),
+                object: Some(object.clone()),
+                detail: format!(
+                    "{modified} rows changed since the last analyze ({share}; limit {:.0} %), \
+                     last (auto)analyze {} (limit {} h): the planner uses stale statistics",
+                    t.analyze_stale_share * 100.0,
+                    ago(hours),
+                    t.analyze_stale_hours
+                ),
+                remediation: format!("ANALYZE {object};"),
+                perfdata: Some(format!(
+                    "{schema}.{table}_mod_since_analyze={modified};{:.0};",
+                    t.analyze_stale_share * base
+                )),
+            }
+        })
+        .collect())
+}
+
+/// Per-table autovacuum settings for a table of `rows` rows: `(vacuum_threshold,
+/// analyze_scale_factor)`, with the vacuum scale factor set to 0.
+///
+/// Rationale: the default scale factor (0.2) lets a table of 100 million rows collect 20
+/// million dead rows before autovacuum starts, and that vacuum is then long and its bloat
+/// lasting. A fixed threshold of about 1 % of the rows, at least 10,000 and at most
+/// 100,000, keeps vacuums frequent and short (the visibility map lets vacuum skip the
+/// all-visible pages, so frequent vacuums of a large table are cheap). ANALYZE samples a
+/// fixed number of rows whatever the size, so its scale factor drops to 1 %.
+fn large_table_settings(rows: f64) -> (i64, f64) {
+    let threshold = (rows * 0.01).clamp(10_000.0, 100_000.0);
+    // Round to a thousand: a setting a DBA can read.
+    let threshold = ((threshold / 1000.0).round() * 1000.0) as i64;
+    (threshold, 0.01)
+}
+
+/// `autovacuum_large_table`: tables (and materialized views) of at least
+/// `large_table_rows` (reltuples) with no per-table `autovacuum_vacuum_scale_factor`, so
+/// still on the server-wide scale factors sized for small tables. The remediation sets
+/// per-table parameters from [`large_table_settings`].
+pub(super) async fn autovacuum_large_table(
+    ctx: &Ctx<'_>,
+) -> Result<Vec<Finding>, tokio_postgres::Error> {
+    let t = ctx.thresholds;
+    let rows = ctx
+        .client
+        .query(
+            "SELECT n.nspname::text, c.relname::text, c.reltuples::float8, c.relkind = 'm',
+                    current_setting('autovacuum_vacuum_scale_factor')::float8,
+                    current_setting('autovacuum_vacuum_threshold')::float8
+               FROM pg_class c
+               JOIN pg_namespace n ON n.oid = c.relnamespace
+              WHERE c.relkind IN ('r', 'm')
+                AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+                AND n.nspname !~ '^pg_(toast|temp_)'
+                AND c.reltuples >= $1::float8
+                AND NOT EXISTS (SELECT 1 FROM unnest(c.reloptions) o
+                                 WHERE split_part(o, '=', 1) = 'autovacuum_vacuum_scale_factor')
+              ORDER BY c.reltuples DESC, n.nspname, c.relname",
+            &[&(t.large_table_rows as f64)],
+        )
+        .await?;
+    Ok(rows
+        .into_iter()
+        .map(|row| {
+            let (schema, table): (String, String) = (row.get(0), row.get(1));
+            let reltuples: f64 = row.get(2);
+            let matview: bool = row.get(3);
+            let global_sf: f64 = row.get(4);
+            let global_thr: f64 = row.get(5);
+            let object = qualified(&schema, &table);
+            let (threshold, analyze_sf) = large_table_settings(reltuples);
+            let kind = if matview {
+                "MATERIALIZED VIEW"
+            } else {
+                "TABLE"
+            };
+            Finding {
+                check: "autovacuum_large_table".to_string(),
+                severity: Severity::Warning,
+                database: Some(ctx.database.to_string()),
+                object: Some(object.clone()),
+                detail: format!(
+                    "about {reltuples:.0} rows on the server-wide autovacuum_vacuum_scale_factor \
+                     {global_sf}: autovacuum waits for {:.0} dead rows; the fix vacuums after \
+                     {threshold} (about 1 % of the rows, between 10,000 and 100,000) and \
+                     analyzes after 1 % changed",
+                    global_thr + global_sf * reltuples
+                ),
+                remediation: format!(
+                    "ALTER {kind} {object} SET (autovacuum_vacuum_scale_factor = 0, \
+                     autovacuum_vacuum_threshold = {threshold}, \
+                     autovacuum_analyze_scale_factor = {analyze_sf});"
+                ),
+                perfdata: Some(format!(
+                    "{schema}.{table}_rows={reltuples:.0};{};",
+                    t.large_table_rows
+                )),
+            }
+        })
+        .collect())
+}
+
+/// `cache_hit_ratio`: the share of block requests served from shared buffers, for the
+/// database (`pg_stat_database`) and for each table's heap (`pg_statio_user_tables`),
+/// counting only those with at least `cache_hit_min_blocks` requests since the statistics
+/// were reset. Below `cache_hit_warning` is a warning, below `cache_hit_critical` critical.
+/// A "read" may still come from the OS page cache, so this is a lower bound on the real hit
+/// ratio. The remediation is an action (memory, shared_buffers, or the queries), not SQL.
+pub(super) async fn cache_hit_ratio(ctx: &Ctx<'_>) -> Result<Vec<Finding>, tokio_postgres::Error> {
+    let t = ctx.thresholds;
+    let rows = ctx
+        .client
+        .query(
+            "SELECT NULL::text, NULL::text, blks_hit, blks_read
+               FROM pg_stat_database
+              WHERE datname = current_database()
+                AND blks_hit + blks_read >= $1::int8
+                AND blks_hit::float8 / (blks_hit + blks_read) < $2::float8
+             UNION ALL
+             SELECT * FROM (
+               SELECT schemaname::text, relname::text, heap_blks_hit, heap_blks_read
+                 FROM pg_statio_user_tables
+                WHERE schemaname NOT IN ('pg_catalog', 'information_schema')
+                  AND schemaname !~ '^pg_(toast|temp_)'
+                  AND heap_blks_hit + heap_blks_read >= $1::int8
+                  AND heap_blks_hit::float8 / (heap_blks_hit + heap_blks_read) < $2::float8
+                ORDER BY heap_blks_read DESC, schemaname, relname) x",
+            &[&t.cache_hit_min_blocks, &t.cache_hit_warning],
+        )
+        .await?;
+    let mut findings = Vec::with_capacity(rows.len());
+    for row in rows {
+        let schema: Option<String> = row.get(0);
+        let table: Option<String> = row.get(1);
+        let hit: i64 = row.get(2);
+        let read: i64 = row.get(3);
+        let ratio = hit as f64 / (hit + read).max(1) as f64;
+        let severity = if ratio < t.cache_hit_critical {
+            Severity::Critical
+        } else if ratio < t.cache_hit_warning {
+            Severity::Warning
+        } else {
+            continue;
+        };
+        let limits = format!(
+            "warning below {:.1} %, critical below {:.1} %",
+            t.cache_hit_warning * 100.0,
+            t.cache_hit_critical * 100.0
+        );
+        let (object, detail, remediation, label) = match (schema, table) {
+            (Some(schema), Some(table)) => {
+                let object = qualified(&schema, &table);
+                (
+                    Some(object.clone()),
+                    format!(
+                        "heap cache hit ratio {:.1} % ({hit} hits, {read} reads; {limits})",
+                        ratio * 100.0
+                    ),
+                    format!(
+                        "action: find the queries reading {object} from disk (sequential scans: \
+                         pg_stat_user_tables.seq_scan, `pgwarden doctor --check seq_scan_heavy`) \
+                         and index them; if the table is hot as a whole, raise shared_buffers \
+                         (see `pgwarden tune`) or add memory"
+                    ),
+                    format!("{schema}.{table}_hit_ratio"),
+                )
+            }
+            _ => (
+                None,
+                format!(
+                    "database cache hit ratio {:.1} % ({hit} hits, {read} reads; {limits})",
+                    ratio * 100.0
+                ),
+                "action: the working set does not fit in shared buffers: raise shared_buffers \
+                 (see `pgwarden tune` for this host; needs a restart) or add memory, and look \
+                 for large sequential scans (`pgwarden doctor --check seq_scan_heavy`)"
+                    .to_string(),
+                "hit_ratio".to_string(),
+            ),
+        };
+        findings.push(Finding {
+            check: "cache_hit_ratio".to_string(),
+            severity,
+            database: Some(ctx.database.to_string()),
+            object,
+            detail,
+            remediation,
+            perfdata: Some(format!(
+                "{label}={ratio:.4};{}:;{}:",
+                t.cache_hit_warning, t.cache_hit_critical
+            )),
+        });
+    }
+    Ok(findings)
+}
+
+/// `table_bloat`: the statistics-based estimate that needs no extension (as in
+/// check_postgres and ioguix's pgsql-bloat-estimation, rewritten). From `pg_stats` (each
+/// column's `avg_width` and `null_frac`), the row header (23 bytes plus the null bitmap,
+/// aligned to 8 bytes as on 64-bit servers), the line pointer (4 bytes), the page header (24 bytes), the block size and the
+/// table's fillfactor, it estimates how many pages `reltuples` rows need (TOAST rows counted
+/// four to a page), and compares that with the pages the table and its TOAST table occupy.
+/// Tables whose estimated waste is at least `bloat_min_mb` and `bloat_warning_share` of the
+/// table are warnings, `bloat_critical_share` critical.
+///
+/// Tables without usable statistics are not estimated: never analyzed (`reltuples < 0`),
+/// a column without a `pg_stats` row (pg_stats only shows columns the role may SELECT), or a
+/// `name` column (whose avg_width is misleading); as are tables under 10 pages.
+pub(super) async fn table_bloat(ctx: &Ctx<'_>) -> Result<Vec<Finding>, tokio_postgres::Error> {
+    let t = ctx.thresholds;
+    let rows = ctx
+        .client
+        .query(
+            "WITH cols AS (
+               SELECT c.oid, n.nspname, c.relname, c.reltuples, c.relpages,
+                      COALESCE(tc.relpages, 0) AS toastpages,
+                      COALESCE(tc.reltuples, 0) AS toasttuples,
+                      COALESCE(substring(array_to_string(c.reloptions, ' ')
+                                         FROM 'fillfactor=([0-9]+)')::int, 100) AS fillfactor,
+                      count(*) AS natts, count(s.attname) AS nstats,
+                      bool_or(a.atttypid = 'pg_catalog.name'::regtype) AS has_name,
+                      max(COALESCE(s.null_frac, 0)) > 0 AS has_nulls,
+                      sum((1 - COALESCE(s.null_frac, 0)) * COALESCE(s.avg_width, 0)) AS data
+                 FROM pg_class c
+                 JOIN pg_namespace n ON n.oid = c.relnamespace
+                 JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+                 LEFT JOIN pg_stats s ON s.schemaname = n.nspname AND s.tablename = c.relname
+                                     AND s.attname = a.attname AND NOT s.inherited
+                 LEFT JOIN pg_class tc ON tc.oid = c.reltoastrelid
+                WHERE c.relkind IN ('r', 'm')
+                  AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+                  AND n.nspname !~ '^pg_(toast|temp_)'
+                  AND c.reltuples >= 0
+                  AND c.relpages >= 10
+                GROUP BY c.oid, n.nspname, c.relname, c.reltuples, c.relpages, tc.relpages,
+                         tc.reltuples, c.reloptions
+             ), sized AS (
+               SELECT cols.*, bs, ma,
+                      -- row header (23 bytes + null bitmap), aligned to ma
+                      ceil((23 + CASE WHEN has_nulls THEN (natts + 7) / 8 ELSE 0 END)::float8
+                           / ma) * ma
+                      -- data, aligned to ma
+                      + ceil(data::float8 / ma) * ma AS tuple
+                 FROM cols,
+                      (SELECT current_setting('block_size')::float8 AS bs,
+                              8::float8 AS ma) k
+                WHERE natts = nstats AND NOT has_name
+             ), est AS (
+               SELECT sized.*,
+                      relpages + toastpages AS pages,
+                      ceil(reltuples / GREATEST(floor((bs - 24) * fillfactor / 100
+                                                      / (tuple + 4)), 1))
+                        + ceil(toasttuples / 4) AS est_pages
+                 FROM sized
+             )
+             SELECT nspname::text, relname::text, pages::int8, est_pages::int8,
+                    bs::int8, fillfactor, reltuples::float8
+               FROM est
+              WHERE (pages - est_pages) * bs >= $1::float8 * 1048576
+                AND (pages - est_pages) / pages >= $2::float8
+              ORDER BY (pages - est_pages) DESC, nspname, relname",
+            &[&t.bloat_min_mb, &t.bloat_warning_share],
+        )
+        .await?;
+    let mut findings = Vec::with_capacity(rows.len());
+    for row in rows {
+        let (schema, table): (String, String) = (row.get(0), row.get(1));
+        let pages: i64 = row.get(2);
+        let est: i64 = row.get(3);
+        let bs: i64 = row.get(4);
+        let fillfactor: i32 = row.get(5);
+        let reltuples: f64 = row.get(6);
+        let share = (pages - est) as f64 / pages.max(1) as f64;
+        let severity = if share >= t.bloat_critical_share {
+            Severity::Critical
+        } else if share >= t.bloat_warning_share {
+            Severity::Warning
+        } else {
+            continue;
+        };
+        let mb = |p: i64| p as f64 * bs as f64 / 1_048_576.0;
+        let object = qualified(&schema, &table);
+        findings.push(Finding {
+            check: "table_bloat".to_string(),
+            severity,
+            database: Some(ctx.database.to_string()),
+            object: Some(object.clone()),
+            detail: format!(
+                "estimated {:.1} MB wasted of {:.1} MB ({:.0} %; {reltuples:.0} rows should fit \
+                 in about {:.1} MB at fillfactor {fillfactor}; warning at {:.0} %, critical at \
+                 {:.0} %); plain VACUUM makes the space reusable but does not shrink the file; \
+                 VACUUM FULL rewrites the table under an ACCESS EXCLUSIVE lock (reads and \
+                 writes wait), so for a large or busy table rebuild it online with pg_repack \
+                 instead",
+                mb(pages - est),
+                mb(pages),
+                share * 100.0,
+                mb(est),
+                t.bloat_warning_share * 100.0,
+                t.bloat_critical_share * 100.0
+            ),
+            remediation: format!("VACUUM FULL {object}; ANALYZE {object};"),
+            perfdata: Some(format!(
+                "{schema}.{table}_bloat_share={share:.4};{};{}",
+                t.bloat_warning_share, t.bloat_critical_share
             )),
         });
     }

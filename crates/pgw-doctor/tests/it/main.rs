@@ -3,6 +3,8 @@
 
 mod cluster_checks;
 mod database_checks;
+mod table_stats;
+mod usage_checks;
 
 use pgw_cluster::Cluster;
 use pgw_doctor::{Finding, Options, Report, Thresholds};
