@@ -3,7 +3,7 @@
 
 use pgw_common::output::quote_ident;
 
-use super::{CheckInfo, Ctx, Scope};
+use super::{qualified, CheckInfo, Ctx, Scope};
 use crate::model::{Finding, Severity};
 
 /// The checks of this module, in the order they run.
@@ -39,11 +39,6 @@ pub(super) async fn run(
         "missing_fk_index" => missing_fk_index(ctx).await,
         _ => return None,
     })
-}
-
-/// `schema.name`, each part quoted as SQL needs it.
-fn qualified(schema: &str, name: &str) -> String {
-    format!("{}.{}", quote_ident(schema), quote_ident(name))
 }
 
 /// `invalid_index`: indexes left with `indisvalid = false` (a failed `CREATE INDEX

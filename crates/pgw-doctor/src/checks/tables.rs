@@ -4,7 +4,7 @@
 
 use pgw_common::output::quote_ident;
 
-use super::{CheckInfo, Ctx, Scope};
+use super::{qualified, CheckInfo, Ctx, Scope};
 use crate::model::{Finding, Severity};
 
 /// The checks of this module, in the order they run.
@@ -73,11 +73,6 @@ pub(super) async fn run(
         "table_bloat" => table_bloat(ctx).await,
         _ => return None,
     })
-}
-
-/// `schema.name`, each part quoted as SQL needs it.
-fn qualified(schema: &str, name: &str) -> String {
-    format!("{}.{}", quote_ident(schema), quote_ident(name))
 }
 
 /// "N h ago" or "never", from hours since (None: never).

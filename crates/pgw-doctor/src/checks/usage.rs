@@ -2,9 +2,7 @@
 //! statistics views (`pg_stat_user_indexes`, `pg_stat_user_tables`) in one query per
 //! database; the counts cover this server only, since the last statistics reset.
 
-use pgw_common::output::quote_ident;
-
-use super::{CheckInfo, Ctx, Scope};
+use super::{qualified, CheckInfo, Ctx, Scope};
 use crate::model::{Finding, Severity};
 
 /// seq_scan_heavy: tables read by fewer sequential scans than this are never reported
@@ -39,11 +37,6 @@ pub(super) async fn run(
         "seq_scan_heavy" => seq_scan_heavy(ctx).await,
         _ => return None,
     })
-}
-
-/// `schema.name`, each part quoted as SQL needs it.
-fn qualified(schema: &str, name: &str) -> String {
-    format!("{}.{}", quote_ident(schema), quote_ident(name))
 }
 
 /// `unused_index`: valid indexes with `idx_scan = 0` in `pg_stat_user_indexes` and at

@@ -4,7 +4,7 @@
 
 use pgw_common::output::quote_ident;
 
-use super::{CheckInfo, Ctx, Scope};
+use super::{qualified, CheckInfo, Ctx, Scope};
 use crate::model::{Finding, Severity};
 
 /// Transaction IDs a database can age before the server refuses new ones (2^31 - 1).
@@ -32,11 +32,6 @@ pub(super) async fn run(
         "xid_wraparound" => xid_wraparound(ctx).await,
         _ => return None,
     })
-}
-
-/// `schema.name`, each part quoted as SQL needs it.
-fn qualified(schema: &str, name: &str) -> String {
-    format!("{}.{}", quote_ident(schema), quote_ident(name))
 }
 
 /// The severity of an age: critical from `xid_critical_share` of the limit, warning from

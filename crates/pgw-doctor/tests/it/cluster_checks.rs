@@ -2,16 +2,13 @@
 //! problem on a cluster of its own, sees the finding, runs the finding's remediation and
 //! sees it gone.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use pgw_cluster::Cluster;
 use pgw_doctor::{Report, Severity};
 use tokio_postgres::Client;
 
-use crate::{cluster, doctor, found, remediate};
-
-/// How long a test waits for the server to reach the state it expects.
-const DEADLINE: Duration = Duration::from_secs(15);
+use crate::{cluster, doctor, found, remediate, until, DEADLINE};
 
 /// A session of the test's own, and its backend pid.
 async fn session(c: &Cluster) -> (Client, i32) {
@@ -24,30 +21,6 @@ async fn session(c: &Cluster) -> (Client, i32) {
         .expect("backend pid")
         .get(0);
     (client, pid)
-}
-
-/// Runs `check` until `done` holds for its report, or panics after [`DEADLINE`].
-async fn until(
-    c: &Cluster,
-    check: &str,
-    thresholds: &[&str],
-    what: &str,
-    done: impl Fn(&Report) -> bool,
-) -> Report {
-    let start = Instant::now();
-    loop {
-        let r = doctor(c, check, thresholds).await;
-        if done(&r) {
-            return r;
-        }
-        if start.elapsed() > DEADLINE {
-            panic!(
-                "{check}: {what} not seen within {DEADLINE:?}; last report: {:#?}",
-                r.findings
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
 }
 
 fn severity_of(r: &Report, check: &str, object: &str) -> Option<Severity> {

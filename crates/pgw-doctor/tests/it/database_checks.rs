@@ -2,12 +2,9 @@
 //! sequence_exhaustion. Each test plants the problem, sees the finding, runs the
 //! remediation the finding gave, and sees the finding gone.
 
-use std::time::{Duration, Instant};
+use pgw_doctor::{Options, Severity, Thresholds};
 
-use pgw_cluster::Cluster;
-use pgw_doctor::{Options, Report, Severity, Thresholds};
-
-use crate::{cluster, doctor, found, remediate};
+use crate::{cluster, doctor, found, poll, remediate};
 
 const DATABASE_CHECKS: &[&str] = &[
     "dead_tuples",
@@ -16,25 +13,6 @@ const DATABASE_CHECKS: &[&str] = &[
     "missing_fk_index",
     "sequence_exhaustion",
 ];
-
-/// Runs `check` until a finding on `needle` is present (`want`) or absent (`!want`);
-/// statistics reach pg_stat views up to a second or so after the transaction ends.
-async fn poll(c: &Cluster, check: &str, needle: &str, want: bool) -> Report {
-    let start = Instant::now();
-    loop {
-        let report = doctor(c, check, &[]).await;
-        if found(&report, check, needle).is_empty() != want {
-            return report;
-        }
-        if start.elapsed() > Duration::from_secs(15) {
-            panic!(
-                "{check} on {needle}: wanted present={want} after 15 s; findings: {:#?}",
-                report.findings
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
-}
 
 #[tokio::test]
 async fn dead_tuples_found_and_vacuumed() {
@@ -49,7 +27,7 @@ async fn dead_tuples_found_and_vacuumed() {
            DELETE FROM public.small;"#,
     )
     .unwrap();
-    let report = poll(&c, "dead_tuples", "Dead", true).await;
+    let report = poll(&c, "dead_tuples", &[], "Dead", true).await;
     let f = found(&report, "dead_tuples", "\"Dead\"");
     assert_eq!(f.len(), 1, "{:#?}", report.findings);
     let f = f[0];
@@ -81,7 +59,7 @@ async fn dead_tuples_found_and_vacuumed() {
 
     let f = f.clone();
     remediate(&c, &f);
-    poll(&c, "dead_tuples", "Dead", false).await;
+    poll(&c, "dead_tuples", &[], "Dead", false).await;
 }
 
 #[tokio::test]

@@ -6,6 +6,8 @@ mod database_checks;
 mod table_stats;
 mod usage_checks;
 
+use std::time::{Duration, Instant};
+
 use pgw_cluster::Cluster;
 use pgw_doctor::{Finding, Options, Report, Thresholds};
 
@@ -48,4 +50,47 @@ pub fn remediate(c: &Cluster, f: &Finding) {
     let db = f.database.as_deref().unwrap_or("postgres");
     c.psql(db, &f.remediation)
         .unwrap_or_else(|e| panic!("remediation failed: {}\n{e}", f.remediation));
+}
+
+/// How long a test waits for statistics: backends flush them at most once a second after
+/// a transaction ends, and a reload or a terminated session takes a moment too.
+pub const DEADLINE: Duration = Duration::from_secs(15);
+
+/// Runs `check` until `done` holds for its report, or panics after [`DEADLINE`].
+pub async fn until(
+    c: &Cluster,
+    check: &str,
+    thresholds: &[&str],
+    what: &str,
+    done: impl Fn(&Report) -> bool,
+) -> Report {
+    let start = Instant::now();
+    loop {
+        let r = doctor(c, check, thresholds).await;
+        if done(&r) {
+            return r;
+        }
+        if start.elapsed() > DEADLINE {
+            panic!(
+                "{check}: {what} not seen within {DEADLINE:?}; findings: {:#?}",
+                r.findings
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+/// Runs `check` until a finding on `needle` is present (`want`) or absent (`!want`).
+pub async fn poll(
+    c: &Cluster,
+    check: &str,
+    thresholds: &[&str],
+    needle: &str,
+    want: bool,
+) -> Report {
+    let what = format!("a finding on {needle} present={want}");
+    until(c, check, thresholds, &what, |r| {
+        found(r, check, needle).is_empty() != want
+    })
+    .await
 }

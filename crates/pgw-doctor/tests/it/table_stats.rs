@@ -3,12 +3,12 @@
 //! remediation the finding gave (cache_hit_ratio's is an action, see its test), and sees
 //! the finding gone.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use pgw_cluster::Cluster;
-use pgw_doctor::{Report, Severity};
+use pgw_doctor::Severity;
 
-use crate::{cluster, doctor, found, remediate};
+use crate::{cluster, doctor, found, poll, remediate};
 
 const TABLE_STATS_CHECKS: &[&str] = &[
     "vacuum_stale",
@@ -17,25 +17,6 @@ const TABLE_STATS_CHECKS: &[&str] = &[
     "cache_hit_ratio",
     "table_bloat",
 ];
-
-/// Runs `check` with `thresholds` until a finding on `needle` is present (`want`) or absent
-/// (`!want`); backends flush statistics at most once a second.
-async fn poll(c: &Cluster, check: &str, thresholds: &[&str], needle: &str, want: bool) -> Report {
-    let start = Instant::now();
-    loop {
-        let report = doctor(c, check, thresholds).await;
-        if found(&report, check, needle).is_empty() != want {
-            return report;
-        }
-        if start.elapsed() > Duration::from_secs(15) {
-            panic!(
-                "{check} on {needle}: wanted present={want} after 15 s; findings: {:#?}",
-                report.findings
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
-}
 
 /// Waits for the sessions psql just closed to end: psql returns once it has disconnected,
 /// and the backend flushes its statistics as it exits, a moment later.

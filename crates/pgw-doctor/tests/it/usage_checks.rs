@@ -6,34 +6,9 @@
 use std::time::{Duration, Instant};
 
 use pgw_cluster::Cluster;
-use pgw_doctor::{Options, Report, Severity, Thresholds};
+use pgw_doctor::{Options, Severity, Thresholds};
 
-use crate::{cluster, doctor, found, remediate};
-
-/// Runs `check` until `done` holds for its report, or panics after 15 s: statistics reach
-/// the pg_stat views up to a second after the transaction ends.
-async fn until(
-    c: &Cluster,
-    check: &str,
-    thresholds: &[&str],
-    what: &str,
-    done: impl Fn(&Report) -> bool,
-) -> Report {
-    let start = Instant::now();
-    loop {
-        let r = doctor(c, check, thresholds).await;
-        if done(&r) {
-            return r;
-        }
-        if start.elapsed() > Duration::from_secs(15) {
-            panic!(
-                "{check}: {what} not seen within 15 s; findings: {:#?}",
-                r.findings
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
-}
+use crate::{cluster, doctor, found, remediate, until};
 
 #[tokio::test]
 async fn unused_index_found_and_dropped() {
