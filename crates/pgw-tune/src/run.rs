@@ -120,7 +120,7 @@ fn build_report(req: &Request, facts: &Facts) -> Result<TuneReport, TuneError> {
 /// What the server itself says about build options: wal_compression = lz4 needs a
 /// server built with lz4. With it, PGTune's build warning is moot; without it, pglz
 /// (always built in) is recommended instead.
-fn adapt_to_server(rec: &mut Recommendation, server: &live::ServerFacts) {
+pub fn adapt_to_server(rec: &mut Recommendation, server: &live::ServerFacts) {
     let values = &server.wal_compression_values;
     if values.is_empty() {
         return;

@@ -4,8 +4,13 @@
 //! - `autovacuum = off`, or `track_counts = off` (autovacuum needs those statistics to
 //!   know what to vacuum): bloat and, in the end, transaction ID wraparound (warning).
 //!
+//! - settings far from what `pgwarden tune` recommends for the server's host (info), when
+//!   the server is on this host.
+//!
 //! The remediation is `ALTER SYSTEM` and a reload when the setting's context allows
 //! (all four are `sighup` or `superuser`), a restart otherwise.
+
+use pgw_common::output::{quote_ident, quote_literal};
 
 use super::{CheckInfo, Ctx, Scope};
 use crate::model::{Finding, Severity};
@@ -14,7 +19,7 @@ use crate::model::{Finding, Severity};
 pub(super) const CHECKS: &[CheckInfo] = &[CheckInfo {
     id: "config_audit",
     scope: Scope::Cluster,
-    summary: "risky settings: fsync or full_page_writes off (critical), autovacuum off (warning)",
+    summary: "risky settings: fsync or full_page_writes off (critical), autovacuum off (warning); settings far from pgwarden tune's advice for this host (info)",
     thresholds: &[],
 }];
 
@@ -95,5 +100,112 @@ pub(super) async fn config_audit(ctx: &Ctx<'_>) -> Result<Vec<Finding>, tokio_po
             perfdata: None,
         });
     }
+    findings.extend(tuning_advice(ctx).await);
     Ok(findings)
+}
+
+/// Info findings for settings far from what `pgwarden tune` recommends for this server's
+/// host: a number more than twice or less than half the recommendation, or another word
+/// for an enum or boolean. Needs the host's memory and cores, so only for a server on
+/// this host (a verified PostgreSQL backend in /proc); otherwise one Info finding says how
+/// to get the advice. Best effort: a failure to gather facts gives no advice, never an
+/// error that would hide the risky-settings findings.
+async fn tuning_advice(ctx: &Ctx<'_>) -> Vec<Finding> {
+    use pgw_tune::host::{storage_of, HostFacts};
+    use pgw_tune::live::{self, Needs};
+    use pgw_tune::resolve::{resolve, Facts, Given};
+
+    let info = |object: Option<String>, detail: String, remediation: String| Finding {
+        check: "config_audit".to_string(),
+        severity: Severity::Info,
+        database: None,
+        object,
+        detail,
+        remediation,
+        perfdata: None,
+    };
+    let Ok(server) = live::server_facts(ctx.client).await else {
+        return Vec::new();
+    };
+    let Some(host) = HostFacts::detect_for_server(server.backend_pid) else {
+        return vec![info(
+            None,
+            "tuning advice needs the server host's memory and cores, which cannot be read from here"
+                .to_string(),
+            "pgwarden tune --diff -d <this server> --memory <its RAM> --cpus <its cores>".to_string(),
+        )];
+    };
+    let storage = server
+        .data_directory
+        .as_deref()
+        .and_then(|d| storage_of(std::path::Path::new(d)));
+    let facts = Facts {
+        server: Some(server.clone()),
+        host: Some(host),
+        storage,
+    };
+    let Ok((inputs, report)) = resolve(&Given::default(), &facts) else {
+        return Vec::new();
+    };
+    let Ok(mut rec) = pgw_tune::recommend(&inputs) else {
+        return Vec::new();
+    };
+    pgw_tune::run::adapt_to_server(&mut rec, &server);
+    let Ok(rows) = live::diff(ctx.client, &rec).await else {
+        return Vec::new();
+    };
+    let basis = format!(
+        "for {} RAM, {} CPUs, {} workload{}",
+        report.memory,
+        report
+            .cpus
+            .map(|c| c.to_string())
+            .unwrap_or_else(|| "?".into()),
+        report.workload,
+        if report.assumed.contains(&"workload") {
+            " (assumed)"
+        } else {
+            ""
+        }
+    );
+    rows.into_iter()
+        .filter(|r| matches!(r.needs, Needs::Reload | Needs::Restart))
+        .filter(|r| r.current.as_deref().is_some_and(|c| far(c, &r.recommended)))
+        .map(|r| {
+            let current = r.current.clone().unwrap_or_default();
+            let then = if r.needs == Needs::Restart {
+                " -- then restart the server".to_string()
+            } else {
+                " SELECT pg_reload_conf();".to_string()
+            };
+            info(
+                Some(r.name.clone()),
+                format!(
+                    "{} is {current}; pgwarden tune recommends {} {basis}: {}",
+                    r.name, r.recommended, r.reason
+                ),
+                format!(
+                    "ALTER SYSTEM SET {} = {};{then}",
+                    quote_ident(&r.name),
+                    quote_literal(&r.recommended)
+                ),
+            )
+        })
+        .collect()
+}
+
+/// Whether `current` is far from `recommended`: numbers (in a common unit) more than a
+/// factor of two apart, or different words.
+fn far(current: &str, recommended: &str) -> bool {
+    use pgw_tune::units::to_unit;
+    for unit in ["kB", "ms", ""] {
+        if let (Some(a), Some(b)) = (to_unit(current, unit), to_unit(recommended, unit)) {
+            if a <= 0.0 || b <= 0.0 {
+                return (a - b).abs() > f64::EPSILON;
+            }
+            let ratio = a / b;
+            return !(0.5..=2.0).contains(&ratio);
+        }
+    }
+    !current.eq_ignore_ascii_case(recommended)
 }
