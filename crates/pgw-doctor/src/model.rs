@@ -12,6 +12,19 @@ pub enum Severity {
 }
 
 impl Severity {
+    /// Grades a measurement against its limits: Critical at or past `critical`, Warning at
+    /// or past `warning`, None below both. Every check with a warning and a critical
+    /// threshold grades through here.
+    pub fn grade(value: f64, warning: f64, critical: f64) -> Option<Severity> {
+        if value >= critical {
+            Some(Severity::Critical)
+        } else if value >= warning {
+            Some(Severity::Warning)
+        } else {
+            None
+        }
+    }
+
     /// The Nagios word: OK is the absence of findings above info.
     pub fn nagios(self) -> &'static str {
         match self {
@@ -19,6 +32,22 @@ impl Severity {
             Severity::Warning => "WARNING",
             Severity::Critical => "CRITICAL",
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Severity;
+
+    #[test]
+    fn grade_against_limits() {
+        assert_eq!(Severity::grade(0.1, 0.2, 0.5), None);
+        assert_eq!(Severity::grade(0.2, 0.2, 0.5), Some(Severity::Warning));
+        assert_eq!(Severity::grade(0.5, 0.2, 0.5), Some(Severity::Critical));
+        assert_eq!(
+            Severity::grade(f64::INFINITY, 0.2, 0.5),
+            Some(Severity::Critical)
+        );
     }
 }
 

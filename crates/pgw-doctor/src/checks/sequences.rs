@@ -2,7 +2,7 @@
 
 use pgw_common::output::quote_ident;
 
-use super::{CheckInfo, Ctx, Scope};
+use super::{qualified, CheckInfo, Ctx, Scope};
 use crate::model::{Finding, Severity};
 
 /// The checks of this module, in the order they run.
@@ -109,14 +109,12 @@ pub(super) async fn sequence_exhaustion(
         let ascending: bool = row.get(12);
         let used: f64 = row.get(13);
         let column_tighter: bool = row.get(15);
-        let severity = if used >= t.sequence_critical_share {
-            Severity::Critical
-        } else if used >= t.sequence_warning_share {
-            Severity::Warning
-        } else {
+        let Some(severity) =
+            Severity::grade(used, t.sequence_warning_share, t.sequence_critical_share)
+        else {
             continue;
         };
-        let object = format!("{}.{}", quote_ident(&schema), quote_ident(&name));
+        let object = qualified(&schema, &name);
         let limit = if ascending { &emax } else { &emin };
         let no_bound = if ascending {
             "NO MAXVALUE"
@@ -125,10 +123,7 @@ pub(super) async fn sequence_exhaustion(
         };
         let small_col = matches!(coltype.as_deref(), Some("smallint" | "integer"));
         let owner = match (&tschema, &table, &col) {
-            (Some(s), Some(tb), Some(c)) => Some((
-                format!("{}.{}", quote_ident(s), quote_ident(tb)),
-                quote_ident(c),
-            )),
+            (Some(s), Some(tb), Some(c)) => Some((qualified(s, tb), quote_ident(c))),
             _ => None,
         };
         let at_bigint_limit: bool = row.get(16);

@@ -2,8 +2,6 @@
 //! tables, cache hit ratio, and estimated table bloat. Each is one query per database
 //! over the statistics views and catalogs (`pg_monitor` suffices), user schemas only.
 
-use pgw_common::output::quote_ident;
-
 use super::{qualified, CheckInfo, Ctx, Scope};
 use crate::model::{Finding, Severity};
 
@@ -115,14 +113,14 @@ pub(super) async fn dead_tuples(ctx: &Ctx<'_>) -> Result<Vec<Finding>, tokio_pos
         } else {
             f64::INFINITY
         };
-        let severity = if ratio >= t.dead_tuples_critical_share {
-            Severity::Critical
-        } else if ratio >= t.dead_tuples_warning_share {
-            Severity::Warning
-        } else {
+        let Some(severity) = Severity::grade(
+            ratio,
+            t.dead_tuples_warning_share,
+            t.dead_tuples_critical_share,
+        ) else {
             continue;
         };
-        let object = format!("{}.{}", quote_ident(&schema), quote_ident(&table));
+        let object = qualified(&schema, &table);
         let share = if live > 0 {
             format!("{:.0} % of live rows", ratio * 100.0)
         } else {
@@ -549,11 +547,8 @@ pub(super) async fn table_bloat(ctx: &Ctx<'_>) -> Result<Vec<Finding>, tokio_pos
         let fillfactor: i32 = row.get(5);
         let reltuples: f64 = row.get(6);
         let share = (pages - est) as f64 / pages.max(1) as f64;
-        let severity = if share >= t.bloat_critical_share {
-            Severity::Critical
-        } else if share >= t.bloat_warning_share {
-            Severity::Warning
-        } else {
+        let Some(severity) = Severity::grade(share, t.bloat_warning_share, t.bloat_critical_share)
+        else {
             continue;
         };
         let mb = |p: i64| p as f64 * bs as f64 / 1_048_576.0;

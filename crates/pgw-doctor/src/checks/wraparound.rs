@@ -37,14 +37,12 @@ pub(super) async fn run(
 /// The severity of an age: critical from `xid_critical_share` of the limit, warning from
 /// `xid_warning_share`.
 fn severity(ctx: &Ctx<'_>, age: i64) -> Option<Severity> {
-    let share = age as f64 / WRAPAROUND_LIMIT as f64;
-    if share >= ctx.thresholds.xid_critical_share {
-        Some(Severity::Critical)
-    } else if share >= ctx.thresholds.xid_warning_share {
-        Some(Severity::Warning)
-    } else {
-        None
-    }
+    let t = ctx.thresholds;
+    Severity::grade(
+        age as f64 / WRAPAROUND_LIMIT as f64,
+        t.xid_warning_share,
+        t.xid_critical_share,
+    )
 }
 
 /// `xid_wraparound`, for the connected database only:
