@@ -29,6 +29,15 @@ pub struct ClusterBuilder {
     pub(crate) data_checksums: bool,
     pub(crate) files: Vec<(String, Vec<u8>)>,
     pub(crate) hba_lines: Vec<String>,
+    pub(crate) standby_of: Option<Primary>,
+}
+
+/// What a standby needs to know about its primary to copy it and stream from it.
+#[derive(Clone, Debug)]
+pub(crate) struct Primary {
+    pub(crate) port: u16,
+    pub(crate) password: String,
+    pub(crate) bin_dir: PathBuf,
 }
 
 impl ClusterBuilder {
@@ -74,6 +83,20 @@ impl ClusterBuilder {
         self
     }
 
+    /// Makes this cluster a streaming hot standby of `primary`: instead of `initdb`, the data
+    /// directory is a `pg_basebackup -X stream -R` copy of the primary (same superuser and
+    /// password, `standby.signal` and `primary_conninfo` written), then it starts on its own port
+    /// and streams from the primary. Settings, files and pg_hba lines apply on top of the copy;
+    /// `data_checksums` is the primary's. The bin dir defaults to the primary's.
+    pub fn standby_of(mut self, primary: &Cluster) -> Self {
+        self.standby_of = Some(Primary {
+            port: primary.port(),
+            password: primary.password().to_owned(),
+            bin_dir: primary.bin_dir().to_owned(),
+        });
+        self
+    }
+
     /// Creates, configures and starts the cluster, waiting until it accepts connections.
     pub fn start(self) -> Result<Cluster, ClusterError> {
         Cluster::create(self)
@@ -83,6 +106,9 @@ impl ClusterBuilder {
     pub(crate) fn resolved_bin_dir(&self) -> PathBuf {
         if let Some(dir) = &self.bin_dir {
             return dir.clone();
+        }
+        if let Some(primary) = &self.standby_of {
+            return primary.bin_dir.clone();
         }
         match std::env::var_os(BIN_DIR_ENV) {
             Some(dir) if !dir.is_empty() => PathBuf::from(dir),
@@ -100,6 +126,7 @@ impl fmt::Debug for ClusterBuilder {
             .field("data_checksums", &self.data_checksums)
             .field("files", &files)
             .field("hba_lines", &self.hba_lines)
+            .field("standby_of_port", &self.standby_of.as_ref().map(|p| p.port))
             .finish()
     }
 }

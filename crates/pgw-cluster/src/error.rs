@@ -86,6 +86,13 @@ pub enum ClusterError {
         output: String,
     },
 
+    /// `pg_basebackup` from the primary exited with an error.
+    #[error("pg_basebackup from the primary failed: {output}")]
+    BaseBackupFailed {
+        /// The last lines of its output, on one line.
+        output: String,
+    },
+
     /// No free loopback port could be bound after several attempts.
     #[error("could not get a free loopback port after {attempts} attempts: {log}")]
     NoFreePort {

@@ -6,7 +6,7 @@
 //! `127.0.0.1` on a free port, with its Unix socket in its own temp dir, started with
 //! `pg_ctl -w` and polled with `pg_isready` until it accepts connections (60 s deadline, the log
 //! tail in the error otherwise). [`ClusterBuilder`] adds settings, files in the data dir (TLS
-//! certificates), pg_hba lines, data checksums or another bin dir; [`ClusterError`] says what
+//! certificates), pg_hba lines, data checksums, another bin dir, or a standby of another cluster; [`ClusterError`] says what
 //! failed, on one line. The API is synchronous (`std::process`), so it works from sync tests
 //! and from async ones (it blocks the calling thread; wrap in `spawn_blocking` if that matters). Several clusters can run at once in
 //! one process: each has its own temp dir and a port reserved process-wide.
@@ -26,7 +26,8 @@
 //! # What it does not do
 //! - It is not for production clusters: PostgreSQL's default settings, a throwaway password
 //!   derived from time, pid and a counter, no backups, and the data is deleted on drop.
-//! - No replicas, archiving or failover yet; later work builds them on top of this crate.
+//! - Replicas: [`ClusterBuilder::standby_of`] makes a streaming hot standby (pg_basebackup).
+//!   No archiving, promotion or failover here yet; later work builds them on top of this crate.
 //! - It never adopts, reads or changes an existing cluster, and never installs PostgreSQL.
 //!
 //! # Invariants

@@ -6,8 +6,8 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
-use crate::builder::check_relative;
-use crate::cluster::{Cluster, READY_TIMEOUT, SUPERUSER};
+use crate::builder::{check_relative, Primary};
+use crate::cluster::{Cluster, HOST, READY_TIMEOUT, SUPERUSER};
 use crate::error::one_line;
 use crate::os::{self, conf_quote, ServerUser};
 use crate::{ports, watchdog, ClusterBuilder, ClusterError};
@@ -47,6 +47,12 @@ impl Cluster {
         for (relative, _) in &builder.files {
             check_relative(relative)?;
         }
+        if builder.standby_of.is_some() && !bin_dir.join("pg_basebackup").is_file() {
+            return Err(ClusterError::BinariesNotFound {
+                dir: bin_dir,
+                missing: "pg_basebackup",
+            });
+        }
         let user = ServerUser::detect()?;
         let base = os::temp_base(user);
         let tmp = tempfile::Builder::new()
@@ -69,7 +75,10 @@ impl Cluster {
             root,
             bin_dir,
             port: 0,
-            password: os::random_password(),
+            password: match &builder.standby_of {
+                Some(primary) => primary.password.clone(),
+                None => os::random_password(),
+            },
             user,
             watchdog: None,
             torn_down: false,
@@ -77,7 +86,10 @@ impl Cluster {
         user.chown(&cluster.root)?;
         cluster.watchdog = Some(watchdog::spawn(&cluster.root)?);
 
-        cluster.initdb(builder.data_checksums)?;
+        match &builder.standby_of {
+            Some(primary) => cluster.base_backup(primary)?,
+            None => cluster.initdb(builder.data_checksums)?,
+        }
         for (relative, contents) in &builder.files {
             cluster.write_data_file(relative, contents)?;
         }
@@ -119,6 +131,27 @@ impl Cluster {
             });
         }
         removed
+    }
+
+    /// `pg_basebackup -X stream -R` from `primary` into the data dir, as the server user: the
+    /// copy gets `standby.signal` and a `primary_conninfo` with the superuser's password.
+    fn base_backup(&self, primary: &Primary) -> Result<(), ClusterError> {
+        let port = primary.port.to_string();
+        let mut cmd = os::command(&self.bin_dir, "pg_basebackup", &self.root, Some(self.user));
+        cmd.arg("-D")
+            .arg(&self.data_dir)
+            .args(["-h", HOST, "-p", &port, "-U", SUPERUSER])
+            .args(["-X", "stream", "-R", "-c", "fast", "--no-password"])
+            .env("PGPASSWORD", &primary.password)
+            .env("PGCONNECT_TIMEOUT", "10");
+        tracing::debug!(primary_port = primary.port, data_dir = %self.data_dir.display(), "pg_basebackup");
+        let out = os::run(&mut cmd)?;
+        if !out.status.success() {
+            return Err(ClusterError::BaseBackupFailed {
+                output: one_line(&os::combined(&out), 8),
+            });
+        }
+        Ok(())
     }
 
     /// Writes one [`ClusterBuilder::file`] into the data dir.

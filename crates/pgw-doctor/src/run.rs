@@ -9,6 +9,7 @@ use pgw_common::{connect, error_line, ConnectError};
 use crate::checks::{self, Ctx, Scope};
 use crate::model::{Report, Skipped};
 use crate::thresholds::Thresholds;
+use pgw_tune::resolve::Given;
 
 /// What to check.
 #[derive(Debug, Clone, Default)]
@@ -20,6 +21,10 @@ pub struct Options {
     /// Only this check (`--check ID`).
     pub only: Option<String>,
     pub thresholds: Thresholds,
+    /// The server host as `pgwarden tune` takes it (memory, cores, storage, workload), for
+    /// config_audit's tuning advice. What is not given is read from the host when the server
+    /// runs on this machine.
+    pub host: Given,
 }
 
 /// Why doctor could not run at all (exit code 3 in the binary).
@@ -69,6 +74,7 @@ pub async fn run(opts: &Options) -> Result<Report, DoctorError> {
             client: &client,
             database: &params.dbname,
             thresholds: &opts.thresholds,
+            host: &opts.host,
         };
         collect(
             &mut report,
@@ -127,6 +133,7 @@ pub async fn run(opts: &Options) -> Result<Report, DoctorError> {
                 client: c,
                 database: &db,
                 thresholds: &opts.thresholds,
+                host: &opts.host,
             };
             collect(
                 &mut report,

@@ -33,6 +33,10 @@ pub struct Thresholds {
     pub dead_tuples_critical_share: f64,
     /// dead_tuples: tables with fewer live + dead rows are ignored (10000).
     pub dead_tuples_min_rows: i64,
+    /// replication_lag: replay lag for a warning, in ms (500, the service level).
+    pub replication_lag_warning_ms: f64,
+    /// replication_lag: ... and for critical (5000).
+    pub replication_lag_critical_ms: f64,
     /// replication_slot: WAL retained by an inactive slot for critical, in MB (1024);
     /// any inactive slot is a warning.
     pub slot_retained_critical_mb: f64,
@@ -93,6 +97,8 @@ impl Default for Thresholds {
             dead_tuples_warning_share: 0.2,
             dead_tuples_critical_share: 0.5,
             dead_tuples_min_rows: 10_000,
+            replication_lag_warning_ms: 500.0,
+            replication_lag_critical_ms: 5000.0,
             slot_retained_critical_mb: 1024.0,
             stale_min_rows: 10_000,
             vacuum_stale_hours: 24.0,
@@ -243,7 +249,7 @@ mod tests {
             Err(ThresholdError::Negative { .. })
         ));
         assert!(matches!(t.set("novalue"), Err(ThresholdError::Syntax(_))));
-        assert_eq!(t.entries().len(), 33);
+        assert_eq!(t.entries().len(), 35);
     }
 
     #[test]
@@ -258,5 +264,35 @@ mod tests {
         assert!(Thresholds::from_toml("[thresholdz]\n").is_err());
         assert!(Thresholds::from_toml("[thresholds]\nslow_query_ms = \"fast\"\n").is_err());
         assert_eq!(Thresholds::from_toml("").unwrap(), Thresholds::default());
+    }
+}
+
+#[cfg(test)]
+mod docs_tests {
+    use super::Thresholds;
+
+    /// docs/doctor.md lists every threshold with its default and every check: the page cannot
+    /// drift from the code.
+    #[test]
+    fn docs_page_matches_the_code() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/doctor.md");
+        let page = std::fs::read_to_string(path).expect("docs/doctor.md");
+        for (name, value) in Thresholds::default().entries() {
+            let row = page
+                .lines()
+                .find(|l| l.starts_with(&format!("| `{name}` |")))
+                .unwrap_or_else(|| panic!("docs/doctor.md has no row for threshold {name}"));
+            let documented: f64 = row.split('|').nth(2).unwrap_or("").trim().parse().unwrap();
+            let actual: f64 = value.parse().unwrap();
+            assert_eq!(documented, actual, "default of {name} in docs/doctor.md");
+        }
+        for check in crate::checks::all() {
+            assert!(
+                page.lines()
+                    .any(|l| l.starts_with(&format!("| `{}` |", check.id))),
+                "docs/doctor.md has no row for check {}",
+                check.id
+            );
+        }
     }
 }

@@ -74,6 +74,9 @@ pub struct DoctorArgs {
     /// Output: table (default), json, or nagios (check_postgres-style lines).
     #[arg(long, value_enum, default_value_t = DoctorFormat::Table)]
     pub format: DoctorFormat,
+    /// The server's host, for config_audit's tuning advice.
+    #[command(flatten)]
+    pub host: HostArgs,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
@@ -131,21 +134,11 @@ pub struct TuneArgs {
     /// Server to read (and for apply, change): conninfo string or URI.
     #[arg(short = 'd', long)]
     pub dsn: Option<String>,
-    /// Total memory for PostgreSQL's host, e.g. 16GB, 512MB (default: read from the host).
-    #[arg(long, value_parser = parse_memory, allow_hyphen_values = true)]
-    pub memory: Option<u64>,
-    /// CPU cores (default: read from the host; unknown leaves parallel settings alone).
-    #[arg(long, value_parser = parse_cpus, allow_hyphen_values = true)]
-    pub cpus: Option<u32>,
+    #[command(flatten)]
+    pub host: HostArgs,
     /// Expected max_connections (default: the server's, else the workload's default).
     #[arg(long, value_parser = parse_connections, allow_hyphen_values = true)]
     pub connections: Option<u32>,
-    /// Data storage.
-    #[arg(long, value_enum)]
-    pub storage: Option<StorageArg>,
-    /// Workload: web, oltp, dw (data warehouse), desktop, mixed.
-    #[arg(long, value_enum)]
-    pub workload: Option<WorkloadArg>,
     /// PostgreSQL major version, 10 to 18 (default: the server's, else 15).
     #[arg(long, value_parser = clap::value_parser!(u32).range(10..=18))]
     pub pg_version: Option<u32>,
@@ -155,6 +148,24 @@ pub struct TuneArgs {
     /// Override or add a setting: --set work_mem=64MB (repeatable).
     #[arg(long = "set", value_name = "NAME=VALUE", value_parser = parse_set)]
     pub set: Vec<(String, String)>,
+}
+
+/// The PostgreSQL host as tune and doctor's config_audit take it.
+#[derive(Debug, Args, Clone)]
+pub struct HostArgs {
+    /// Total memory of PostgreSQL's host, e.g. 16GB, 512MB (default: read from this machine
+    /// when the server runs on it).
+    #[arg(long, value_parser = parse_memory, allow_hyphen_values = true)]
+    pub memory: Option<u64>,
+    /// CPU cores (default: read from this machine; unknown leaves parallel settings alone).
+    #[arg(long, value_parser = parse_cpus, allow_hyphen_values = true)]
+    pub cpus: Option<u32>,
+    /// Data storage (default: detected from the data directory's disk, else ssd).
+    #[arg(long, value_enum)]
+    pub storage: Option<StorageArg>,
+    /// Workload: web, oltp, dw (data warehouse), desktop, mixed (default).
+    #[arg(long, value_enum)]
+    pub workload: Option<WorkloadArg>,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]

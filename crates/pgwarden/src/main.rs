@@ -150,11 +150,11 @@ async fn run(cli: Cli) -> Result<ExitCode> {
 fn request(args: &TuneArgs, use_server: bool) -> Request {
     Request {
         given: Given {
-            memory_kb: args.memory,
-            cpus: args.cpus,
+            memory_kb: args.host.memory,
+            cpus: args.host.cpus,
             connections: args.connections,
-            storage: args.storage.map(Into::into),
-            workload: args.workload.map(Into::into),
+            storage: args.host.storage.map(Into::into),
+            workload: args.host.workload.map(Into::into),
             pg_version: args.pg_version,
             db_size: args.db_size.map(Into::into),
         },
@@ -296,6 +296,13 @@ async fn doctor(args: cli::DoctorArgs) -> Result<ExitCode> {
         dbname: args.dbname.clone(),
         only: args.check.clone(),
         thresholds,
+        host: Given {
+            memory_kb: args.host.memory,
+            cpus: args.host.cpus,
+            storage: args.host.storage.map(Into::into),
+            workload: args.host.workload.map(Into::into),
+            ..Given::default()
+        },
     };
     let report = match pgw_doctor::run(&opts).await {
         Ok(r) => r,

@@ -6,6 +6,7 @@
 mod basic;
 mod cleanup;
 mod errors;
+mod standby;
 mod watchdog;
 
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};

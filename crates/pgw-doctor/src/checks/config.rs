@@ -4,8 +4,9 @@
 //! - `autovacuum = off`, or `track_counts = off` (autovacuum needs those statistics to
 //!   know what to vacuum): bloat and, in the end, transaction ID wraparound (warning).
 //!
-//! - settings far from what `pgwarden tune` recommends for the server's host (info), when
-//!   the server is on this host.
+//! - settings far from what `pgwarden tune` recommends for the server's host (info). The
+//!   host's memory and cores come from doctor's `--memory`/`--cpus` (and `--storage`,
+//!   `--workload`), else from this machine when the server runs on it.
 //!
 //! The remediation is `ALTER SYSTEM` and a reload when the setting's context allows
 //! (all four are `sighup` or `superuser`), a restart otherwise.
@@ -106,14 +107,15 @@ pub(super) async fn config_audit(ctx: &Ctx<'_>) -> Result<Vec<Finding>, tokio_po
 
 /// Info findings for settings far from what `pgwarden tune` recommends for this server's
 /// host: a number more than twice or less than half the recommendation, or another word
-/// for an enum or boolean. Needs the host's memory and cores, so only for a server on
-/// this host (a verified PostgreSQL backend in /proc); otherwise one Info finding says how
-/// to get the advice. Best effort: a failure to gather facts gives no advice, never an
+/// for an enum or boolean. Needs the host's memory (and cores, else parallel settings are
+/// left alone): given by flags, or read from this machine when the server is a verified
+/// PostgreSQL backend in /proc here; with neither, one Info finding says how to get the
+/// advice. Best effort: a failure to gather facts gives no advice, never an
 /// error that would hide the risky-settings findings.
 async fn tuning_advice(ctx: &Ctx<'_>) -> Vec<Finding> {
     use pgw_tune::host::{storage_of, HostFacts};
     use pgw_tune::live::{self, Needs};
-    use pgw_tune::resolve::{resolve, Facts, Given};
+    use pgw_tune::resolve::{resolve, Facts};
 
     let info = |object: Option<String>, detail: String, remediation: String| Finding {
         check: "config_audit".to_string(),
@@ -127,24 +129,30 @@ async fn tuning_advice(ctx: &Ctx<'_>) -> Vec<Finding> {
     let Ok(server) = live::server_facts(ctx.client).await else {
         return Vec::new();
     };
-    let Some(host) = HostFacts::detect_for_server(server.backend_pid) else {
+    let host = HostFacts::detect_for_server(server.backend_pid);
+    if host.is_none() && ctx.host.memory_kb.is_none() {
         return vec![info(
             None,
-            "tuning advice needs the server host's memory and cores, which cannot be read from here"
+            "tuning advice needs the server host's memory and cores, which cannot be read from \
+             here: the server runs on another host"
                 .to_string(),
-            "pgwarden tune --diff -d <this server> --memory <its RAM> --cpus <its cores>".to_string(),
+            "pgwarden doctor --check config_audit -d <this server> --memory <its RAM> --cpus <its cores>"
+                .to_string(),
         )];
-    };
-    let storage = server
-        .data_directory
-        .as_deref()
-        .and_then(|d| storage_of(std::path::Path::new(d)));
+    }
+    // The data directory's storage class only means something on this machine.
+    let storage = host.as_ref().and_then(|_| {
+        server
+            .data_directory
+            .as_deref()
+            .and_then(|d| storage_of(std::path::Path::new(d)))
+    });
     let facts = Facts {
         server: Some(server.clone()),
-        host: Some(host),
+        host,
         storage,
     };
-    let Ok((inputs, report)) = resolve(&Given::default(), &facts) else {
+    let Ok((inputs, report)) = resolve(ctx.host, &facts) else {
         return Vec::new();
     };
     let Ok(mut rec) = pgw_tune::recommend(&inputs) else {

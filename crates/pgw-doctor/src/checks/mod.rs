@@ -64,6 +64,8 @@ pub struct Ctx<'a> {
     /// The database `client` is connected to.
     pub database: &'a str,
     pub thresholds: &'a Thresholds,
+    /// The server host's facts as given by flags (config_audit's tuning advice).
+    pub host: &'a pgw_tune::resolve::Given,
 }
 
 /// Runs the check `id`.

@@ -38,6 +38,7 @@ async fn healthy_cluster_has_no_cluster_findings() {
         "idle_in_transaction",
         "blocked_queries",
         "connection_saturation",
+        "replication_lag",
         "replication_slot",
         "config_audit",
     ] {
@@ -396,6 +397,7 @@ async fn pg_monitor_role_runs_every_cluster_check_and_sees_other_sessions() {
         dbname: None,
         only: None,
         thresholds: t,
+        host: Default::default(),
     };
     let r = pgw_doctor::run(&opts)
         .await
@@ -405,6 +407,7 @@ async fn pg_monitor_role_runs_every_cluster_check_and_sees_other_sessions() {
         "idle_in_transaction",
         "blocked_queries",
         "connection_saturation",
+        "replication_lag",
         "replication_slot",
         "config_audit",
     ];
@@ -464,4 +467,43 @@ async fn config_audit_gives_tuning_advice_as_info() {
         work_mem(r).is_none()
     })
     .await;
+}
+
+/// The host described by flags (as for a server on another machine) wins over this
+/// machine's facts: the advice is for 64GB and 16 cores, the figures tune gives for them.
+#[tokio::test]
+async fn config_audit_advice_for_a_host_given_by_flags() {
+    let c = cluster();
+    let opts = pgw_doctor::Options {
+        dsn: Some(c.dsn()),
+        dbname: None,
+        only: Some("config_audit".into()),
+        thresholds: pgw_doctor::Thresholds::default(),
+        host: pgw_tune::resolve::Given {
+            memory_kb: Some(64 * 1024 * 1024),
+            cpus: Some(16),
+            workload: Some(pgw_tune::Workload::Web),
+            ..Default::default()
+        },
+    };
+    let r = pgw_doctor::run(&opts).await.expect("doctor runs");
+    let advice = |name: &str| {
+        r.findings
+            .iter()
+            .find(|f| f.object.as_deref() == Some(name))
+            .unwrap_or_else(|| panic!("no advice for {name}: {:#?}", r.findings))
+    };
+    let sb = advice("shared_buffers");
+    assert!(
+        sb.detail.contains("for 64GB RAM, 16 CPUs, web workload"),
+        "{}",
+        sb.detail
+    );
+    assert_eq!(
+        sb.remediation,
+        "ALTER SYSTEM SET shared_buffers = '16GB'; -- then restart the server"
+    );
+    assert!(advice("effective_cache_size")
+        .detail
+        .contains("recommends 48GB"));
 }

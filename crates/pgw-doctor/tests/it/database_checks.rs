@@ -356,6 +356,7 @@ async fn database_checks_run_as_pg_monitor() {
             dbname: None,
             only: Some(check.to_string()),
             thresholds: Thresholds::default(),
+            host: Default::default(),
         };
         let report = pgw_doctor::run(&opts).await.expect("doctor runs as mon");
         assert!(report.skipped.is_empty(), "{check}: {:?}", report.skipped);

@@ -3,6 +3,7 @@
 
 mod cluster_checks;
 mod database_checks;
+mod replication_checks;
 mod table_stats;
 mod usage_checks;
 
@@ -27,6 +28,7 @@ pub async fn doctor(c: &Cluster, check: &str, thresholds: &[&str]) -> Report {
         dbname: None,
         only: Some(check.to_string()),
         thresholds: t,
+        host: Default::default(),
     };
     let report = pgw_doctor::run(&opts).await.expect("doctor runs");
     assert!(

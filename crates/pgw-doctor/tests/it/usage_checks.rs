@@ -414,6 +414,7 @@ async fn usage_checks_run_as_pg_monitor() {
             dbname: None,
             only: Some(check.to_string()),
             thresholds: t.clone(),
+            host: Default::default(),
         };
         let start = Instant::now();
         loop {

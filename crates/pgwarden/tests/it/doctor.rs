@@ -128,6 +128,39 @@ fn a_healthy_database_exits_zero_and_a_pg_monitor_role_needs_nothing_more() {
     let doc = json(&o);
     assert_eq!(o.status.code(), Some(0), "pg_monitor suffices: {doc}");
     assert!(doc["skipped"].as_array().unwrap().is_empty(), "{doc}");
+
+    // The host of a remote server described by flags: config_audit advises for it.
+    let o = pgwarden(&[
+        "doctor",
+        "-d",
+        &c.dsn(),
+        "--check",
+        "config_audit",
+        "--memory",
+        "64GB",
+        "--cpus",
+        "16",
+        "--format",
+        "json",
+    ]);
+    let doc = json(&o);
+    assert_eq!(o.status.code(), Some(0), "{doc}");
+    assert!(
+        doc["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["detail"]
+                .as_str()
+                .unwrap()
+                .contains("for 64GB RAM, 16 CPUs")),
+        "{doc}"
+    );
+    assert_fails(
+        &pgwarden(&["doctor", "-d", &c.dsn(), "--memory", "lots"]),
+        3,
+        "--memory",
+    );
 }
 
 #[test]
