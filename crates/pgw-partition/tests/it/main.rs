@@ -1,0 +1,93 @@
+//! pgw-partition against real PostgreSQL 15: every test gets its own database on one shared
+//! throwaway cluster.
+
+mod maintain;
+mod sets;
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::OnceLock;
+
+use pgw_cluster::Cluster;
+use pgw_partition::{
+    CreateOptions, Layout, MaintainOptions, MaintainReport, RetentionMode, Template,
+};
+
+/// The cluster all tests share (cleaned up by its watchdog when the test binary exits).
+pub fn cluster() -> &'static Cluster {
+    static CLUSTER: OnceLock<Cluster> = OnceLock::new();
+    CLUSTER.get_or_init(|| {
+        Cluster::start().unwrap_or_else(|e| panic!("start a throwaway PostgreSQL 15 cluster: {e}"))
+    })
+}
+
+/// A fresh database with `setup` run in it; returns its name and DSN.
+pub fn database(setup: &str) -> (String, String) {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let c = cluster();
+    let name = format!("part_{}", N.fetch_add(1, Ordering::SeqCst));
+    c.psql("postgres", &format!("CREATE DATABASE {name}"))
+        .expect("create a test database");
+    if !setup.is_empty() {
+        c.psql(&name, setup).expect("set up the test database");
+    }
+    let dsn = c.dsn_for(c.superuser(), c.password(), &name);
+    (name, dsn)
+}
+
+/// psql in the test database, panicking with the error.
+pub fn sql(db: &str, text: &str) -> String {
+    cluster()
+        .psql(db, text)
+        .unwrap_or_else(|e| panic!("{text}: {e}"))
+}
+
+/// Create options for a range set with pgwarden's defaults.
+pub fn range(dsn: &str, table: &str, column: &str, interval: &str) -> CreateOptions {
+    CreateOptions {
+        dsn: Some(dsn.to_string()),
+        table: table.to_string(),
+        column: column.to_string(),
+        layout: Layout::Range(interval.to_string()),
+        premake: 4,
+        start: None,
+        retention: None,
+        retention_mode: RetentionMode::Detach,
+        default_partition: true,
+        time_zone: "UTC".to_string(),
+        name_pattern: None,
+        template: Template::default(),
+        lock_timeout_ms: 2000,
+        dry_run: false,
+    }
+}
+
+/// Runs maintenance on `dsn` (drops confirmed), panicking if it cannot run at all.
+pub async fn maintain(dsn: &str, dry_run: bool) -> MaintainReport {
+    let opts = MaintainOptions {
+        dsn: Some(dsn.to_string()),
+        table: None,
+        dry_run,
+        lock_timeout_ms: 2000,
+    };
+    pgw_partition::maintain(&opts, &|_, _| true)
+        .await
+        .expect("maintenance runs")
+}
+
+/// The partitions of `parent` as `name|bound`, one per line, in name order.
+pub fn partitions(db: &str, parent: &str) -> Vec<String> {
+    let out = sql(
+        db,
+        &format!(
+            "SELECT c.relname || '|' || pg_get_expr(c.relpartbound, c.oid)
+               FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+              WHERE i.inhparent = '{parent}'::regclass ORDER BY c.relname"
+        ),
+    );
+    out.lines().map(str::to_string).collect()
+}
+
+/// The number of actions a report ran or planned.
+pub fn steps(r: &MaintainReport) -> usize {
+    r.sets.iter().map(|s| s.steps.len()).sum()
+}
