@@ -329,10 +329,22 @@ impl fmt::Display for Retention {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {
             Retention::Integer(n) => write!(f, "{n}"),
+            Retention::Time {
+                months: 1,
+                minutes: 0,
+            } => write!(f, "1 month"),
             Retention::Time { months, minutes: 0 } => write!(f, "{months} months"),
+            Retention::Time {
+                months: 0,
+                minutes: 1440,
+            } => write!(f, "1 day"),
             Retention::Time { months: 0, minutes } if minutes % 1440 == 0 => {
                 write!(f, "{} days", minutes / 1440)
             }
+            Retention::Time {
+                months: 0,
+                minutes: 1,
+            } => write!(f, "1 minute"),
             Retention::Time { months: 0, minutes } => write!(f, "{minutes} minutes"),
             Retention::Time { months, minutes } => write!(f, "{months} months {minutes} minutes"),
         }

@@ -47,18 +47,3 @@ pub use run::{
     create, list, maintain, CreateOptions, CreateReport, Layout, MaintainOptions, MaintainReport,
     SetListing, Status,
 };
-
-/// One line: the error and its sources, joined with ": ".
-pub fn error_line(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut line = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !line.contains(&text) {
-            line.push_str(": ");
-            line.push_str(&text);
-        }
-        source = s.source();
-    }
-    line
-}

@@ -726,7 +726,7 @@ pub async fn maintain(
                     steps: Vec::new(),
                     warnings: Vec::new(),
                     skipped: busy.then(|| e.to_string()),
-                    error: (!busy).then(|| crate::error_line(&e)),
+                    error: (!busy).then(|| pgw_common::report(&e)),
                 });
                 continue;
             }
@@ -777,7 +777,7 @@ pub async fn maintain(
                         Status::Skipped(why)
                     }
                     Err(e) => {
-                        let why = crate::error_line(&e);
+                        let why = pgw_common::report(&e);
                         stop = Some(format!("an earlier step failed: {why}"));
                         Status::Failed(why)
                     }

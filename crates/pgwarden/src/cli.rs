@@ -36,6 +36,10 @@ pub enum Command {
     /// Health checks on a live server: findings with severity and the SQL that fixes them.
     #[command(after_help = DOCTOR_EXIT_CODES)]
     Doctor(DoctorArgs),
+    /// Partition sets managed from outside the database: create, maintain (premake,
+    /// retention, default-partition rescue), list. What pg_partman does, without the extension.
+    #[command(subcommand)]
+    Partition(PartitionCmd),
     /// Recommend postgresql.conf settings from hardware and workload; diff or apply them.
     #[command(after_help = EXIT_CODES, args_conflicts_with_subcommands = true)]
     Tune(TuneCmd),
@@ -50,6 +54,175 @@ Exit codes (the Nagios convention check_postgres users script against):
 
 Checks that need more privilege than the role has are listed under \"skipped\" with
 the reason; the others still run. pg_monitor is enough for every check.";
+
+pub const PARTITION_EXIT_CODES: &str = "\
+Exit codes:
+  0  success (or nothing to do)
+  1  the work failed: server unreachable, permission refused, a step failed (that step and
+     the rest of its set were rolled back or not run; other sets still ran)
+  2  invalid usage or input: unknown flags, a table or column that does not exist, a
+     column of the wrong type, an interval that does not divide, a malformed DSN
+  3  maintain only: done, but some steps were skipped (a lock was busy within
+     --lock-timeout, or dropping partitions was not confirmed); run it again later
+
+Every step runs in its own short transaction with lock_timeout; --dry-run prints the SQL
+and changes nothing. Set settings live in the managed database (pgwarden.partition_set).";
+
+#[derive(Debug, Subcommand)]
+pub enum PartitionCmd {
+    /// Set up a partition set: a partitioned table (or an empty plain one, re-created
+    /// partitioned), its first partitions, and its stored settings; all in one transaction.
+    #[command(after_help = PARTITION_EXIT_CODES)]
+    Create(Box<PartitionCreateArgs>),
+    /// Make partitions ahead, rescue rows from the default partition, apply retention.
+    #[command(after_help = PARTITION_EXIT_CODES)]
+    Maintain(PartitionMaintainArgs),
+    /// Show each managed set: partitions, bounds, rows, sizes, gaps, default-partition rows.
+    #[command(after_help = PARTITION_EXIT_CODES)]
+    List(PartitionListArgs),
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("layout").required(true).args(["range", "list", "hash"])))]
+pub struct PartitionCreateArgs {
+    /// Database to manage: conninfo string or URI.
+    #[arg(short = 'd', long)]
+    pub dsn: Option<String>,
+    /// The table, schema-qualified (default schema: public).
+    #[arg(long)]
+    pub table: String,
+    /// The partition key column.
+    #[arg(long)]
+    pub column: String,
+    /// Range partitions of this width: daily, weekly, monthly, quarterly, yearly, hourly,
+    /// '1 month', '7 days', '6 hours', or a number for integer keys.
+    #[arg(long, value_name = "INTERVAL")]
+    pub range: Option<String>,
+    /// A list partition: NAME=VALUE,VALUE (repeatable), e.g. --list us=US,CA makes <table>_us.
+    #[arg(long = "list", value_name = "NAME=VALUES", value_parser = parse_list)]
+    pub list: Vec<(String, Vec<String>)>,
+    /// Hash partitions: the modulus (that many partitions).
+    #[arg(long, value_name = "MODULUS", value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub hash: Option<u32>,
+    /// Range sets: partitions kept ahead of the current one (and made behind it at create).
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(0..=1000))]
+    pub premake: u32,
+    /// Range sets: the first partition's start (YYYY-MM-DD[ HH:MM], or a number).
+    #[arg(long)]
+    pub start: Option<String>,
+    /// Range sets: retire partitions entirely older than this ('12 months', '90 days', or a number).
+    #[arg(long)]
+    pub retention: Option<String>,
+    /// What retention does: detach (keep the table; CONCURRENTLY where allowed) or drop.
+    #[arg(long, value_enum, default_value_t = RetentionModeArg::Detach)]
+    pub retention_mode: RetentionModeArg,
+    /// No default partition (rows outside every partition are then refused).
+    #[arg(long)]
+    pub no_default: bool,
+    /// Time zone that time bounds are computed in.
+    #[arg(long, default_value = "UTC")]
+    pub time_zone: String,
+    /// New partitions' names, with {parent} and {suffix} (default: {parent}_p{suffix}).
+    #[arg(long)]
+    pub name_pattern: Option<String>,
+    /// Owner of new partitions (default: the parent's owner).
+    #[arg(long)]
+    pub owner: Option<String>,
+    /// Extra grant on new partitions: 'SELECT TO reporting' (repeatable; the parent's grants
+    /// are always copied).
+    #[arg(long = "grant", value_name = "PRIVILEGES TO ROLE")]
+    pub grants: Vec<String>,
+    /// Storage parameter for new partitions: autovacuum_vacuum_scale_factor=0.01 (repeatable).
+    #[arg(long = "reloption", value_name = "NAME=VALUE")]
+    pub reloptions: Vec<String>,
+    /// Tablespace of new partitions.
+    #[arg(long)]
+    pub tablespace: Option<String>,
+    #[command(flatten)]
+    pub run: PartitionRunArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct PartitionMaintainArgs {
+    /// Database to manage: conninfo string or URI.
+    #[arg(short = 'd', long)]
+    pub dsn: Option<String>,
+    /// Only this set (default: every set in the database).
+    #[arg(long)]
+    pub table: Option<String>,
+    /// Drop partitions past retention without asking (sets with --retention-mode drop).
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+    #[command(flatten)]
+    pub run: PartitionRunArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct PartitionRunArgs {
+    /// Print the SQL plan and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// How long a step may wait for a lock before it is skipped: 500ms, 2s, 1min.
+    #[arg(long, default_value = "2s", value_parser = parse_duration_ms)]
+    pub lock_timeout: u64,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+    pub format: OutputFormat,
+}
+
+#[derive(Debug, Args)]
+pub struct PartitionListArgs {
+    /// Database to read: conninfo string or URI.
+    #[arg(short = 'd', long)]
+    pub dsn: Option<String>,
+    /// Only this set.
+    #[arg(long)]
+    pub table: Option<String>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+    pub format: OutputFormat,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum RetentionModeArg {
+    Detach,
+    Drop,
+}
+
+/// `us=US,CA` -> ("us", ["US", "CA"]).
+fn parse_list(s: &str) -> Result<(String, Vec<String>), String> {
+    let (name, values) = s
+        .split_once('=')
+        .ok_or_else(|| format!("'{s}' is not NAME=VALUE,VALUE"))?;
+    let name = name.trim();
+    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        return Err(format!("list name '{name}' must be letters, digits and _"));
+    }
+    let values: Vec<String> = values.split(',').map(|v| v.trim().to_string()).collect();
+    if values.iter().any(String::is_empty) {
+        return Err(format!("'{s}' has an empty value"));
+    }
+    Ok((name.to_lowercase(), values))
+}
+
+/// `500ms`, `2s`, `1min`, or a bare number of milliseconds.
+fn parse_duration_ms(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let digits: String = t.chars().take_while(|c| c.is_ascii_digit()).collect();
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("'{s}' is not a duration such as 500ms, 2s or 1min"))?;
+    let ms = match t[digits.len()..].trim() {
+        "" | "ms" => n,
+        "s" => n.saturating_mul(1000),
+        "min" => n.saturating_mul(60_000),
+        _ => return Err(format!("'{s}' is not a duration such as 500ms, 2s or 1min")),
+    };
+    if ms == 0 || ms > 3_600_000 {
+        return Err(format!("'{s}' must be between 1ms and 1 hour"));
+    }
+    Ok(ms)
+}
 
 #[derive(Debug, Args)]
 pub struct DoctorArgs {

@@ -127,6 +127,9 @@ fn exit_code(e: &anyhow::Error) -> u8 {
             || cause
                 .downcast_ref::<pgw_tune::run::TuneError>()
                 .is_some_and(|t| t.is_input())
+            || cause
+                .downcast_ref::<pgw_partition::PartitionError>()
+                .is_some_and(|p| p.is_input())
     });
     if input {
         2
@@ -139,6 +142,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Demo(args) => demo(args).await,
         Command::Doctor(args) => doctor(args).await,
+        Command::Partition(cmd) => partition(cmd).await,
         Command::Tune(cmd) => match cmd.action {
             Some(TuneAction::Apply(a)) => tune_apply(&a.args, a.yes, a.format).await,
             None if cmd.diff => tune_diff(&cmd.args, cmd.format).await,
@@ -362,6 +366,117 @@ async fn demo(args: cli::DemoArgs) -> Result<ExitCode> {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
             Ok(ExitCode::from(130))
+        }
+    }
+}
+
+async fn partition(cmd: cli::PartitionCmd) -> Result<ExitCode> {
+    use cli::PartitionCmd;
+    match cmd {
+        PartitionCmd::Create(a) => {
+            let layout = match (&a.range, a.list.is_empty(), a.hash) {
+                (Some(r), true, None) => pgw_partition::Layout::Range(r.clone()),
+                (None, false, None) => pgw_partition::Layout::List(a.list.clone()),
+                (None, true, Some(m)) => pgw_partition::Layout::Hash(m),
+                _ => bail!(Usage(
+                    "give one of --range, --list (repeatable) or --hash".into()
+                )),
+            };
+            let opts = pgw_partition::CreateOptions {
+                dsn: a.dsn.clone(),
+                table: a.table.clone(),
+                column: a.column.clone(),
+                layout,
+                premake: a.premake,
+                start: a.start.clone(),
+                retention: a.retention.clone(),
+                retention_mode: match a.retention_mode {
+                    cli::RetentionModeArg::Detach => pgw_partition::RetentionMode::Detach,
+                    cli::RetentionModeArg::Drop => pgw_partition::RetentionMode::Drop,
+                },
+                default_partition: !a.no_default,
+                time_zone: a.time_zone.clone(),
+                name_pattern: a.name_pattern.clone(),
+                template: pgw_partition::Template {
+                    owner: a.owner.clone(),
+                    grants: a.grants.clone(),
+                    reloptions: a.reloptions.clone(),
+                    tablespace: a.tablespace.clone(),
+                },
+                lock_timeout_ms: a.run.lock_timeout,
+                dry_run: a.run.dry_run,
+            };
+            let report = pgw_partition::create(&opts)
+                .await
+                .context("partition create")?;
+            match a.run.format {
+                OutputFormat::Json => out(&print::json(&report)),
+                OutputFormat::Table => out(&print::partition_created(&report)),
+            }
+        }
+        PartitionCmd::Maintain(a) => {
+            let opts = pgw_partition::MaintainOptions {
+                dsn: a.dsn.clone(),
+                table: a.table.clone(),
+                dry_run: a.run.dry_run,
+                lock_timeout_ms: a.run.lock_timeout,
+            };
+            let yes = a.yes;
+            // Dropping partitions asks on a terminal, else needs --yes.
+            let confirm = move |set: &str, drops: &[String]| {
+                if yes {
+                    return true;
+                }
+                if !pgw_common::output::interactive() {
+                    return false;
+                }
+                dialoguer::Confirm::new()
+                    .with_prompt(format!(
+                        "Drop {} partition(s) of {set} past retention ({})? The data is gone",
+                        drops.len(),
+                        drops.join(", ")
+                    ))
+                    .default(false)
+                    .interact()
+                    .unwrap_or(false)
+            };
+            let report = pgw_partition::maintain(&opts, &confirm)
+                .await
+                .context("partition maintain")?;
+            match a.run.format {
+                OutputFormat::Json => out(&print::json(&report))?,
+                OutputFormat::Table => out(&print::partition_maintained(&report))?,
+            };
+            for set in &report.sets {
+                if let Some(e) = &set.error {
+                    eprintln!("pgwarden: error: partition maintain {}: {e}", set.table);
+                }
+                if let Some(s) = &set.skipped {
+                    eprintln!(
+                        "pgwarden: warning: partition maintain {}: skipped: {s}",
+                        set.table
+                    );
+                }
+                for w in &set.warnings {
+                    eprintln!("pgwarden: warning: {}: {w}", set.table);
+                }
+            }
+            Ok(ExitCode::from(if report.failed() {
+                1
+            } else if report.skipped() {
+                3
+            } else {
+                0
+            }))
+        }
+        PartitionCmd::List(a) => {
+            let sets = pgw_partition::list(a.dsn.as_deref(), a.table.as_deref())
+                .await
+                .context("partition list")?;
+            match a.format {
+                OutputFormat::Json => out(&print::json(&sets)),
+                OutputFormat::Table => out(&print::partition_list(&sets)),
+            }
         }
     }
 }

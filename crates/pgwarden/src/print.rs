@@ -362,3 +362,182 @@ pub fn doctor_list(t: &pgw_doctor::Thresholds) -> String {
     });
     table(&["check", "scope", "finds", "thresholds"], rows) + "\n"
 }
+
+/// `partition create`: the set, the partitions made, and (dry run) the SQL.
+pub fn partition_created(r: &pgw_partition::CreateReport) -> String {
+    let c = &r.set;
+    let mut out = format!(
+        "{} {}.{} by {} ({}){}\n",
+        if r.applied {
+            "Created"
+        } else {
+            "Would create (dry run, nothing changed):"
+        },
+        c.schema,
+        c.table,
+        c.strategy.as_str(),
+        c.column,
+        match (&c.interval, &c.retention) {
+            (Some(i), Some(ret)) => format!(
+                ", every {i}, premake {}, retention {ret} ({})",
+                c.premake,
+                c.retention_mode.as_str()
+            ),
+            (Some(i), None) => format!(", every {i}, premake {}", c.premake),
+            _ => String::new(),
+        }
+    );
+    let rows: Vec<Vec<String>> = r
+        .actions
+        .iter()
+        .map(|a| vec![a.target().to_string(), action_text(a)])
+        .collect();
+    out.push_str(&table(&["partition", "bounds"], rows));
+    out.push('\n');
+    if !r.applied {
+        out.push_str("\nSQL (one transaction):\n");
+        for s in &r.sql {
+            out.push_str(s);
+            out.push_str(";\n");
+        }
+    }
+    out
+}
+
+fn action_text(a: &pgw_partition::plan::Action) -> String {
+    use pgw_partition::plan::Action;
+    match a {
+        Action::Create { lower, upper, .. } => format!("create {lower} .. {upper}"),
+        Action::Rescue {
+            lower, upper, rows, ..
+        } => format!("create {lower} .. {upper}, move {rows} rows from the default"),
+        Action::CreateDefault { .. } => "create default".to_string(),
+        Action::CreateList { values, .. } => format!("create IN ({})", values.join(", ")),
+        Action::CreateHash {
+            modulus, remainder, ..
+        } => format!("create modulus {modulus}, remainder {remainder}"),
+        Action::Retire {
+            mode, concurrently, ..
+        } => match (mode, concurrently) {
+            (pgw_partition::RetentionMode::Drop, _) => "retention: drop".to_string(),
+            (_, true) => "retention: detach concurrently".to_string(),
+            (_, false) => "retention: detach".to_string(),
+        },
+        Action::FinishDetach { .. } => "finish an interrupted detach".to_string(),
+    }
+}
+
+/// `partition maintain`: each set's steps and what became of them.
+pub fn partition_maintained(r: &pgw_partition::MaintainReport) -> String {
+    use pgw_partition::Status;
+    let mut rows = Vec::new();
+    for set in &r.sets {
+        if let Some(e) = &set.error {
+            rows.push(vec![
+                set.table.clone(),
+                String::new(),
+                String::new(),
+                format!("error: {e}"),
+            ]);
+        }
+        if let Some(s) = &set.skipped {
+            rows.push(vec![
+                set.table.clone(),
+                String::new(),
+                String::new(),
+                format!("skipped: {s}"),
+            ]);
+        }
+        for st in &set.steps {
+            let status = match &st.status {
+                Status::Planned => "planned".to_string(),
+                Status::Done => "done".to_string(),
+                Status::Skipped(why) => format!("skipped: {why}"),
+                Status::Failed(why) => format!("failed: {why}"),
+            };
+            rows.push(vec![
+                set.table.clone(),
+                st.action.target().to_string(),
+                action_text(&st.action),
+                status,
+            ]);
+        }
+    }
+    if rows.is_empty() {
+        return format!("{} set(s) checked: nothing to do\n", r.sets.len());
+    }
+    let mut out = table(&["set", "partition", "action", "status"], rows);
+    out.push('\n');
+    if r.dry_run {
+        out.push_str("\nDry run: nothing changed. SQL, one transaction per step:\n");
+        for set in &r.sets {
+            for st in &set.steps {
+                out.push_str(&st.sql.join(";\n"));
+                out.push_str(";\n");
+            }
+        }
+    }
+    out
+}
+
+/// `partition list`: one block per set.
+pub fn partition_list(sets: &[pgw_partition::SetListing]) -> String {
+    if sets.is_empty() {
+        return "no partition sets are managed in this database (see pgwarden partition create)\n"
+            .to_string();
+    }
+    let mut out = String::new();
+    for s in sets {
+        let c = &s.config;
+        out.push_str(&format!(
+            "{}: {} by {}{}{}, time zone {}\n",
+            s.table,
+            c.strategy.as_str(),
+            c.column,
+            c.interval
+                .map(|i| format!(", every {i}, premake {}", c.premake))
+                .unwrap_or_default(),
+            c.retention
+                .map(|r| format!(", retention {r} ({})", c.retention_mode.as_str()))
+                .unwrap_or_default(),
+            c.time_zone
+        ));
+        if let Some(e) = &s.error {
+            out.push_str(&format!("  error: {e}\n\n"));
+            continue;
+        }
+        out.push_str(&format!(
+            "  {} partitions; oldest bound {}, newest bound {}; default partition: {}; gaps: {}\n",
+            s.partitions.len(),
+            s.oldest.as_deref().unwrap_or("-"),
+            s.newest.as_deref().unwrap_or("-"),
+            s.default_rows
+                .map(|n| format!("{n} rows"))
+                .unwrap_or_else(|| "none".into()),
+            if s.gaps.is_empty() {
+                "none".to_string()
+            } else {
+                s.gaps
+                    .iter()
+                    .map(|(a, b)| format!("{a} .. {b}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            }
+        ));
+        let rows: Vec<Vec<String>> = s
+            .partitions
+            .iter()
+            .map(|p| {
+                vec![
+                    p.name.clone(),
+                    p.bound.clone(),
+                    p.rows.map(|r| r.to_string()).unwrap_or_else(|| "?".into()),
+                    size(p.bytes),
+                ]
+            })
+            .collect();
+        out.push_str(&table(&["partition", "bound", "rows (est.)", "size"], rows));
+        out.push_str("\n\n");
+    }
+    out
+}

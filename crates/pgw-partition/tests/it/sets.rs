@@ -215,7 +215,7 @@ async fn bad_input_is_refused_with_nothing_made() {
     ];
     for (o, want) in cases {
         let err = pgw_partition::create(&o).await.unwrap_err();
-        let line = pgw_partition::error_line(&err);
+        let line = pgw_common::report(&err);
         assert!(line.contains(want), "{}: got {line}", o.table);
         assert!(err.is_input(), "{line}");
     }

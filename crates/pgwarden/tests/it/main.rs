@@ -4,6 +4,7 @@
 mod demo;
 mod doctor;
 mod errors;
+mod partition;
 mod tidy;
 mod tune;
 

@@ -1,0 +1,181 @@
+//! `pgwarden partition`: create, maintain and list through the binary; JSON; dry runs; the
+//! documented exit codes (2 bad input, 3 steps skipped) and one-line errors.
+
+use crate::{assert_fails, json, pgwarden, shared, stderr, stdout};
+
+/// A database of its own on the shared cluster, with `setup` run in it.
+fn database(name: &str, setup: &str) -> String {
+    let c = shared();
+    c.psql("postgres", &format!("CREATE DATABASE {name}"))
+        .unwrap();
+    c.psql(name, setup).unwrap();
+    c.dsn_for(c.superuser(), c.password(), name)
+}
+
+#[test]
+fn create_maintain_list_and_exit_codes() {
+    let dsn = database(
+        "part_cli",
+        "CREATE TABLE events (id bigint, created_at timestamptz NOT NULL) PARTITION BY RANGE (created_at);",
+    );
+    let create = [
+        "partition",
+        "create",
+        "-d",
+        &dsn,
+        "--table",
+        "public.events",
+        "--column",
+        "created_at",
+        "--range",
+        "1 month",
+        "--premake",
+        "2",
+        "--retention",
+        "1 month",
+        "--retention-mode",
+        "drop",
+    ];
+    // Dry run: the SQL, nothing made.
+    let mut dry = create.to_vec();
+    dry.push("--dry-run");
+    let o = pgwarden(&dry);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("CREATE TABLE public.events_p"),
+        "{}",
+        stdout(&o)
+    );
+    assert_eq!(
+        shared()
+            .psql("part_cli", "SELECT count(*) FROM pg_inherits")
+            .unwrap(),
+        "0"
+    );
+
+    let mut js = create.to_vec();
+    js.extend(["--format", "json"]);
+    let o = pgwarden(&js);
+    let doc = json(&o);
+    assert!(o.status.success(), "{doc}");
+    assert_eq!(doc["applied"], true);
+    assert_eq!(doc["actions"].as_array().unwrap().len(), 6, "{doc}");
+    assert_eq!(doc["set"]["interval"], "1 month");
+
+    // Asking for more ahead; the drop is not confirmed (stdin is not a terminal): exit 3.
+    shared()
+        .psql("part_cli", "UPDATE pgwarden.partition_set SET premake = 3")
+        .unwrap();
+    let o = pgwarden(&["partition", "maintain", "-d", &dsn]);
+    assert_eq!(o.status.code(), Some(3), "{}\n{}", stdout(&o), stderr(&o));
+    assert!(
+        stdout(&o).contains("needs confirmation (--yes)"),
+        "{}",
+        stdout(&o)
+    );
+    let o = pgwarden(&[
+        "partition",
+        "maintain",
+        "-d",
+        &dsn,
+        "--yes",
+        "--format",
+        "json",
+    ]);
+    let doc = json(&o);
+    assert_eq!(o.status.code(), Some(0), "{doc}");
+    assert_eq!(doc["sets"][0]["steps"][0]["status"], "done", "{doc}");
+    let o = pgwarden(&["partition", "maintain", "-d", &dsn, "--yes"]);
+    assert_eq!(o.status.code(), Some(0));
+    assert!(stdout(&o).contains("nothing to do"), "{}", stdout(&o));
+
+    let o = pgwarden(&["partition", "list", "-d", &dsn, "--format", "json"]);
+    let doc = json(&o);
+    assert_eq!(doc[0]["table"], "public.events");
+    assert_eq!(doc[0]["partitions"].as_array().unwrap().len(), 6, "{doc}");
+    assert_eq!(doc[0]["default_rows"], 0);
+    let o = pgwarden(&["partition", "list", "-d", &dsn]);
+    assert!(
+        stdout(&o).contains("default partition: 0 rows"),
+        "{}",
+        stdout(&o)
+    );
+}
+
+#[test]
+fn bad_input_is_one_line_and_exit_2() {
+    let dsn = database(
+        "part_bad",
+        "CREATE TABLE t (id bigint, label text, at timestamptz) PARTITION BY RANGE (at);",
+    );
+    let base = ["partition", "create", "-d", dsn.as_str(), "--table"];
+    let run = |rest: &[&str]| {
+        let mut args = base.to_vec();
+        args.extend_from_slice(rest);
+        pgwarden(&args)
+    };
+    assert_fails(
+        &run(&["nope", "--column", "at", "--range", "1 month"]),
+        2,
+        "does not exist",
+    );
+    assert_fails(
+        &run(&["t", "--column", "at", "--range", "5 months"]),
+        2,
+        "does not divide a year",
+    );
+    assert_fails(
+        &run(&["t", "--column", "label", "--range", "1 month"]),
+        2,
+        "range partitioning needs",
+    );
+    assert_fails(&run(&["t", "--column", "at"]), 2, "--range");
+    assert_fails(
+        &run(&["t", "--column", "at", "--range", "1 month", "--hash", "4"]),
+        2,
+        "--hash",
+    );
+    assert_fails(
+        &run(&["t", "--column", "at", "--list", "=x"]),
+        2,
+        "list name",
+    );
+    assert_fails(
+        &run(&[
+            "t",
+            "--column",
+            "at",
+            "--range",
+            "1 month",
+            "--lock-timeout",
+            "soon",
+        ]),
+        2,
+        "duration",
+    );
+    assert_fails(
+        &run(&[
+            "t",
+            "--column",
+            "at",
+            "--range",
+            "1 month",
+            "--grant",
+            "SELEKT TO x",
+        ]),
+        2,
+        "grant",
+    );
+    assert_fails(
+        &pgwarden(&["partition", "maintain", "-d", &dsn, "--table", "t"]),
+        2,
+        "not managed",
+    );
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let gone = format!("host=127.0.0.1 port={port} user=postgres connect_timeout=3");
+    assert_fails(&pgwarden(&["partition", "list", "-d", &gone]), 1, "connect");
+}
