@@ -2,6 +2,7 @@
 //! throwaway cluster.
 
 mod maintain;
+mod partman;
 mod sets;
 
 use std::sync::atomic::{AtomicU32, Ordering};
