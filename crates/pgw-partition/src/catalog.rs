@@ -216,6 +216,7 @@ pub async fn parent(
                            WHERE x.grantee <> c.relowner),
                     ARRAY(SELECT d.objid::regclass::text || '|' || a.attname
                             FROM pg_depend d
+                            JOIN pg_class s ON s.oid = d.objid AND s.relkind = 'S'
                             JOIN pg_attribute a ON a.attrelid = d.refobjid
                                                AND a.attnum = d.refobjsubid
                            WHERE d.refobjid = c.oid AND d.refclassid = 'pg_class'::regclass

@@ -25,11 +25,15 @@
 //! - **Nothing lost:** rows move out of the default partition in the same transaction that
 //!   attaches their new partition; a failure rolls both back.
 //!
+//! Converting a table that already holds rows is `convert`: a new partitioned parent, rows
+//! copied in batches while a trigger mirrors concurrent writes, then a short swap.
+//!
 //! # Not here (yet)
-//! Converting a table that already holds rows, and `adopt`, come in a later change.
+//! `adopt` (taking over a set made by hand or by pg_partman) comes in a later change.
 
 pub mod bound;
 pub mod catalog;
+pub mod convert;
 pub mod ddl;
 mod error;
 pub mod interval;
@@ -44,6 +48,6 @@ pub use error::PartitionError;
 pub use interval::{Interval, Retention, Value};
 pub use model::{RetentionMode, SetConfig, Strategy, Template};
 pub use run::{
-    create, list, maintain, CreateOptions, CreateReport, Layout, MaintainOptions, MaintainReport,
-    SetListing, Status,
+    create, create_with_progress, list, maintain, CreateOptions, CreateReport, Layout,
+    MaintainOptions, MaintainReport, SetListing, Status,
 };

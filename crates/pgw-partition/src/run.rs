@@ -47,6 +47,12 @@ pub struct CreateOptions {
     pub template: Template,
     pub lock_timeout_ms: u64,
     pub dry_run: bool,
+    /// Go ahead with converting a table that holds rows (the binary asks on a terminal).
+    pub yes: bool,
+    /// Rows per batch when converting a populated table.
+    pub batch_rows: u64,
+    /// Drop the old table once a conversion has swapped it out.
+    pub drop_old: bool,
 }
 
 /// What `create` did (or, in a dry run, would do).
@@ -57,6 +63,8 @@ pub struct CreateReport {
     /// Every statement, in order, as it runs in one transaction.
     pub sql: Vec<String>,
     pub applied: bool,
+    /// Set when a populated table was converted (or a conversion resumed).
+    pub conversion: Option<crate::convert::Conversion>,
 }
 
 /// Connects as libpq would, with our session fixed: ISO dates, UTC, so that catalog text is
@@ -331,6 +339,14 @@ fn short(s: &str) -> String {
 /// an empty plain table (re-created partitioned, in the same transaction). The config row
 /// and every partition are made in one transaction: all or nothing.
 pub async fn create(opts: &CreateOptions) -> Result<CreateReport, PartitionError> {
+    create_with_progress(opts, &|_, _| {}).await
+}
+
+/// [`create`], reporting a conversion's copy progress (blocks done, blocks in all).
+pub async fn create_with_progress(
+    opts: &CreateOptions,
+    progress: crate::convert::Progress<'_>,
+) -> Result<CreateReport, PartitionError> {
     let (schema, table) = parse_table(&opts.table)?;
     let shown = qualified(&schema, &table);
     ddl::check_template(&opts.template)?;
@@ -344,6 +360,38 @@ pub async fn create(opts: &CreateOptions) -> Result<CreateReport, PartitionError
         )));
     }
     let mut client = open(opts.dsn.as_deref(), opts.lock_timeout_ms).await?;
+    if let Some((cfg, next, total)) = crate::convert::in_progress(&client, &schema, &table).await? {
+        // A conversion an earlier run started: finish it with the options it started with.
+        let parent = catalog::parent(&client, &schema, &table, &cfg.column)
+            .await?
+            .ok_or_else(|| PartitionError::NoTable(qualified(&schema, &table)))?;
+        if opts.dry_run {
+            return Err(PartitionError::Usage(format!(
+                "a conversion of {} is in progress ({next} of {total} blocks copied); run without --dry-run to finish it",
+                qualified(&schema, &table)
+            )));
+        }
+        let conversion = crate::convert::finish(
+            &mut client,
+            &cfg,
+            &parent,
+            next,
+            total,
+            opts.batch_rows,
+            opts.lock_timeout_ms,
+            opts.drop_old,
+            progress,
+            true,
+        )
+        .await?;
+        return Ok(CreateReport {
+            set: cfg,
+            actions: Vec::new(),
+            sql: Vec::new(),
+            applied: true,
+            conversion: Some(conversion),
+        });
+    }
     if !catalog::load_sets(&client, Some((&schema, &table)))
         .await?
         .is_empty()
@@ -417,10 +465,58 @@ pub async fn create(opts: &CreateOptions) -> Result<CreateReport, PartitionError
                 .map_err(|e| PartitionError::sql("look for rows", e))?
                 .get(0);
             if has_rows {
-                return Err(PartitionError::Usage(format!(
-                    "{shown} holds rows; pgwarden partition create converts empty plain tables \
-                     or sets up partitioned ones (conversion of populated tables: see the docs)"
-                )));
+                let start = opts
+                    .start
+                    .as_deref()
+                    .map(|s| parse_start(s, kind))
+                    .transpose()?;
+                if !opts.yes && !opts.dry_run {
+                    return Err(PartitionError::NeedsConfirmation { table: shown });
+                }
+                let stmts = crate::convert::prepare(
+                    &mut client,
+                    &cfg,
+                    &parent,
+                    kind,
+                    start,
+                    opts.dry_run,
+                    opts.lock_timeout_ms,
+                )
+                .await?;
+                if opts.dry_run {
+                    return Ok(CreateReport {
+                        set: cfg,
+                        actions: Vec::new(),
+                        sql: stmts,
+                        applied: false,
+                        conversion: None,
+                    });
+                }
+                let (_, next, total) = crate::convert::in_progress(&client, &schema, &table)
+                    .await?
+                    .ok_or_else(|| {
+                        PartitionError::Usage("the conversion record vanished".into())
+                    })?;
+                let conversion = crate::convert::finish(
+                    &mut client,
+                    &cfg,
+                    &parent,
+                    next,
+                    total,
+                    opts.batch_rows,
+                    opts.lock_timeout_ms,
+                    opts.drop_old,
+                    progress,
+                    false,
+                )
+                .await?;
+                return Ok(CreateReport {
+                    set: cfg,
+                    actions: Vec::new(),
+                    sql: stmts,
+                    applied: true,
+                    conversion: Some(conversion),
+                });
             }
             sql.extend(recreate_partitioned(&cfg, &parent));
             Vec::new()
@@ -499,6 +595,7 @@ pub async fn create(opts: &CreateOptions) -> Result<CreateReport, PartitionError
             actions: plan.actions,
             sql,
             applied: false,
+            conversion: None,
         });
     }
     let timeout = format!("{}ms", opts.lock_timeout_ms);
@@ -527,6 +624,7 @@ pub async fn create(opts: &CreateOptions) -> Result<CreateReport, PartitionError
         actions: plan.actions,
         sql,
         applied: true,
+        conversion: None,
     })
 }
 

@@ -138,6 +138,16 @@ pub struct PartitionCreateArgs {
     /// Tablespace of new partitions.
     #[arg(long)]
     pub tablespace: Option<String>,
+    /// Convert a table that holds rows without asking (required when stdin is not a terminal).
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+    /// Converting a populated table: rows copied per batch (each batch one transaction).
+    #[arg(long, default_value_t = 50_000, value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
+    pub batch_size: u64,
+    /// Converting a populated table: drop the old table once the new one has taken its name
+    /// (default: keep it as <table>_pgw_old).
+    #[arg(long)]
+    pub drop_old: bool,
     #[command(flatten)]
     pub run: PartitionRunArgs,
 }

@@ -405,10 +405,32 @@ async fn partition(cmd: cli::PartitionCmd) -> Result<ExitCode> {
                 },
                 lock_timeout_ms: a.run.lock_timeout,
                 dry_run: a.run.dry_run,
+                yes: a.yes,
+                batch_rows: a.batch_size,
+                drop_old: a.drop_old,
             };
-            let report = pgw_partition::create(&opts)
-                .await
-                .context("partition create")?;
+            let mut report = pgw_partition::create_with_progress(&opts, &progress_bar()).await;
+            // A table with rows: ask on a terminal, then convert.
+            if let Err(pgw_partition::PartitionError::NeedsConfirmation { table }) = &report {
+                if pgw_common::output::interactive() {
+                    let ok = dialoguer::Confirm::new()
+                        .with_prompt(format!(
+                            "{table} holds rows: move them into a new partitioned table (the old one is kept as {table}_pgw_old{})?",
+                            if opts.drop_old { ", then dropped" } else { "" }
+                        ))
+                        .default(false)
+                        .interact()
+                        .context("read the confirmation")?;
+                    if ok {
+                        let opts = pgw_partition::CreateOptions {
+                            yes: true,
+                            ..opts.clone()
+                        };
+                        report = pgw_partition::create_with_progress(&opts, &progress_bar()).await;
+                    }
+                }
+            }
+            let report = report.context("partition create")?;
             match a.run.format {
                 OutputFormat::Json => out(&print::json(&report)),
                 OutputFormat::Table => out(&print::partition_created(&report)),
@@ -477,6 +499,32 @@ async fn partition(cmd: cli::PartitionCmd) -> Result<ExitCode> {
                 OutputFormat::Json => out(&print::json(&sets)),
                 OutputFormat::Table => out(&print::partition_list(&sets)),
             }
+        }
+    }
+}
+
+/// A progress bar for a conversion's copy (blocks), drawn only on a terminal.
+fn progress_bar() -> impl Fn(u64, u64) + Sync {
+    let bar = std::sync::Mutex::new(None::<indicatif::ProgressBar>);
+    let show = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    move |done: u64, total: u64| {
+        if !show || total == 0 {
+            return;
+        }
+        let Ok(mut guard) = bar.lock() else { return };
+        let b = guard.get_or_insert_with(|| {
+            let b = indicatif::ProgressBar::new(total);
+            b.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "copying rows {bar:40} {pos}/{len} blocks ({eta} left)",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            b
+        });
+        b.set_position(done);
+        if done >= total {
+            b.finish_and_clear();
         }
     }
 }

@@ -387,13 +387,33 @@ pub fn partition_created(r: &pgw_partition::CreateReport) -> String {
             _ => String::new(),
         }
     );
+    if let Some(c) = &r.conversion {
+        out.push_str(&format!(
+            "{} {} rows: {} blocks copied in {} batches; the old table is {}\n",
+            if c.resumed {
+                "Finished converting"
+            } else {
+                "Converted"
+            },
+            c.rows,
+            c.blocks_copied,
+            c.batches,
+            if c.old_dropped {
+                format!("dropped ({})", c.old_table)
+            } else {
+                format!("kept as {} (drop it when you are sure)", c.old_table)
+            }
+        ));
+    }
     let rows: Vec<Vec<String>> = r
         .actions
         .iter()
         .map(|a| vec![a.target().to_string(), action_text(a)])
         .collect();
-    out.push_str(&table(&["partition", "bounds"], rows));
-    out.push('\n');
+    if !rows.is_empty() {
+        out.push_str(&table(&["partition", "bounds"], rows));
+        out.push('\n');
+    }
     if !r.applied {
         out.push_str("\nSQL (one transaction):\n");
         for s in &r.sql {

@@ -1,6 +1,7 @@
 //! pgw-partition against real PostgreSQL 15: every test gets its own database on one shared
 //! throwaway cluster.
 
+mod convert;
 mod maintain;
 mod partman;
 mod sets;
@@ -59,6 +60,9 @@ pub fn range(dsn: &str, table: &str, column: &str, interval: &str) -> CreateOpti
         template: Template::default(),
         lock_timeout_ms: 2000,
         dry_run: false,
+        yes: false,
+        batch_rows: 10_000,
+        drop_old: false,
     }
 }
 
