@@ -135,7 +135,10 @@ impl Interval {
             Unit::Minutes(m) => {
                 let minutes = count.checked_mul(m).ok_or_else(too_big)?;
                 if minutes % 1440 == 0 {
-                    Ok(Interval::Days(minutes / 1440))
+                    let days = Some(minutes / 1440)
+                        .filter(|n| *n <= 366 * 100)
+                        .ok_or_else(too_big)?;
+                    Ok(Interval::Days(days))
                 } else if 1440 % minutes == 0 {
                     Ok(Interval::Minutes(minutes))
                 } else {
@@ -198,7 +201,7 @@ impl Interval {
                 n.checked_mul(k)?.checked_add(i).map(Value::Int)
             }
             (Interval::Months(n), Value::Time(t)) => {
-                let months = u32::try_from(i64::from(n).checked_mul(k.abs())?).ok()?;
+                let months = u32::try_from(u64::from(n).checked_mul(k.unsigned_abs())?).ok()?;
                 let moved = if k >= 0 {
                     t.checked_add_months(Months::new(months))
                 } else {

@@ -9,9 +9,7 @@ mod plan;
 use chrono::NaiveDateTime;
 
 use crate::interval::{Interval, Value};
-use crate::model::{
-    Partition, RetentionMode, SetConfig, Strategy, Template, DEFAULT_NAME_PATTERN,
-};
+use crate::model::{Partition, RetentionMode, SetConfig, Strategy, Template, DEFAULT_NAME_PATTERN};
 
 /// A wall time from `YYYY-MM-DD`, `YYYY-MM-DD HH:MM` or `YYYY-MM-DD HH:MM:SS`.
 fn wall(text: &str) -> NaiveDateTime {
