@@ -27,10 +27,9 @@
 //!
 //! Converting a table that already holds rows is `convert`: a new partitioned parent, rows
 //! copied in batches while a trigger mirrors concurrent writes, then a short swap.
-//!
-//! # Not here (yet)
-//! `adopt` (taking over a set made by hand or by pg_partman) comes in a later change.
+//! `adopt` takes over a set made by hand or by pg_partman without renaming anything.
 
+pub mod adopt;
 pub mod bound;
 pub mod catalog;
 pub mod convert;
@@ -44,6 +43,7 @@ pub mod run;
 #[cfg(test)]
 mod tests;
 
+pub use adopt::{adopt, AdoptOptions, AdoptReport};
 pub use error::PartitionError;
 pub use interval::{Interval, Retention, Value};
 pub use model::{RetentionMode, SetConfig, Strategy, Template};

@@ -71,7 +71,10 @@ pub struct CreateReport {
 /// parsed the same way whatever the role's or database's settings are.
 /// `lock_timeout` holds for the whole session, so reading a locked table while planning is
 /// skipped too, never waited on.
-async fn open(dsn: Option<&str>, lock_timeout_ms: u64) -> Result<Client, PartitionError> {
+pub(crate) async fn open(
+    dsn: Option<&str>,
+    lock_timeout_ms: u64,
+) -> Result<Client, PartitionError> {
     let params = ConnParams::resolve(dsn, &ProcessEnv).map_err(ConnectError::from)?;
     let client = connect(&params).await?;
     client

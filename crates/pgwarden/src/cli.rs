@@ -80,6 +80,56 @@ pub enum PartitionCmd {
     /// Show each managed set: partitions, bounds, rows, sizes, gaps, default-partition rows.
     #[command(after_help = PARTITION_EXIT_CODES)]
     List(PartitionListArgs),
+    /// Take an existing partitioned table (made by hand or by pg_partman) under management,
+    /// renaming nothing; pg_partman's own maintenance of it is switched off.
+    #[command(after_help = PARTITION_EXIT_CODES)]
+    Adopt(Box<PartitionAdoptArgs>),
+}
+
+#[derive(Debug, Args)]
+pub struct PartitionAdoptArgs {
+    /// Database to manage: conninfo string or URI.
+    #[arg(short = 'd', long)]
+    pub dsn: Option<String>,
+    /// The partitioned table, schema-qualified (default schema: public).
+    #[arg(long)]
+    pub table: String,
+    /// Range sets: the interval (default: read from the partitions' bounds).
+    #[arg(long, value_name = "INTERVAL")]
+    pub range: Option<String>,
+    /// Partitions kept ahead (default: pg_partman's setting for the set, else 4).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(0..=1000))]
+    pub premake: Option<u32>,
+    /// Retire partitions entirely older than this (default: pg_partman's setting, else none).
+    #[arg(long)]
+    pub retention: Option<String>,
+    /// What retention does (default: pg_partman's retention_keep_table, else detach).
+    #[arg(long, value_enum)]
+    pub retention_mode: Option<RetentionModeArg>,
+    /// Time zone that the set's time bounds are in.
+    #[arg(long, default_value = "UTC")]
+    pub time_zone: String,
+    /// New partitions' names, with {parent} and {suffix} (default: {parent}_p{suffix}).
+    #[arg(long)]
+    pub name_pattern: Option<String>,
+    /// Owner of new partitions (default: the parent's owner).
+    #[arg(long)]
+    pub owner: Option<String>,
+    /// Extra grant on new partitions: 'SELECT TO reporting' (repeatable).
+    #[arg(long = "grant", value_name = "PRIVILEGES TO ROLE")]
+    pub grants: Vec<String>,
+    /// Storage parameter for new partitions: autovacuum_vacuum_scale_factor=0.01 (repeatable).
+    #[arg(long = "reloption", value_name = "NAME=VALUE")]
+    pub reloptions: Vec<String>,
+    /// Tablespace of new partitions.
+    #[arg(long)]
+    pub tablespace: Option<String>,
+    /// Show what would be registered and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+    pub format: OutputFormat,
 }
 
 #[derive(Debug, Args)]

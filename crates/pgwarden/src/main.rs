@@ -491,6 +491,36 @@ async fn partition(cmd: cli::PartitionCmd) -> Result<ExitCode> {
                 0
             }))
         }
+        PartitionCmd::Adopt(a) => {
+            let mode = |m: cli::RetentionModeArg| match m {
+                cli::RetentionModeArg::Detach => pgw_partition::RetentionMode::Detach,
+                cli::RetentionModeArg::Drop => pgw_partition::RetentionMode::Drop,
+            };
+            let opts = pgw_partition::AdoptOptions {
+                dsn: a.dsn.clone(),
+                table: a.table.clone(),
+                range: a.range.clone(),
+                premake: a.premake,
+                retention: a.retention.clone(),
+                retention_mode: a.retention_mode.map(mode),
+                time_zone: a.time_zone.clone(),
+                name_pattern: a.name_pattern.clone(),
+                template: pgw_partition::Template {
+                    owner: a.owner.clone(),
+                    grants: a.grants.clone(),
+                    reloptions: a.reloptions.clone(),
+                    tablespace: a.tablespace.clone(),
+                },
+                dry_run: a.dry_run,
+            };
+            let report = pgw_partition::adopt(&opts)
+                .await
+                .context("partition adopt")?;
+            match a.format {
+                OutputFormat::Json => out(&print::json(&report)),
+                OutputFormat::Table => out(&print::partition_adopted(&report)),
+            }
+        }
         PartitionCmd::List(a) => {
             let sets = pgw_partition::list(a.dsn.as_deref(), a.table.as_deref())
                 .await

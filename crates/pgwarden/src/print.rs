@@ -561,3 +561,57 @@ pub fn partition_list(sets: &[pgw_partition::SetListing]) -> String {
     }
     out
 }
+
+/// `partition adopt`: the settings registered and where each came from.
+pub fn partition_adopted(r: &pgw_partition::AdoptReport) -> String {
+    let c = &r.set;
+    let mut out = format!(
+        "{} {}.{} ({} by {}, {} partitions, nothing renamed)\n",
+        if r.applied {
+            "Adopted"
+        } else {
+            "Would adopt (dry run, nothing changed):"
+        },
+        c.schema,
+        c.table,
+        c.strategy.as_str(),
+        c.column,
+        r.partitions
+    );
+    let mut rows = vec![
+        vec![
+            "interval".to_string(),
+            c.interval
+                .map(|i| i.to_string())
+                .unwrap_or_else(|| "-".into()),
+        ],
+        vec!["premake".to_string(), c.premake.to_string()],
+        vec![
+            "retention".to_string(),
+            c.retention
+                .map(|x| format!("{x} ({})", c.retention_mode.as_str()))
+                .unwrap_or_else(|| "none".into()),
+        ],
+        vec![
+            "default partition".to_string(),
+            c.default_partition.to_string(),
+        ],
+        vec!["time zone".to_string(), c.time_zone.clone()],
+        vec!["new partitions named".to_string(), c.name_pattern.clone()],
+    ];
+    for row in rows.iter_mut() {
+        let from = r
+            .sources
+            .iter()
+            .find(|(k, _)| *k == row[0])
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default();
+        row.push(from);
+    }
+    out.push_str(&table(&["setting", "value", "from"], rows));
+    out.push('\n');
+    if r.partman_disabled {
+        out.push_str("pg_partman's automatic maintenance of this set is now off (part_config.automatic_maintenance).\n");
+    }
+    out
+}

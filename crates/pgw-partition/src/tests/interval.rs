@@ -599,3 +599,24 @@ fn serialize_as_text() {
     let r = serde_json::to_string(&Retention::Integer(5)).expect("serialize");
     assert_eq!(r, "\"5\"");
 }
+
+/// Found by review: a huge hour count became a day count the config table could not read
+/// back, and stepping by i64::MIN panicked instead of giving None.
+#[test]
+fn extreme_counts_are_refused_or_none() {
+    assert!(Interval::parse_time("878424 hours").is_err());
+    assert_eq!(
+        Interval::parse_time("48 hours"),
+        Ok(Interval::Days(2)),
+        "whole days in hours"
+    );
+    assert_eq!(
+        Interval::Months(1).step(t("2026-11-24 00:00"), i64::MIN),
+        None
+    );
+    assert_eq!(
+        Interval::Days(1).step(t("2026-11-24 00:00"), i64::MIN),
+        None
+    );
+    assert_eq!(Interval::Integer(10).step(i(0), i64::MIN), None);
+}

@@ -1,6 +1,7 @@
 //! pgw-partition against real PostgreSQL 15: every test gets its own database on one shared
 //! throwaway cluster.
 
+mod adopt;
 mod convert;
 mod maintain;
 mod partman;

@@ -179,3 +179,41 @@ fn bad_input_is_one_line_and_exit_2() {
     let gone = format!("host=127.0.0.1 port={port} user=postgres connect_timeout=3");
     assert_fails(&pgwarden(&["partition", "list", "-d", &gone]), 1, "connect");
 }
+
+#[test]
+fn adopt_a_hand_made_set() {
+    let dsn = database(
+        "part_adopt",
+        "CREATE TABLE items (id bigint NOT NULL) PARTITION BY RANGE (id);
+         CREATE TABLE items_a PARTITION OF items FOR VALUES FROM (0) TO (100);
+         CREATE TABLE items_b PARTITION OF items FOR VALUES FROM (100) TO (200);
+         INSERT INTO items SELECT generate_series(0, 150);",
+    );
+    let o = pgwarden(&[
+        "partition",
+        "adopt",
+        "-d",
+        &dsn,
+        "--table",
+        "items",
+        "--premake",
+        "2",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("inferred from 2 partitions"),
+        "{}",
+        stdout(&o)
+    );
+    let o = pgwarden(&["partition", "maintain", "-d", &dsn, "--format", "json"]);
+    let doc = json(&o);
+    assert_eq!(o.status.code(), Some(0), "{doc}");
+    let steps = doc["sets"][0]["steps"].as_array().unwrap();
+    let names: Vec<&str> = steps.iter().map(|s| s["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["items_p200", "items_p300"], "{doc}");
+    assert_fails(
+        &pgwarden(&["partition", "adopt", "-d", &dsn, "--table", "items"]),
+        2,
+        "already managed",
+    );
+}
