@@ -6,9 +6,10 @@
 //! on it, and returns one report. The cluster is stopped and removed when the demo
 //! ends, fails, or is cancelled (dropping the future drops the cluster guard).
 //!
-//! Capabilities shown so far: `doctor` (with a handful of problems planted) and `tune`
-//! (recommend, diff against the live server, apply with ALTER SYSTEM, restart, and
-//! confirm every setting is in effect).
+//! Capabilities shown so far: `doctor` (with a handful of problems planted), `partition`
+//! (a monthly time series `metrics` with premake, retention, and rows rescued from its
+//! default partition) and `tune` (recommend, diff against the live server, apply with
+//! ALTER SYSTEM, restart, and confirm every setting is in effect).
 //!
 //! Deliberately not here: printing (the binary renders [`DemoReport`]), and anything
 //! that touches a server other than the throwaway one.
@@ -43,7 +44,7 @@ pub struct Options {
 }
 
 /// The number of steps [`run`] reports through [`Options::on_step`].
-pub const STEPS: u64 = 8;
+pub const STEPS: u64 = 9;
 
 /// Why the demo failed.
 #[derive(Debug, thiserror::Error)]
@@ -60,6 +61,8 @@ pub enum DemoError {
     Tune(#[from] TuneError),
     #[error("run doctor on the demo cluster")]
     Doctor(#[from] pgw_doctor::DoctorError),
+    #[error("partition the demo's time series")]
+    Partition(#[from] pgw_partition::PartitionError),
 }
 
 /// Everything the demo did and found. This is the JSON of `pgwarden demo --format json`.
@@ -69,6 +72,8 @@ pub struct DemoReport {
     pub tables: Vec<TableInfo>,
     /// `pgwarden doctor` on the loaded cluster, with a handful of problems planted.
     pub doctor: pgw_doctor::Report,
+    /// `pgwarden partition` on a monthly time series.
+    pub partition: PartitionDemo,
     /// `pgwarden tune --diff` against the freshly loaded cluster.
     pub tune: TuneReport,
     /// `pgwarden tune apply --yes` on it.
@@ -76,6 +81,19 @@ pub struct DemoReport {
     /// After a restart: recommended settings now in effect, and any that are not.
     pub after_restart: AfterRestart,
     pub elapsed_ms: u128,
+}
+
+/// The partition part of the demo: `create`, a `maintain` that has work to do, a second
+/// `maintain` that has none, and `list`.
+#[derive(Debug, Serialize)]
+pub struct PartitionDemo {
+    pub created: pgw_partition::CreateReport,
+    /// Rows written after `create`, some of them beyond the premade partitions.
+    pub rows_loaded: i64,
+    pub maintain: pgw_partition::MaintainReport,
+    /// Steps the second maintenance run took (0: idempotent).
+    pub second_run_steps: usize,
+    pub listing: Vec<pgw_partition::SetListing>,
 }
 
 #[derive(Debug, Serialize)]
@@ -139,7 +157,13 @@ pub async fn run(opts: &Options) -> Result<DemoReport, DemoError> {
     })
     .await?;
 
-    step(5, "tune: recommend and diff against the live server");
+    step(
+        5,
+        "partition: a monthly time series with premake, retention and default-partition rescue",
+    );
+    let partition = partition(&client, &cluster.dsn()).await?;
+
+    step(6, "tune: recommend and diff against the live server");
     let req = Request {
         use_server: true,
         dsn: Some(cluster.dsn()),
@@ -147,15 +171,15 @@ pub async fn run(opts: &Options) -> Result<DemoReport, DemoError> {
     };
     let tune = pgw_tune::run::diff(&req).await?;
 
-    step(6, "tune apply: ALTER SYSTEM and reload");
+    step(7, "tune apply: ALTER SYSTEM and reload");
     let (_, plan, session) = pgw_tune::run::plan_apply(&req).await?;
     let apply = pgw_tune::run::execute_apply(&session, &plan, &AtomicBool::new(false)).await?;
     drop(session);
 
-    step(7, "restarting for the settings that need it");
+    step(8, "restarting for the settings that need it");
     drop(client);
     cluster.restart()?;
-    step(8, "checking every recommended setting is in effect");
+    step(9, "checking every recommended setting is in effect");
     let after = pgw_tune::run::diff(&req).await?;
     let rows = after.diff.unwrap_or_default();
     let not_in_effect: Vec<String> = rows
@@ -172,6 +196,7 @@ pub async fn run(opts: &Options) -> Result<DemoReport, DemoError> {
         },
         tables,
         doctor,
+        partition,
         tune,
         apply,
         after_restart: AfterRestart {
@@ -327,4 +352,79 @@ async fn table_info(client: &Client) -> Result<Vec<TableInfo>, DemoError> {
             bytes: r.get(3),
         })
         .collect())
+}
+
+/// `metrics`, partitioned by month from 14 months back with 3 months premade and 12 months
+/// kept: rows for every day since, and some from 8 months ahead that land in the default
+/// partition. Maintenance rescues those into a partition of their own and detaches the
+/// months past retention; a second run has nothing to do.
+async fn partition(client: &Client, dsn: &str) -> Result<PartitionDemo, DemoError> {
+    client
+        .batch_execute(
+            "CREATE TABLE metrics (at timestamptz NOT NULL, host text NOT NULL, value float8)
+               PARTITION BY RANGE (at)",
+        )
+        .await
+        .map_err(q("create the metrics table"))?;
+    let start: String = client
+        .query_one(
+            "SELECT to_char(date_trunc('month', now() AT TIME ZONE 'UTC') - interval '14 months', 'YYYY-MM-DD')",
+            &[],
+        )
+        .await
+        .map_err(q("compute the first month"))?
+        .get(0);
+    let created = pgw_partition::create(&pgw_partition::CreateOptions {
+        dsn: Some(dsn.to_string()),
+        table: "public.metrics".into(),
+        column: "at".into(),
+        layout: pgw_partition::Layout::Range("1 month".into()),
+        premake: 3,
+        start: Some(start),
+        retention: Some("12 months".into()),
+        retention_mode: pgw_partition::RetentionMode::Detach,
+        default_partition: true,
+        time_zone: "UTC".into(),
+        name_pattern: None,
+        template: pgw_partition::Template::default(),
+        lock_timeout_ms: 2000,
+        dry_run: false,
+        yes: false,
+        batch_rows: 50_000,
+        drop_old: false,
+    })
+    .await?;
+    let rows_loaded = client
+        .execute(
+            "INSERT INTO metrics (at, host, value)
+             SELECT now() - g * interval '10 minutes', 'db' || (g % 4), random()
+               FROM generate_series(0, 6 * 24 * 420) g
+             UNION ALL
+             SELECT now() + interval '8 months' + g * interval '1 minute', 'db0', random()
+               FROM generate_series(1, 500) g",
+            &[],
+        )
+        .await
+        .map_err(q("load the metrics"))? as i64;
+    let opts = pgw_partition::MaintainOptions {
+        dsn: Some(dsn.to_string()),
+        table: None,
+        dry_run: false,
+        lock_timeout_ms: 2000,
+    };
+    let maintain = pgw_partition::maintain(&opts, &|_, _| false).await?;
+    let again = pgw_partition::maintain(&opts, &|_, _| false).await?;
+    let second_run_steps = again.sets.iter().map(|s| s.steps.len()).sum();
+    client
+        .batch_execute("ANALYZE metrics")
+        .await
+        .map_err(q("analyze the metrics"))?;
+    let listing = pgw_partition::list(Some(dsn), None).await?;
+    Ok(PartitionDemo {
+        created,
+        rows_loaded,
+        maintain,
+        second_run_steps,
+        listing,
+    })
 }

@@ -202,7 +202,23 @@ pub fn demo(r: &pgw_demo::DemoReport) -> String {
     s.push_str(&table(&["table", "rows", "dead rows", "size"], rows));
     s.push_str("\n\n== pgwarden doctor ==\n");
     s.push_str(&doctor(&r.doctor));
-    s.push_str("\n== pgwarden tune --diff ==\n");
+    let p = &r.partition;
+    s.push_str(&format!(
+        "\n== pgwarden partition ==\ncreate: public.metrics by month, {} partitions made (premake 3, retention 12 months, detach); {} rows loaded, some 8 months ahead into the default partition\nmaintain:\n",
+        p.created.actions.len(),
+        p.rows_loaded
+    ));
+    s.push_str(&partition_maintained(&p.maintain));
+    s.push_str(&format!(
+        "maintain again: {}\n\n",
+        if p.second_run_steps == 0 {
+            "nothing to do".to_string()
+        } else {
+            format!("{} steps", p.second_run_steps)
+        }
+    ));
+    s.push_str(&partition_list(&p.listing));
+    s.push_str("== pgwarden tune --diff ==\n");
     s.push_str(&diff(&r.tune, r.tune.diff.as_deref().unwrap_or(&[])));
     s.push_str("\nReasons:\n");
     let reasons = r

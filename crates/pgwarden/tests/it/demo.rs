@@ -57,6 +57,21 @@ fn demo_runs_and_cleans_up() {
         "churn left dead rows: {doc}"
     );
     assert!(!doc["tune"]["diff"].as_array().unwrap().is_empty());
+    // partition: the rows beyond the premade months were rescued from the default
+    // partition, months past retention detached, and a second run had nothing to do.
+    let steps = doc["partition"]["maintain"]["sets"][0]["steps"]
+        .as_array()
+        .unwrap();
+    let done = |action: &str| {
+        steps
+            .iter()
+            .filter(|s| s["action"] == action && s["status"] == "done")
+            .count()
+    };
+    assert_eq!(done("rescue"), 1, "{steps:#?}");
+    assert!(done("retire") >= 1, "{steps:#?}");
+    assert_eq!(doc["partition"]["second_run_steps"], 0);
+    assert_eq!(doc["partition"]["listing"][0]["default_rows"], 0);
     // doctor finds what the demo planted.
     let checks: Vec<&str> = doc["doctor"]["findings"]
         .as_array()
