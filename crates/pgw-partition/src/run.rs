@@ -362,6 +362,18 @@ pub async fn create_with_progress(
             "--name-pattern '{name_pattern}' must contain {{suffix}}"
         )));
     }
+    if let Layout::List(lists) = &opts.layout {
+        let mut seen = std::collections::HashMap::new();
+        for (suffix, values) in lists {
+            for v in values {
+                if let Some(other) = seen.insert(v.clone(), suffix.clone()) {
+                    return Err(PartitionError::Usage(format!(
+                    "value '{v}' is in both --list {other} and --list {suffix}: list partitions cannot overlap"
+                )));
+                }
+            }
+        }
+    }
     let mut client = open(opts.dsn.as_deref(), opts.lock_timeout_ms).await?;
     if let Some((cfg, next, total)) = crate::convert::in_progress(&client, &schema, &table).await? {
         // A conversion an earlier run started: finish it with the options it started with.

@@ -219,6 +219,16 @@ async fn bad_input_is_refused_with_nothing_made() {
         assert!(line.contains(want), "{}: got {line}", o.table);
         assert!(err.is_input(), "{line}");
     }
+    let mut o = range(&dsn, "t", "label", "");
+    o.layout = Layout::List(vec![
+        ("a".into(), vec!["US".into()]),
+        ("b".into(), vec!["CA".into(), "US".into()]),
+    ]);
+    let err = pgw_partition::create(&o).await.unwrap_err();
+    assert!(
+        err.to_string().contains("cannot overlap") && err.is_input(),
+        "{err}"
+    );
     let mut o = range(&dsn, "t", "at", "1 month");
     o.time_zone = "Mars/Olympus".into();
     let err = pgw_partition::create(&o).await.unwrap_err();
