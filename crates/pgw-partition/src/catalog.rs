@@ -30,6 +30,9 @@ CREATE TABLE IF NOT EXISTS pgwarden.partition_set (
 );
 COMMENT ON TABLE pgwarden.partition_set IS
     'Partition sets managed by pgwarden partition; one row per partitioned parent table';
+-- Read-only commands (partition list) need no more than pg_monitor.
+GRANT USAGE ON SCHEMA pgwarden TO pg_monitor;
+GRANT SELECT ON pgwarden.partition_set TO pg_monitor;
 ";
 
 /// Creates the `pgwarden` schema and its config table if missing.

@@ -913,8 +913,11 @@ pub struct SetListing {
     pub table: String,
     pub config: SetConfig,
     pub partitions: Vec<PartitionInfo>,
-    /// Exact row count of the default partition (None: there is none).
+    /// Row count of the default partition (None: there is none).
     pub default_rows: Option<i64>,
+    /// False when the role may not read the default partition (pg_monitor): the count is
+    /// then the statistics' estimate of live rows.
+    pub default_rows_exact: bool,
     /// Ranges no partition covers, between the lowest and the highest bound.
     pub gaps: Vec<(String, String)>,
     pub oldest: Option<String>,
@@ -961,10 +964,11 @@ pub async fn list(
                 config: cfg,
                 partitions: Vec::new(),
                 default_rows: None,
+                default_rows_exact: true,
                 gaps: Vec::new(),
                 oldest: None,
                 newest: None,
-                error: Some(e.to_string()),
+                error: Some(pgw_common::report(&e)),
             }),
         }
     }
@@ -994,18 +998,32 @@ async fn list_one(client: &Client, cfg: &SetConfig) -> Result<SetListing, Partit
         .iter()
         .map(|r| (r.get(0), (r.get(1), r.get(2))))
         .collect();
-    let default_rows = match parts.iter().find(|p| p.is_default) {
-        Some(d) => Some(
-            client
-                .query_one(
-                    &format!("SELECT count(*) FROM {}", qualified(&d.schema, &d.name)),
-                    &[],
-                )
+    // Exact when the role may read the default partition; else (pg_monitor) the statistics'
+    // live-row count, marked as an estimate.
+    let (default_rows, default_rows_exact) = match parts.iter().find(|p| p.is_default) {
+        Some(d) => {
+            let table = qualified(&d.schema, &d.name);
+            let readable: bool = client
+                .query_one("SELECT has_table_privilege($1, 'SELECT')", &[&table])
                 .await
-                .map_err(|e| PartitionError::sql("count the default partition's rows", e))?
-                .get(0),
-        ),
-        None => None,
+                .map_err(|e| PartitionError::sql("check privileges", e))?
+                .get(0);
+            let sql = if readable {
+                format!("SELECT count(*) FROM {table}")
+            } else {
+                "SELECT coalesce((SELECT n_live_tup FROM pg_stat_all_tables
+                                   WHERE relid = $1::text::regclass), 0)"
+                    .to_string()
+            };
+            let row = if readable {
+                client.query_one(&sql, &[]).await
+            } else {
+                client.query_one(&sql, &[&table]).await
+            }
+            .map_err(|e| PartitionError::sql("count the default partition's rows", e))?;
+            (Some(row.get::<_, i64>(0)), readable)
+        }
+        None => (None, true),
     };
     let show = |v: Option<Value>| {
         v.map(|v| v.to_string())
@@ -1034,6 +1052,7 @@ async fn list_one(client: &Client, cfg: &SetConfig) -> Result<SetListing, Partit
             })
             .collect(),
         default_rows,
+        default_rows_exact,
         error: None,
     })
 }

@@ -548,7 +548,14 @@ pub fn partition_list(sets: &[pgw_partition::SetListing]) -> String {
             s.oldest.as_deref().unwrap_or("-"),
             s.newest.as_deref().unwrap_or("-"),
             s.default_rows
-                .map(|n| format!("{n} rows"))
+                .map(|n| format!(
+                    "{n} rows{}",
+                    if s.default_rows_exact {
+                        ""
+                    } else {
+                        " (estimate: no SELECT on it)"
+                    }
+                ))
                 .unwrap_or_else(|| "none".into()),
             if s.gaps.is_empty() {
                 "none".to_string()

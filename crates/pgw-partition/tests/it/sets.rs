@@ -242,3 +242,67 @@ async fn bad_input_is_refused_with_nothing_made() {
         "0"
     );
 }
+
+#[tokio::test]
+async fn template_owner_grants_reloptions_quoted_names_and_a_pg_monitor_list() {
+    let (db, dsn) = database(
+        r#"DO $$ BEGIN
+             CREATE ROLE part_app; CREATE ROLE part_reporting;
+             CREATE ROLE part_mon LOGIN PASSWORD 'mon-pw' IN ROLE pg_monitor;
+           EXCEPTION WHEN duplicate_object THEN NULL; END $$;
+           CREATE TABLE "Events" (at timestamptz NOT NULL) PARTITION BY RANGE (at);
+           ALTER TABLE "Events" OWNER TO part_app;
+           GRANT SELECT ON "Events" TO PUBLIC;"#,
+    );
+    let mut o = range(&dsn, r#"public."Events""#, "at", "1 month");
+    o.premake = 1;
+    o.template.grants = vec!["SELECT, INSERT TO part_reporting".into()];
+    o.template.reloptions = vec!["autovacuum_vacuum_scale_factor=0.01".into()];
+    pgw_partition::create(&o).await.expect("create");
+    let this_month = sql(&db, "SELECT to_char(now() AT TIME ZONE 'UTC', 'YYYY_MM')");
+    let name = format!("Events_p{this_month}");
+    let facts = sql(
+        &db,
+        &format!(
+            "SELECT pg_get_userbyid(relowner) || ' ' || relacl::text || ' ' || reloptions::text
+               FROM pg_class WHERE relname = '{name}'"
+        ),
+    );
+    assert!(
+        facts.starts_with("part_app "),
+        "owner from the parent: {facts}"
+    );
+    assert!(
+        facts.contains("=r/part_app"),
+        "the parent's grants: {facts}"
+    );
+    assert!(
+        facts.contains("part_reporting=ar/part_app"),
+        "the template's grant: {facts}"
+    );
+    assert!(
+        facts.contains("autovacuum_vacuum_scale_factor=0.01"),
+        "{facts}"
+    );
+    assert_eq!(partitions(&db, r#""Events""#).len(), 4);
+
+    // A pg_monitor role can list the set; the default partition's count is then an estimate.
+    let mon = crate::cluster().dsn_for("part_mon", "mon-pw", &db);
+    let sets = pgw_partition::list(Some(&mon), None)
+        .await
+        .expect("list as pg_monitor");
+    assert_eq!(sets.len(), 1);
+    assert_eq!(sets[0].table, r#"public."Events""#);
+    assert_eq!(sets[0].partitions.len(), 4, "{sets:#?}");
+    assert!(
+        sets[0].default_rows_exact,
+        "PUBLIC may read it, as the parent's grant says"
+    );
+    assert!(sets[0].error.is_none(), "{sets:#?}");
+    sql(&db, r#"REVOKE SELECT ON "Events_default" FROM PUBLIC"#);
+    let sets = pgw_partition::list(Some(&mon), None)
+        .await
+        .expect("list as pg_monitor");
+    assert!(!sets[0].default_rows_exact, "{sets:#?}");
+    assert_eq!(sets[0].default_rows, Some(0));
+}
