@@ -8,12 +8,12 @@
 use serde::Serialize;
 use tokio_postgres::Client;
 
-use crate::catalog::{self};
+use crate::catalog;
 use crate::ddl::{self, qualified};
 use crate::error::PartitionError;
 use crate::interval::{Interval, Retention};
 use crate::model::{KeyKind, Partition, RetentionMode, SetConfig, Strategy, Template};
-use crate::run::parse_table;
+use crate::session::parse_table;
 
 /// `pgwarden partition adopt`.
 #[derive(Debug, Clone, Default)]
@@ -141,7 +141,7 @@ pub async fn adopt(opts: &AdoptOptions) -> Result<AdoptReport, PartitionError> {
     let (schema, table) = parse_table(&opts.table)?;
     let shown = qualified(&schema, &table);
     ddl::check_template(&opts.template)?;
-    let client = crate::run::open(opts.dsn.as_deref(), 10_000).await?;
+    let client = crate::session::open(opts.dsn.as_deref(), 10_000).await?;
     if !catalog::load_sets(&client, Some((&schema, &table)))
         .await?
         .is_empty()

@@ -10,8 +10,9 @@
 //!
 //! Shape: pure `interval` (grids, suffixes), `bound` (parsing `pg_get_expr` output),
 //! `plan` (config + facts -> actions) and `ddl` (actions -> SQL, which is also what
-//! `--dry-run` prints); I/O in `catalog` (facts, config table) and `run` (entry points,
-//! execution).
+//! `--dry-run` prints); I/O in `catalog` (facts, config table), `session` (shared
+//! connection and execution), and one module per command: `create`, `maintain`, `list`,
+//! `adopt`, `convert`.
 //!
 //! # Invariants
 //! - **Bounds in the set's zone:** time bounds are wall times in the set's `time_zone` (UTC
@@ -33,21 +34,23 @@ pub mod adopt;
 pub mod bound;
 pub mod catalog;
 pub mod convert;
+pub mod create;
 pub mod ddl;
 mod error;
 pub mod interval;
+pub mod list;
+pub mod maintain;
 pub mod model;
 pub mod plan;
-pub mod run;
+pub mod session;
 
 #[cfg(test)]
 mod tests;
 
 pub use adopt::{adopt, AdoptOptions, AdoptReport};
+pub use create::{create, create_with_progress, CreateOptions, CreateReport, Layout};
 pub use error::PartitionError;
 pub use interval::{Interval, Retention, Value};
+pub use list::{list, SetListing};
+pub use maintain::{maintain, MaintainOptions, MaintainReport, Status};
 pub use model::{RetentionMode, SetConfig, Strategy, Template};
-pub use run::{
-    create, create_with_progress, list, maintain, CreateOptions, CreateReport, Layout,
-    MaintainOptions, MaintainReport, SetListing, Status,
-};

@@ -1,6 +1,6 @@
 //! The planner: from a set's config and the catalog's facts to the list of actions that
-//! make the set what the config says. Pure; `ddl.rs` renders the actions, `run.rs` reads
-//! the facts and executes them.
+//! make the set what the config says. Pure; `ddl.rs` renders the actions, `create.rs` and
+//! `maintain.rs` read the facts and execute them.
 
 use serde::Serialize;
 

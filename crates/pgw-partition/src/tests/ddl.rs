@@ -1,4 +1,4 @@
-//! Unit tests of `ddl.rs` (actions as the exact SQL that runs) and of `run::parse_table`
+//! Unit tests of `ddl.rs` (actions as the exact SQL that runs) and of `session::parse_table`
 //! (table names as the user types them).
 
 use super::{config, i, t};
@@ -6,7 +6,7 @@ use crate::ddl::{check_template, qualified, Sql, Target, TemplateError};
 use crate::interval::{Interval, Value};
 use crate::model::{KeyKind, RetentionMode, SetConfig, Template};
 use crate::plan::Action;
-use crate::run::parse_table;
+use crate::session::parse_table;
 use crate::PartitionError;
 
 const NO_GRANTS: &[(String, String)] = &[];
@@ -493,7 +493,7 @@ fn template_accepts() {
     }
 }
 
-// ---------------------------------------------------------------- run::parse_table
+// ---------------------------------------------------------------- session::parse_table
 
 #[test]
 fn parse_table_accepts() {

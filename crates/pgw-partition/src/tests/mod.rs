@@ -1,5 +1,5 @@
 //! Unit tests of the pure parts: `interval`, `bound`, `model` naming, `plan`, `ddl`, and
-//! `run::parse_table`. Table-driven: one small `check` per feature and a list of cases.
+//! `session::parse_table`. Table-driven: one small `check` per feature and a list of cases.
 
 mod bound;
 mod ddl;

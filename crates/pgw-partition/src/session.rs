@@ -1,0 +1,286 @@
+//! What every partition command shares: the session (connection, fixed DateStyle and
+//! TimeZone, lock_timeout), table-name and --start parsing, reading where a set's grid
+//! stands and what its default partition holds, and running one action's SQL.
+
+use tokio_postgres::error::SqlState;
+use tokio_postgres::Client;
+
+use pgw_common::conninfo::{ConnParams, ProcessEnv};
+use pgw_common::{connect, ConnectError};
+
+use crate::catalog::{self, Parent};
+use crate::ddl::{self, qualified};
+use crate::error::PartitionError;
+use crate::interval::{Interval, Value};
+use crate::model::{KeyKind, Partition, SetConfig, Strategy};
+
+/// Connects as libpq would, with our session fixed: ISO dates, UTC, so that catalog text is
+/// parsed the same way whatever the role's or database's settings are.
+/// `lock_timeout` holds for the whole session, so reading a locked table while planning is
+/// skipped too, never waited on.
+pub(crate) async fn open(
+    dsn: Option<&str>,
+    lock_timeout_ms: u64,
+) -> Result<Client, PartitionError> {
+    let params = ConnParams::resolve(dsn, &ProcessEnv).map_err(ConnectError::from)?;
+    let client = connect(&params).await?;
+    client
+        .batch_execute(
+            "SET DateStyle = 'ISO, YMD'; SET TimeZone = 'UTC'; SET IntervalStyle = 'postgres'",
+        )
+        .await
+        .map_err(|e| PartitionError::sql("set up the session", e))?;
+    client
+        .query_one(
+            "SELECT set_config('lock_timeout', $1, false)",
+            &[&format!("{lock_timeout_ms}ms")],
+        )
+        .await
+        .map_err(|e| PartitionError::sql("set up the session", e))?;
+    Ok(client)
+}
+
+/// A lock-timeout error as [`PartitionError::LockTimeout`]; others unchanged.
+pub(crate) fn lock_busy(e: PartitionError, table: &str, ms: u64) -> PartitionError {
+    match &e {
+        PartitionError::Sql { source, .. }
+            if source.code() == Some(&SqlState::LOCK_NOT_AVAILABLE) =>
+        {
+            PartitionError::LockTimeout {
+                table: table.to_string(),
+                ms,
+            }
+        }
+        _ => e,
+    }
+}
+
+/// Splits `schema.table` (double quotes allowed, as SQL writes them); no schema: public.
+pub fn parse_table(text: &str) -> Result<(String, String), PartitionError> {
+    let err = || PartitionError::TableName(text.to_string());
+    let mut parts = Vec::new();
+    let mut cur = String::new();
+    let mut chars = text.trim().chars().peekable();
+    let mut quoted_part = false;
+    while let Some(c) = chars.next() {
+        match c {
+            '"' => {
+                quoted_part = true;
+                loop {
+                    match chars.next() {
+                        Some('"') if chars.peek() == Some(&'"') => {
+                            chars.next();
+                            cur.push('"');
+                        }
+                        Some('"') => break,
+                        Some(c) => cur.push(c),
+                        None => return Err(err()),
+                    }
+                }
+            }
+            '.' => {
+                parts.push(std::mem::take(&mut cur));
+                quoted_part = false;
+            }
+            _ if quoted_part => return Err(err()),
+            c if c.is_whitespace() || c.is_control() => return Err(err()),
+            c => cur.extend(c.to_lowercase()),
+        }
+    }
+    parts.push(cur);
+    match parts.as_slice() {
+        [t] if !t.is_empty() => Ok(("public".to_string(), t.clone())),
+        [s, t] if !s.is_empty() && !t.is_empty() => Ok((s.clone(), t.clone())),
+        _ => Err(err()),
+    }
+}
+
+/// Parses a `--start` for the key's kind.
+pub(crate) fn parse_start(text: &str, kind: KeyKind) -> Result<Value, PartitionError> {
+    let bad = || {
+        PartitionError::Usage(format!(
+            "--start '{text}' is not a {}",
+            if kind == KeyKind::Integer {
+                "number"
+            } else {
+                "date (YYYY-MM-DD or YYYY-MM-DD HH:MM)"
+            }
+        ))
+    };
+    let t = text.trim();
+    if kind == KeyKind::Integer {
+        return t.parse().map(Value::Int).map_err(|_| bad());
+    }
+    for fmt in [
+        "%Y-%m-%d %H:%M:%S",
+        "%Y-%m-%d %H:%M",
+        "%Y-%m-%dT%H:%M:%S",
+        "%Y-%m-%dT%H:%M",
+    ] {
+        if let Ok(t) = chrono::NaiveDateTime::parse_from_str(t, fmt) {
+            return Ok(Value::Time(t));
+        }
+    }
+    chrono::NaiveDate::parse_from_str(t, "%Y-%m-%d")
+        .ok()
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .map(Value::Time)
+        .ok_or_else(bad)
+}
+
+/// The set's key kind from the parent's key type, checked against the strategy.
+pub(crate) fn key_kind(
+    cfg_column: &str,
+    parent: &Parent,
+    strategy: Strategy,
+) -> Result<KeyKind, PartitionError> {
+    let type_name = parent.key_type.clone().unwrap_or_default();
+    let kind = KeyKind::from_type(&type_name);
+    if strategy == Strategy::Range && kind == KeyKind::Other {
+        return Err(PartitionError::WrongType {
+            column: cfg_column.to_string(),
+            type_name,
+        });
+    }
+    Ok(kind)
+}
+
+/// Where the grid stands: now in the set's zone (time keys), or the highest key outside the
+/// default partition (integer keys; None when the set holds no rows).
+pub(crate) async fn newest(
+    client: &Client,
+    cfg: &SetConfig,
+    kind: KeyKind,
+    parts: &[Partition],
+) -> Result<Option<Value>, PartitionError> {
+    if kind.is_time() {
+        return Ok(Some(Value::Time(
+            catalog::now_in(client, &cfg.time_zone).await?,
+        )));
+    }
+    // Highest partitions first: usually the first non-empty one answers, by its index.
+    let mut ranged: Vec<&Partition> = parts.iter().filter(|p| !p.is_default).collect();
+    ranged.sort_by_key(|p| std::cmp::Reverse(p.lower));
+    for p in ranged {
+        let sql = format!(
+            "SELECT max({})::bigint FROM {}",
+            pgw_common::output::quote_ident(&cfg.column),
+            qualified(&p.schema, &p.name)
+        );
+        let max: Option<i64> = client
+            .query_one(&sql, &[])
+            .await
+            .map_err(|e| PartitionError::sql(format!("read the highest {}", cfg.column), e))?
+            .get(0);
+        if let Some(m) = max {
+            return Ok(Some(Value::Int(m)));
+        }
+    }
+    Ok(None)
+}
+
+/// Grid cells that hold rows of the default partition, with their row counts.
+pub(crate) async fn default_rows(
+    client: &Client,
+    cfg: &SetConfig,
+    kind: KeyKind,
+    iv: Interval,
+    default: &Partition,
+) -> Result<Vec<(Value, i64)>, PartitionError> {
+    let key = pgw_common::output::quote_ident(&cfg.column);
+    let table = qualified(&default.schema, &default.name);
+    let what = "count the rows in the default partition";
+    let mut cells: std::collections::BTreeMap<Value, i64> = Default::default();
+    if let Interval::Integer(n) = iv {
+        let sql = format!(
+            "SELECT (floor({key}::numeric / $1::bigint) * $1::bigint)::bigint, count(*)
+               FROM {table} WHERE {key} IS NOT NULL GROUP BY 1"
+        );
+        let rows = client
+            .query(&sql, &[&n])
+            .await
+            .map_err(|e| PartitionError::sql(what, e))?;
+        for r in rows {
+            cells.insert(Value::Int(r.get(0)), r.get(1));
+        }
+    } else {
+        // Group by a unit no wider than the interval, then fold the units onto the grid.
+        let unit = match iv {
+            Interval::Months(_) => "month",
+            Interval::Days(_) => "day",
+            Interval::Minutes(m) if m % 60 == 0 => "hour",
+            _ => "minute",
+        };
+        let wall = match kind {
+            KeyKind::Timestamptz => format!("timezone($2, {key})"),
+            KeyKind::Date => format!("{key}::timestamp"),
+            _ => key.clone(),
+        };
+        let sql = format!(
+            "SELECT date_trunc($1, {wall})::timestamp, count(*) FROM {table}
+              WHERE {key} IS NOT NULL GROUP BY 1"
+        );
+        let rows = if kind == KeyKind::Timestamptz {
+            client.query(&sql, &[&unit, &cfg.time_zone]).await
+        } else {
+            client.query(&sql, &[&unit]).await
+        }
+        .map_err(|e| PartitionError::sql(what, e))?;
+        for r in rows {
+            let t: chrono::NaiveDateTime = r.get(0);
+            *cells.entry(iv.align(Value::Time(t))).or_default() += r.get::<_, i64>(1);
+        }
+    }
+    Ok(cells.into_iter().collect())
+}
+
+/// Runs one action's SQL with `lock_timeout`, in a transaction unless it cannot be.
+pub(crate) async fn execute(
+    client: &mut Client,
+    sql: &ddl::Sql,
+    lock_timeout_ms: u64,
+    table: &str,
+) -> Result<(), PartitionError> {
+    let timeout = format!("{lock_timeout_ms}ms");
+    let classify = |e: tokio_postgres::Error| {
+        if e.code() == Some(&SqlState::LOCK_NOT_AVAILABLE) {
+            PartitionError::LockTimeout {
+                table: table.to_string(),
+                ms: lock_timeout_ms,
+            }
+        } else {
+            let first = sql.statements.first().cloned().unwrap_or_default();
+            PartitionError::sql(format!("run `{}`", short(&first)), e)
+        }
+    };
+    if sql.transactional {
+        let tx = client.transaction().await.map_err(classify)?;
+        tx.query_one("SELECT set_config('lock_timeout', $1, true)", &[&timeout])
+            .await
+            .map_err(classify)?;
+        for s in &sql.statements {
+            tx.batch_execute(s).await.map_err(classify)?;
+        }
+        tx.commit().await.map_err(classify)?;
+    } else {
+        // The session's lock_timeout (set when it was opened) applies.
+        let mut result = Ok(());
+        for s in &sql.statements {
+            if let Err(e) = client.batch_execute(s).await {
+                result = Err(classify(e));
+                break;
+            }
+        }
+        result?;
+    }
+    Ok(())
+}
+
+fn short(s: &str) -> String {
+    let one: String = s.split_whitespace().collect::<Vec<_>>().join(" ");
+    if one.chars().count() > 120 {
+        format!("{}...", one.chars().take(117).collect::<String>())
+    } else {
+        one
+    }
+}
