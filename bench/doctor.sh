@@ -21,42 +21,23 @@
 set -euo pipefail
 export LC_ALL=C
 cd "$(dirname "$0")/.."
+BENCH=doctor.sh
 
 TABLES=${TABLES:-10000}
 ROUNDS=${ROUNDS:-3}
 PG_BIN=/usr/lib/postgresql/15/bin
-SUDO=""
-[ "$(id -u)" = 0 ] || SUDO="sudo"
+# shellcheck source=bench/lib.sh
+. "$PWD/bench/lib.sh"
 
 need=()
 [ -x "$PG_BIN/initdb" ] || need+=(postgresql-15 postgresql-contrib-15)
 command -v check_postgres >/dev/null 2>&1 || need+=(check-postgres)
 if [ ${#need[@]} -gt 0 ]; then
-  echo "==> installing ${need[*]}" >&2
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
+  apt_install "${need[@]}"
 fi
+bench_pgwarden
 
-if [ -z "${PGWARDEN:-}" ]; then
-  cargo build --release --quiet --bin pgwarden
-  PGWARDEN=$(pwd)/target/release/pgwarden
-fi
-
-DIR=$(mktemp -d /tmp/pgwarden-doctor-bench.XXXXXX)
-chmod 755 "$DIR"
-as_pg() {
-  if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
-}
-[ "$(id -u)" = 0 ] && chown postgres "$DIR"
-cleanup() {
-  as_pg "$PG_BIN/pg_ctl" -D "$DIR/data" -m immediate stop >/dev/null 2>&1 || true
-  rm -rf "$DIR"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+bench_cluster_dir pgwarden-doctor-bench
 as_pg "$PG_BIN/initdb" -D "$DIR/data" -U postgres --auth=trust -E UTF8 --locale=C -N >/dev/null
 as_pg "$PG_BIN/pg_ctl" -D "$DIR/data" -l "$DIR/server.log" -w \
   -o "-c listen_addresses=127.0.0.1 -c port=$PORT -c unix_socket_directories=$DIR -c max_locks_per_transaction=256" \
@@ -82,7 +63,6 @@ echo "==> built in $(($(date +%s) - t0)) s" >&2
 
 DSN="host=127.0.0.1 port=$PORT user=postgres dbname=bench"
 CP=(check_postgres -H 127.0.0.1 -p "$PORT" -u postgres --db bench)
-now_ms() { date +%s%3N; }
 
 run_pgwarden() {
   local code=0
@@ -118,7 +98,6 @@ for r in $(seq 1 "$ROUNDS"); do
   done
 done
 
-median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {if (NR%2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
 pw=$(median "${PW[@]}")
 cp=$(median "${CPT[@]}")
 

@@ -95,75 +95,21 @@ PG_BIN=/usr/lib/postgresql/15/bin
 CLK_TCK=$(getconf CLK_TCK)
 T0=$(date +%s)
 
-say() { printf '==> %s\n' "$*" >&2; }
-die() {
-  printf 'tune.sh: %s\n' "$*" >&2
-  exit 1
-}
+BENCH=tune.sh
+# shellcheck source=bench/lib.sh
+. "$ROOT/bench/lib.sh"
 
 # ---------------------------------------------------------------- prerequisites
-if [ "$(id -u)" = 0 ]; then
-  SUDO=""
-  as_pg() { runuser -u postgres -- "$@"; }
-else
-  SUDO="sudo"
-  as_pg() { "$@"; }
-fi
-
 if ! [ -x "$PG_BIN/initdb" ] || ! [ -x "$PG_BIN/pg_ctl" ] || ! [ -x "$PG_BIN/pgbench" ] || ! [ -x "$PG_BIN/psql" ]; then
-  say "installing PostgreSQL 15 (Debian packages postgresql-15, postgresql-contrib-15)"
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq postgresql-15 postgresql-contrib-15 >/dev/null
+  apt_install postgresql-15 postgresql-contrib-15
   [ -x "$PG_BIN/pgbench" ] || die "PostgreSQL 15 is still missing at $PG_BIN after apt-get install"
 fi
-command -v python3 >/dev/null || die "python3 is needed (to pick a free port)"
-
-if [ -n "${PGWARDEN:-}" ]; then
-  [ -x "$PGWARDEN" ] || die "PGWARDEN=$PGWARDEN is not an executable"
-else
-  command -v cargo >/dev/null || die "cargo not found: install Rust 1.85 or newer (https://rustup.rs)"
-  say "building pgwarden (cargo build --release --bin pgwarden)"
-  cargo build --release --quiet --bin pgwarden
-  PGWARDEN=$ROOT/target/release/pgwarden
-fi
+bench_pgwarden
 
 # ---------------------------------------------------------------- throwaway cluster
-# Settings from the environment must not leak into either configuration.
-unset PGOPTIONS PGSERVICE PGSERVICEFILE PGHOST PGHOSTADDR PGPORT PGUSER PGDATABASE PGSSLMODE
-
-DIR=$(mktemp -d /tmp/pgwarden-bench.XXXXXX)
-DATA=$DIR/data
-LOG=$DIR/server.log
-PGBENCH_PID=""
-CLEANED=0
-
-cleanup() {
-  [ "$CLEANED" = 1 ] && return
-  CLEANED=1
-  if [ -n "$PGBENCH_PID" ]; then
-    kill "$PGBENCH_PID" 2>/dev/null || true
-    wait "$PGBENCH_PID" 2>/dev/null || true
-  fi
-  if [ -f "$DATA/postmaster.pid" ]; then
-    as_pg "$PG_BIN/pg_ctl" -D "$DATA" -m immediate -w stop >/dev/null 2>&1 || true
-  fi
-  rm -rf "$DIR"
-}
-on_signal() {
-  trap '' INT TERM
-  echo >&2
-  say "interrupted; stopping the throwaway cluster"
-  cleanup
-  exit "$1"
-}
-trap cleanup EXIT
-trap 'on_signal 130' INT
-trap 'on_signal 143' TERM
-
-[ "$(id -u)" = 0 ] && chown postgres: "$DIR"
-
-PORT=$(python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])')
-[ "$PORT" != 5432 ] || die "picked port 5432; refusing"
+# Settings from the environment must not leak into either configuration (bench_cluster_dir
+# unsets them).
+bench_cluster_dir pgwarden-bench
 DSN="host=127.0.0.1 port=$PORT user=postgres dbname=postgres"
 CONN=(-h 127.0.0.1 -p "$PORT" -U postgres)
 
@@ -235,34 +181,6 @@ use_tuned() {
 }
 
 # ---------------------------------------------------------------- measurement
-ticks_now() {
-  # Server CPU so far, in clock ticks: postmaster incl. reaped children + live children.
-  local pm=$1 stat rest total=0 c
-  local -a f
-  read -r stat <"/proc/$pm/stat"
-  rest=${stat##*) }
-  read -r -a f <<<"$rest"
-  # f[0] is field 3 (state); fields 14..17 are f[11..14].
-  total=$((f[11] + f[12] + f[13] + f[14]))
-  for c in $(pgrep -P "$pm" || true); do
-    { read -r stat <"/proc/$c/stat"; } 2>/dev/null || continue
-    rest=${stat##*) }
-    read -r -a f <<<"$rest"
-    total=$((total + f[11] + f[12]))
-  done
-  echo "$total"
-}
-child_count() { pgrep -c -P "$1" || true; }
-client_cpu_ms() {
-  # User + system CPU of this shell's reaped children, in milliseconds, from `times`. Not in
-  # a pipe or $(...): a forked subshell starts with zero children's usage.
-  times >"$DIR/times"
-  sed -n 2p "$DIR/times" | awk '{
-    t = 0
-    for (i = 1; i <= 2; i++) { split($i, p, "m"); sub("s", "", p[2]); t += p[1] * 60 + p[2] }
-    printf "%d\n", t * 1000 + 0.5 }'
-}
-
 prepare_run() {
   sql -c "TRUNCATE pgbench_history" -c "VACUUM ANALYZE" -c "CHECKPOINT"
 }
@@ -272,9 +190,9 @@ run_pgbench() {
   local out=$1 rc=0
   shift
   "$PG_BIN/pgbench" "${CONN[@]}" -n -c "$CLIENTS" -j "$JOBS" "$@" postgres >"$out" 2>&1 &
-  PGBENCH_PID=$!
-  wait "$PGBENCH_PID" || rc=$?
-  PGBENCH_PID=""
+  CHILD_PID=$!
+  wait "$CHILD_PID" || rc=$?
+  CHILD_PID=""
   if [ "$rc" != 0 ]; then
     cat "$out" >&2
     die "pgbench $* failed (exit $rc)"
@@ -323,11 +241,6 @@ measure() { # measure ROUND CONFIG WORKLOAD
   CCPU[$cfg,$wl]+="$ccpu "
   RAW+=("$(printf '%5s  %-8s  %-11s  %10.1f  %9s  %15s  %15s' "$round" "$cfg" "${WL_NAME[$wl]}" "$tps" "$txns" "$scpu" "$ccpu")")
   say "round $round, $cfg, ${WL_NAME[$wl]}: $tps tps, server $scpu us/txn, client $ccpu us/txn"
-}
-
-median() {
-  printf '%s\n' "$@" | sort -g | awk '{ a[NR] = $1 }
-    END { if (NR == 0) print "nan"; else if (NR % 2) print a[(NR + 1) / 2]; else print (a[NR / 2] + a[NR / 2 + 1]) / 2 }'
 }
 
 # ---------------------------------------------------------------- run
