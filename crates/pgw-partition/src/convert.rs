@@ -12,7 +12,8 @@
 //!    insert the new row), so no row is lost or duplicated.
 //! 3. **Swap** (one short transaction under `lock_timeout`): lock `<t>`, drop the trigger,
 //!    rename `<t>` to `<t>_pgw_old` and the new parent to `<t>`, hand serial sequences over,
-//!    carry identity sequences' positions, register the set. The old table stays until
+//!    carry identity sequences' positions, give the new indexes (and so the primary key) the
+//!    old ones' names, register the set; then ANALYZE. The old table stays until
 //!    `--drop-old`.
 //!
 //! A crash or Ctrl-C at any point leaves a state a rerun finishes: phase 1 and 3 are single
@@ -522,8 +523,55 @@ pub async fn finish(
             .await
             .map_err(|e| lock_or(e, &shown, lock_timeout_ms, "swap the tables"))?;
     }
-    // Identity columns: the new table's own sequences continue where the old ones stood.
     let old_q = qualified(&cfg.schema, &old_name);
+    // Index (and so constraint) names: the new table's take the old table's names, which
+    // become <name>_pgw_old. Indexes pair up by their definition without names.
+    let defs = tx
+        .query(
+            "SELECT c.relname::text, i.indrelid = $1::text::regclass,
+                    regexp_replace(pg_get_indexdef(c.oid),
+                        '^CREATE (UNIQUE )?INDEX (\"[^\"]*\"|[^ ])+ ON (ONLY )?(\"[^\"]*\"|[^ ])+ ', '\\1')
+               FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+              WHERE i.indrelid IN ($1::text::regclass, $2::text::regclass)
+              ORDER BY c.relname",
+            &[&old_q, &shown],
+        )
+        .await
+        .map_err(|e| PartitionError::sql("read the indexes", e))?;
+    let (olds, mut news): (Vec<_>, Vec<_>) = defs
+        .iter()
+        .map(|r| {
+            (
+                r.get::<_, String>(0),
+                r.get::<_, bool>(1),
+                r.get::<_, String>(2),
+            )
+        })
+        .partition(|(_, is_old, _)| *is_old);
+    for (old_idx, _, def) in &olds {
+        let Some(k) = news.iter().position(|(_, _, d)| d == def) else {
+            continue;
+        };
+        let (new_idx, _, _) = news.remove(k);
+        let parked = fill("{parent}_pgw_old", old_idx, "");
+        for sql in [
+            format!(
+                "ALTER INDEX {} RENAME TO {}",
+                qualified(&cfg.schema, old_idx),
+                quote_ident(&parked)
+            ),
+            format!(
+                "ALTER INDEX {} RENAME TO {}",
+                qualified(&cfg.schema, &new_idx),
+                quote_ident(old_idx)
+            ),
+        ] {
+            tx.batch_execute(&sql)
+                .await
+                .map_err(|e| PartitionError::sql("carry the index names over", e))?;
+        }
+    }
+    // Identity columns: the new table's own sequences continue where the old ones stood.
     let idents = tx
         .query(
             "SELECT a.attname::text, pg_get_serial_sequence($1, a.attname), pg_get_serial_sequence($2, a.attname)
@@ -562,6 +610,11 @@ pub async fn finish(
     tx.commit()
         .await
         .map_err(|e| lock_or(e, &shown, lock_timeout_ms, "swap the tables"))?;
+    // Fresh statistics for the planner: the new partitions have never been analyzed.
+    client
+        .batch_execute(&format!("ANALYZE {shown}"))
+        .await
+        .map_err(|e| PartitionError::sql("analyze the new table", e))?;
     let rows: i64 = client
         .query_one(&format!("SELECT count(*) FROM {shown}"), &[])
         .await

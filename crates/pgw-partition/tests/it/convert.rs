@@ -113,6 +113,22 @@ async fn a_populated_table_is_converted_while_writes_continue() {
     )
     .contains("=r/"));
     assert_eq!(sql(&db, "SELECT count(*) FROM pgwarden.partition_set"), "1");
+    // The indexes and the primary key kept their names; the old table's are parked.
+    assert_eq!(
+        sql(&db, "SELECT string_agg(indexrelid::regclass::text, ',' ORDER BY 1) FROM pg_index WHERE indrelid = 'events'::regclass"),
+        "events_pkey,events_payload"
+    );
+    assert_eq!(
+        sql(&db, "SELECT conname FROM pg_constraint WHERE conrelid = 'events'::regclass AND contype = 'p'"),
+        "events_pkey"
+    );
+    assert!(
+        sql(
+            &db,
+            "SELECT reltuples FROM pg_class WHERE relname = 'events_default'"
+        ) != "-1",
+        "analyzed"
+    );
     assert_eq!(
         sql(
             &db,
