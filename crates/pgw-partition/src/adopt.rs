@@ -41,6 +41,8 @@ pub struct AdoptReport {
     pub partitions: usize,
     /// Setting -> "flag", "pg_partman", "inferred from N partitions", "default".
     pub sources: Vec<(String, String)>,
+    /// pg_partman manages this set (adopting switches its automatic maintenance off).
+    pub partman_managed: bool,
     /// pg_partman's automatic maintenance of this set was switched off.
     pub partman_disabled: bool,
     pub applied: bool,
@@ -254,6 +256,7 @@ pub async fn adopt(opts: &AdoptOptions) -> Result<AdoptReport, PartitionError> {
         set: cfg,
         partitions: parts.len(),
         sources,
+        partman_managed: partman.is_some(),
         partman_disabled: false,
         applied: false,
     };

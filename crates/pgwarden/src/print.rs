@@ -635,6 +635,8 @@ pub fn partition_adopted(r: &pgw_partition::AdoptReport) -> String {
     out.push('\n');
     if r.partman_disabled {
         out.push_str("pg_partman's automatic maintenance of this set is now off (part_config.automatic_maintenance).\n");
+    } else if r.partman_managed {
+        out.push_str("pg_partman manages this set: adopting it switches pg_partman's automatic maintenance of it off.\n");
     }
     out
 }
