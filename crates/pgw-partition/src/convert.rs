@@ -30,6 +30,7 @@ use crate::error::PartitionError;
 use crate::interval::{Interval, Retention, Value};
 use crate::model::{fill, KeyKind, RetentionMode, SetConfig, Strategy, Template};
 use crate::plan;
+use crate::session::lock_or;
 
 /// What a conversion did.
 #[derive(Debug, Clone, Serialize)]
@@ -379,12 +380,6 @@ END $pgw$",
         .transaction()
         .await
         .map_err(|e| PartitionError::sql("begin", e))?;
-    tx.query_one(
-        "SELECT set_config('lock_timeout', $1, true)",
-        &[&format!("{lock_timeout_ms}ms")],
-    )
-    .await
-    .map_err(|e| PartitionError::sql("set lock_timeout", e))?;
     catalog::ensure_schema(&tx).await?;
     tx.batch_execute(STATE_SQL)
         .await
@@ -417,17 +412,6 @@ END $pgw$",
         .await
         .map_err(|e| lock_or(e, &shown, lock_timeout_ms, "prepare the conversion"))?;
     Ok(stmts)
-}
-
-fn lock_or(e: tokio_postgres::Error, table: &str, ms: u64, what: &str) -> PartitionError {
-    if e.code() == Some(&tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE) {
-        PartitionError::LockTimeout {
-            table: table.to_string(),
-            ms,
-        }
-    } else {
-        PartitionError::sql(what, e)
-    }
 }
 
 /// Phases 2 and 3: copy the remaining blocks in batches, then swap. `batch_rows` sets the
@@ -496,14 +480,10 @@ pub async fn finish(
 
     // Swap, in one short transaction.
     let func = trigger_function(&cfg.schema, &cfg.table);
-    let timeout = format!("{lock_timeout_ms}ms");
     let tx = client
         .transaction()
         .await
         .map_err(|e| PartitionError::sql("begin", e))?;
-    tx.query_one("SELECT set_config('lock_timeout', $1, true)", &[&timeout])
-        .await
-        .map_err(|e| PartitionError::sql("set lock_timeout", e))?;
     let mut swap = vec![
         format!("LOCK TABLE {old} IN ACCESS EXCLUSIVE MODE"),
         format!("DROP TRIGGER pgwarden_convert ON {old}"),

@@ -2,7 +2,6 @@
 //! re-created partitioned, or a populated one converted (see `convert`).
 
 use serde::Serialize;
-use tokio_postgres::error::SqlState;
 
 use crate::catalog::{self, Parent};
 use crate::ddl::{self, qualified, Target};
@@ -11,7 +10,7 @@ use crate::interval::{Interval, Retention, Value};
 use crate::model::{KeyKind, RetentionMode, SetConfig, Strategy, Template, DEFAULT_NAME_PATTERN};
 use crate::plan::{self, Action, Plan};
 
-use crate::session::{key_kind, newest, open, parse_start, parse_table};
+use crate::session::{key_kind, lock_or, newest, open, parse_start, parse_table};
 
 /// How a new set splits its rows.
 #[derive(Debug, Clone)]
@@ -338,21 +337,11 @@ pub async fn create_with_progress(
             conversion: None,
         });
     }
-    let timeout = format!("{}ms", opts.lock_timeout_ms);
+    let shown = qualified(&cfg.schema, &cfg.table);
     let lock_err = |e: tokio_postgres::Error| {
-        if e.code() == Some(&SqlState::LOCK_NOT_AVAILABLE) {
-            PartitionError::LockTimeout {
-                table: format!("{}.{}", cfg.schema, cfg.table),
-                ms: opts.lock_timeout_ms,
-            }
-        } else {
-            PartitionError::sql("create the partition set", e)
-        }
+        lock_or(e, &shown, opts.lock_timeout_ms, "create the partition set")
     };
     let tx = client.transaction().await.map_err(lock_err)?;
-    tx.query_one("SELECT set_config('lock_timeout', $1, true)", &[&timeout])
-        .await
-        .map_err(lock_err)?;
     catalog::ensure_schema(&tx).await?;
     for s in &sql {
         tx.batch_execute(s).await.map_err(lock_err)?;

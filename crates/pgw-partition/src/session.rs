@@ -40,18 +40,29 @@ pub(crate) async fn open(
     Ok(client)
 }
 
-/// A lock-timeout error as [`PartitionError::LockTimeout`]; others unchanged.
-pub(crate) fn lock_busy(e: PartitionError, table: &str, ms: u64) -> PartitionError {
-    match &e {
-        PartitionError::Sql { source, .. }
-            if source.code() == Some(&SqlState::LOCK_NOT_AVAILABLE) =>
-        {
-            PartitionError::LockTimeout {
-                table: table.to_string(),
-                ms,
-            }
+/// A server error as [`PartitionError::LockTimeout`] when the session's `lock_timeout`
+/// expired on `table`, else as a failure to do `what`.
+pub(crate) fn lock_or(
+    e: tokio_postgres::Error,
+    table: &str,
+    ms: u64,
+    what: impl Into<String>,
+) -> PartitionError {
+    if e.code() == Some(&SqlState::LOCK_NOT_AVAILABLE) {
+        PartitionError::LockTimeout {
+            table: table.to_string(),
+            ms,
         }
-        _ => e,
+    } else {
+        PartitionError::sql(what, e)
+    }
+}
+
+/// [`lock_or`] for an error already wrapped as [`PartitionError::Sql`].
+pub(crate) fn lock_busy(e: PartitionError, table: &str, ms: u64) -> PartitionError {
+    match e {
+        PartitionError::Sql { what, source } => lock_or(source, table, ms, what),
+        e => e,
     }
 }
 
@@ -241,29 +252,23 @@ pub(crate) async fn execute(
     lock_timeout_ms: u64,
     table: &str,
 ) -> Result<(), PartitionError> {
-    let timeout = format!("{lock_timeout_ms}ms");
+    // The session's lock_timeout (set when it was opened) applies to every statement.
+    let first = sql.statements.first().cloned().unwrap_or_default();
     let classify = |e: tokio_postgres::Error| {
-        if e.code() == Some(&SqlState::LOCK_NOT_AVAILABLE) {
-            PartitionError::LockTimeout {
-                table: table.to_string(),
-                ms: lock_timeout_ms,
-            }
-        } else {
-            let first = sql.statements.first().cloned().unwrap_or_default();
-            PartitionError::sql(format!("run `{}`", short(&first)), e)
-        }
+        lock_or(
+            e,
+            table,
+            lock_timeout_ms,
+            format!("run `{}`", short(&first)),
+        )
     };
     if sql.transactional {
         let tx = client.transaction().await.map_err(classify)?;
-        tx.query_one("SELECT set_config('lock_timeout', $1, true)", &[&timeout])
-            .await
-            .map_err(classify)?;
         for s in &sql.statements {
             tx.batch_execute(s).await.map_err(classify)?;
         }
         tx.commit().await.map_err(classify)?;
     } else {
-        // The session's lock_timeout (set when it was opened) applies.
         let mut result = Ok(());
         for s in &sql.statements {
             if let Err(e) = client.batch_execute(s).await {
