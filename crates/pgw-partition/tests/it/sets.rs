@@ -123,6 +123,18 @@ async fn integer_set_on_an_empty_plain_table_is_recreated_partitioned() {
         .iter()
         .any(|p| p.starts_with("items_p4000|")));
     assert_eq!(steps(&maintain(&dsn, false).await), 0);
+    // Integer retention: ids more than 1500 below the highest (2500) retire, so 0-1000 goes.
+    sql(
+        &db,
+        "UPDATE pgwarden.partition_set SET retention = '1500', retention_mode = 'drop'",
+    );
+    let r = maintain(&dsn, false).await;
+    assert_eq!(steps(&r), 1, "{r:#?}");
+    assert!(!partitions(&db, "items")
+        .iter()
+        .any(|p| p.starts_with("items_p0|")));
+    assert_eq!(sql(&db, "SELECT min(id) FROM items"), "1000");
+    assert_eq!(steps(&maintain(&dsn, false).await), 0);
 }
 
 #[tokio::test]
