@@ -175,7 +175,8 @@ async fn primary_key(client: &Client, oid: u32) -> Result<Vec<String>, Partition
 }
 
 /// What would stop the swap or be lost by it: views, foreign keys pointing at the table,
-/// user triggers, rules, policies. One line naming them, or None.
+/// user triggers, policies, publications that list it by name. One line naming them, or
+/// None.
 async fn blockers(client: &Client, oid: u32) -> Result<Option<String>, PartitionError> {
     let row = client
         .query_one(
@@ -187,7 +188,9 @@ async fn blockers(client: &Client, oid: u32) -> Result<Option<String>, Partition
                ARRAY(SELECT conname || ' on ' || conrelid::regclass::text FROM pg_constraint
                       WHERE confrelid = $1 AND contype = 'f'),
                ARRAY(SELECT tgname::text FROM pg_trigger WHERE tgrelid = $1 AND NOT tgisinternal),
-               ARRAY(SELECT polname::text FROM pg_policy WHERE polrelid = $1)",
+               ARRAY(SELECT polname::text FROM pg_policy WHERE polrelid = $1),
+               ARRAY(SELECT p.pubname::text FROM pg_publication_rel r
+                       JOIN pg_publication p ON p.oid = r.prpubid WHERE r.prrelid = $1)",
             &[&oid],
         )
         .await
@@ -197,6 +200,7 @@ async fn blockers(client: &Client, oid: u32) -> Result<Option<String>, Partition
         "foreign keys referencing it",
         "triggers",
         "row security policies",
+        "publications listing it (logical replication would lose the new table's rows)",
     ];
     let found: Vec<String> = kinds
         .iter()

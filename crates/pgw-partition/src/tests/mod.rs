@@ -1,6 +1,7 @@
-//! Unit tests of the pure parts: `interval`, `bound`, `model` naming, `plan`, `ddl`, and
-//! `session::parse_table`. Table-driven: one small `check` per feature and a list of cases.
+//! Unit tests of the pure parts: `interval`, `bound`, `model` naming, `plan`, `ddl`, `adopt`'s
+//! interval inference and `session::parse_table`. Table-driven: one small `check` per feature.
 
+mod adopt;
 mod bound;
 mod ddl;
 mod interval;

@@ -208,3 +208,45 @@ async fn a_conversion_cut_off_mid_copy_is_finished_by_the_rerun() {
     );
     assert_eq!(sql(&db, "SELECT count(*) FROM pgwarden.conversion"), "0");
 }
+
+#[tokio::test]
+async fn a_table_that_cannot_be_swapped_is_refused_with_nothing_made() {
+    let (db, dsn) = database(
+        "CREATE TABLE nokey (at timestamptz NOT NULL, v int);
+         INSERT INTO nokey VALUES (now(), 1);
+         CREATE TABLE idkey (id bigint PRIMARY KEY, at timestamptz NOT NULL);
+         INSERT INTO idkey VALUES (1, now());
+         CREATE TABLE watched (id bigint, at timestamptz NOT NULL, PRIMARY KEY (id, at));
+         INSERT INTO watched VALUES (1, now());
+         CREATE VIEW recent AS SELECT * FROM watched;
+         CREATE PUBLICATION pub FOR TABLE watched;",
+    );
+    let cases = [
+        ("nokey", "needs a primary key that includes at"),
+        ("idkey", "ADD PRIMARY KEY (id, at)"),
+        ("watched", "views: recent"),
+        ("watched", "publications listing it"),
+    ];
+    for (table, want) in cases {
+        let mut o = range(&dsn, table, "at", "1 month");
+        o.yes = true;
+        let err = pgw_partition::create(&o).await.unwrap_err();
+        let line = pgw_common::report(&err);
+        assert!(line.contains(want), "{table}: {line}");
+        assert!(err.is_input(), "{line}");
+    }
+    assert_eq!(
+        sql(
+            &db,
+            "SELECT count(*) FROM pg_class WHERE relname LIKE '%pgw_new%' OR relkind = 'p'"
+        ),
+        "0"
+    );
+    assert_eq!(
+        sql(
+            &db,
+            "SELECT count(*) FROM pg_trigger WHERE NOT tgisinternal"
+        ),
+        "0"
+    );
+}
