@@ -218,17 +218,18 @@ run_tool() {
 declare -a WALL_partman WALL_pgwarden SCPU_partman SCPU_pgwarden CCPU_partman CCPU_pgwarden
 RAW=()
 
-measure() { # measure ROUND WHO
-  local round=$1 who=$2 db out pm base b_ticks a_ticks b_cli a_cli s e wall scpu ccpu n
-  db=run_$who
-  out=$DIR/$who.$round.out
-  sql postgres -c "DROP DATABASE IF EXISTS $db" -c "CREATE DATABASE $db TEMPLATE tpl_$who" -c "CHECKPOINT"
+# timed TEMPLATE DB COMMAND...: copies TEMPLATE to a fresh DB, runs COMMAND, and sets
+# WALL_MS, SERVER_CPU_MS (the cluster's, from /proc) and CLIENT_CPU_MS.
+timed() {
+  local tpl=$1 db=$2 pm base b_ticks a_ticks b_cli a_cli s e
+  shift 2
+  sql postgres -c "DROP DATABASE IF EXISTS $db" -c "CREATE DATABASE $db TEMPLATE $tpl" -c "CHECKPOINT"
   pm=$(postmaster_pid)
   base=$(child_count "$pm")
   b_ticks=$(ticks_now "$pm")
   client_cpu_ms >"$DIR/cli.before"
   s=$(now_ms)
-  run_tool "$who" "$db" "$out"
+  "$@"
   e=$(now_ms)
   client_cpu_ms >"$DIR/cli.after"
   # Let the postmaster reap the tool's backends, so their CPU lands in cutime/cstime.
@@ -239,9 +240,17 @@ measure() { # measure ROUND WHO
   a_ticks=$(ticks_now "$pm")
   b_cli=$(<"$DIR/cli.before")
   a_cli=$(<"$DIR/cli.after")
-  wall=$((e - s))
-  scpu=$(((a_ticks - b_ticks) * 1000 / CLK_TCK))
-  ccpu=$((a_cli - b_cli))
+  WALL_MS=$((e - s))
+  SERVER_CPU_MS=$(((a_ticks - b_ticks) * 1000 / CLK_TCK))
+  CLIENT_CPU_MS=$((a_cli - b_cli))
+}
+
+measure() { # measure ROUND WHO
+  local round=$1 who=$2 db out wall scpu ccpu n
+  db=run_$who
+  out=$DIR/$who.$round.out
+  timed "tpl_$who" "$db" run_tool "$who" "$db" "$out"
+  wall=$WALL_MS scpu=$SERVER_CPU_MS ccpu=$CLIENT_CPU_MS
 
   if [ "$RC" != 0 ]; then
     cat "$out" >&2
@@ -544,28 +553,11 @@ declare -a CWALL_partman CWALL_pgwarden CSCPU_partman CSCPU_pgwarden CCCPU_partm
 CRAW=()
 
 convert_measure() { # convert_measure ROUND WHO
-  local round=$1 who=$2 db out pm base b_ticks a_ticks b_cli a_cli s e wall scpu ccpu n sum old rps
+  local round=$1 who=$2 db out wall scpu ccpu n sum old rps
   db=conv_$who
   out=$DIR/convert.$who.$round.out
-  sql postgres -c "DROP DATABASE IF EXISTS $db" -c "CREATE DATABASE $db TEMPLATE tpl_convert" -c "CHECKPOINT"
-  pm=$(postmaster_pid)
-  base=$(child_count "$pm")
-  b_ticks=$(ticks_now "$pm")
-  client_cpu_ms >"$DIR/cli.before"
-  s=$(now_ms)
-  convert_run_tool "$who" "$db" "$out"
-  e=$(now_ms)
-  client_cpu_ms >"$DIR/cli.after"
-  for _ in $(seq 1 50); do
-    [ "$(child_count "$pm")" -le "$base" ] && break
-    sleep 0.1
-  done
-  a_ticks=$(ticks_now "$pm")
-  b_cli=$(<"$DIR/cli.before")
-  a_cli=$(<"$DIR/cli.after")
-  wall=$((e - s))
-  scpu=$(((a_ticks - b_ticks) * 1000 / CLK_TCK))
-  ccpu=$((a_cli - b_cli))
+  timed tpl_convert "$db" convert_run_tool "$who" "$db" "$out"
+  wall=$WALL_MS scpu=$SERVER_CPU_MS ccpu=$CLIENT_CPU_MS
 
   if [ "$RC" != 0 ]; then
     tail -n 40 "$out" >&2
