@@ -217,3 +217,100 @@ fn adopt_a_hand_made_set() {
         "already managed",
     );
 }
+
+/// The binary SIGKILLed mid-copy (a real crash), then run again: the conversion finishes
+/// with every row exactly once.
+#[test]
+fn a_conversion_killed_mid_copy_is_finished_by_the_rerun() {
+    let dsn = database(
+        "part_kill",
+        "CREATE TABLE events (id bigint, at timestamptz NOT NULL, PRIMARY KEY (id, at));
+         INSERT INTO events SELECT g, now() - g * interval '1 minute' FROM generate_series(1, 150000) g;
+         ANALYZE events;",
+    );
+    let c = shared();
+    let sum =
+        "SELECT count(*) || ' ' || md5(string_agg(id || '|' || at, ',' ORDER BY id)) FROM events";
+    let before = c.psql("part_kill", sum).unwrap();
+    let args = [
+        "partition",
+        "create",
+        "-d",
+        &dsn,
+        "--table",
+        "events",
+        "--column",
+        "at",
+        "--range",
+        "1 day",
+        "--yes",
+        "--batch-size",
+        "500",
+    ];
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_pgwarden"))
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let started = c
+            .psql(
+                "part_kill",
+                "SELECT to_regclass('pgwarden.conversion') IS NOT NULL",
+            )
+            .unwrap()
+            == "t"
+            && c.psql(
+                "part_kill",
+                "SELECT coalesce(max(next_block), 0) > 0 FROM pgwarden.conversion",
+            )
+            .unwrap()
+                == "t";
+        if started {
+            break;
+        }
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the conversion ended before it could be killed"
+        );
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the copy never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    child.wait().unwrap();
+    assert_eq!(
+        c.psql(
+            "part_kill",
+            "SELECT relkind FROM pg_class WHERE relname = 'events'"
+        )
+        .unwrap(),
+        "r",
+        "killed before the swap"
+    );
+    let o = pgwarden(&args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("Finished converting"), "{}", stdout(&o));
+    assert_eq!(
+        c.psql(
+            "part_kill",
+            "SELECT relkind FROM pg_class WHERE relname = 'events'"
+        )
+        .unwrap(),
+        "p"
+    );
+    assert_eq!(
+        c.psql("part_kill", sum).unwrap(),
+        before,
+        "every row exactly once"
+    );
+}
