@@ -100,6 +100,17 @@ fn create_maintain_list_and_exit_codes() {
         "{}",
         stdout(&o)
     );
+
+    // A managed table dropped behind pgwarden's back: maintain says so and exits 1.
+    shared().psql("part_cli", "DROP TABLE events").unwrap();
+    let o = pgwarden(&["partition", "maintain", "-d", &dsn, "--yes"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("public.events does not exist"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!stderr(&o).contains("panicked"));
 }
 
 #[test]
