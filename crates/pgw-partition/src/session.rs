@@ -263,20 +263,16 @@ pub(crate) async fn execute(
         )
     };
     if sql.transactional {
-        let tx = client.transaction().await.map_err(classify)?;
-        for s in &sql.statements {
-            tx.batch_execute(s).await.map_err(classify)?;
-        }
-        tx.commit().await.map_err(classify)?;
+        // One simple-query message: its statements run as one implicit transaction, rolled
+        // back as a whole if any fails, in a single round trip.
+        client
+            .batch_execute(&sql.statements.join(";\n"))
+            .await
+            .map_err(classify)?;
     } else {
-        let mut result = Ok(());
         for s in &sql.statements {
-            if let Err(e) = client.batch_execute(s).await {
-                result = Err(classify(e));
-                break;
-            }
+            client.batch_execute(s).await.map_err(classify)?;
         }
-        result?;
     }
     Ok(())
 }
