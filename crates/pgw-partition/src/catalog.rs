@@ -2,6 +2,7 @@
 //! bound; the only SQL text chosen at run time is a constant per key type.
 
 use chrono::NaiveDateTime;
+use tokio_postgres::types::Type;
 use tokio_postgres::Client;
 
 use crate::bound::{Bound, Datum};
@@ -201,7 +202,7 @@ pub async fn parent(
 ) -> Result<Option<Parent>, PartitionError> {
     let what = "read the table from the catalog";
     let Some(row) = client
-        .query_opt(
+        .query_typed_opt(
             "SELECT c.oid, c.relkind::\"char\", pg_get_userbyid(c.relowner)::text,
                     (SELECT format_type(a.atttypid, a.atttypmod) FROM pg_attribute a
                       WHERE a.attrelid = c.oid AND a.attname = $3 AND a.attnum > 0
@@ -228,7 +229,11 @@ pub async fn parent(
                JOIN pg_namespace n ON n.oid = c.relnamespace
                LEFT JOIN pg_partitioned_table pt ON pt.partrelid = c.oid
               WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p')",
-            &[&schema, &table, &column],
+            &[
+                (&schema, Type::TEXT),
+                (&table, Type::TEXT),
+                (&column, Type::TEXT),
+            ],
         )
         .await
         .map_err(|e| PartitionError::sql(what, e))?
@@ -278,7 +283,7 @@ pub async fn partitions(
 ) -> Result<Vec<Partition>, PartitionError> {
     let what = "read the partitions";
     let rows = client
-        .query(
+        .query_typed(
             "SELECT n.nspname::text, c.relname::text, pg_get_expr(c.relpartbound, c.oid),
                     i.inhdetachpending
                FROM pg_inherits i
@@ -286,7 +291,7 @@ pub async fn partitions(
                JOIN pg_namespace n ON n.oid = c.relnamespace
               WHERE i.inhparent = $1
               ORDER BY c.relname",
-            &[&parent_oid],
+            &[(&parent_oid, Type::OID)],
         )
         .await
         .map_err(|e| PartitionError::sql(what, e))?;
@@ -343,28 +348,28 @@ async fn to_values(
     let result = match kind {
         KeyKind::Timestamptz => {
             client
-                .query(
+                .query_typed(
                     "SELECT CASE WHEN l = '' THEN NULL ELSE timezone($2, l::timestamptz) END
                        FROM unnest($1::text[]) WITH ORDINALITY AS x(l, i) ORDER BY i",
-                    &[&literals, &tz],
+                    &[(&literals, Type::TEXT_ARRAY), (&tz, Type::TEXT)],
                 )
                 .await
         }
         KeyKind::Timestamp => {
             client
-                .query(
+                .query_typed(
                     "SELECT CASE WHEN l = '' THEN NULL ELSE l::timestamp END
                        FROM unnest($1::text[]) WITH ORDINALITY AS x(l, i) ORDER BY i",
-                    &[&literals],
+                    &[(&literals, Type::TEXT_ARRAY)],
                 )
                 .await
         }
         _ => {
             client
-                .query(
+                .query_typed(
                     "SELECT CASE WHEN l = '' THEN NULL ELSE l::date::timestamp END
                        FROM unnest($1::text[]) WITH ORDINALITY AS x(l, i) ORDER BY i",
-                    &[&literals],
+                    &[(&literals, Type::TEXT_ARRAY)],
                 )
                 .await
         }
@@ -381,7 +386,10 @@ pub async fn now_in(
     client: &impl tokio_postgres::GenericClient,
     tz: &str,
 ) -> Result<NaiveDateTime, PartitionError> {
-    match client.query_one("SELECT timezone($1, now())", &[&tz]).await {
+    match client
+        .query_typed_one("SELECT timezone($1, now())", &[(&tz, Type::TEXT)])
+        .await
+    {
         Ok(r) => Ok(r.get(0)),
         Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::INVALID_PARAMETER_VALUE) => {
             Err(PartitionError::TimeZone(tz.to_string()))
