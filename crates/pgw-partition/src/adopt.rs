@@ -150,10 +150,11 @@ pub async fn adopt(opts: &AdoptOptions) -> Result<AdoptReport, PartitionError> {
     {
         return Err(PartitionError::AlreadyManaged(shown));
     }
-    let probe = catalog::parent(&client, &schema, &table, "")
+    // Column "": the key type is the first partition key column's.
+    let parent = catalog::parent(&client, &schema, &table, "")
         .await?
         .ok_or_else(|| PartitionError::NoTable(shown.clone()))?;
-    let Some((strategy, cols)) = probe.partitioned_by.clone() else {
+    let Some((strategy, cols)) = parent.partitioned_by.clone() else {
         return Err(PartitionError::NotPartitioned(shown));
     };
     let [column] = cols.as_slice() else {
@@ -162,9 +163,6 @@ pub async fn adopt(opts: &AdoptOptions) -> Result<AdoptReport, PartitionError> {
             cols.join(", ")
         )));
     };
-    let parent = catalog::parent(&client, &schema, &table, column)
-        .await?
-        .ok_or_else(|| PartitionError::NoTable(shown.clone()))?;
     let kind = KeyKind::from_type(parent.key_type.as_deref().unwrap_or(""));
     if kind.is_time() || kind == KeyKind::Integer {
         catalog::now_in(&client, &opts.time_zone).await?;

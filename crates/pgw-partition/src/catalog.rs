@@ -185,7 +185,7 @@ pub struct Parent {
     pub grants: Vec<(String, String)>,
     /// Columns that take values (not generated, not dropped), in order.
     pub columns: Vec<String>,
-    /// `format_type` of the key column, if it exists.
+    /// `format_type` of the key column, if it exists (column "": the first partition key).
     pub key_type: Option<String>,
     /// Sequences owned by its columns (serial), as `(regclass text, column)`.
     pub owned_sequences: Vec<(String, String)>,
@@ -205,8 +205,8 @@ pub async fn parent(
         .query_typed_opt(
             "SELECT c.oid, c.relkind::\"char\", pg_get_userbyid(c.relowner)::text,
                     (SELECT format_type(a.atttypid, a.atttypmod) FROM pg_attribute a
-                      WHERE a.attrelid = c.oid AND a.attname = $3 AND a.attnum > 0
-                        AND NOT a.attisdropped),
+                      WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+                        AND (a.attname = $3 OR ($3 = '' AND a.attnum = pt.partattrs[0]))),
                     ARRAY(SELECT a.attname::text FROM pg_attribute a
                            WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
                              AND a.attgenerated = '' ORDER BY a.attnum),

@@ -306,16 +306,7 @@ pub async fn prepare(
         columns: &parent.columns,
     };
 
-    let mut stmts = vec![
-        format!("CREATE TABLE {new} (LIKE {old} INCLUDING ALL) PARTITION BY RANGE ({key})"),
-        format!("ALTER TABLE {new} OWNER TO {}", quote_ident(&parent.owner)),
-    ];
-    for (privilege, to) in &parent.grants {
-        stmts.push(format!(
-            "GRANT {privilege} ON {new} TO {}",
-            crate::ddl::grantee(to)
-        ));
-    }
+    let mut stmts = crate::ddl::partitioned_like(cfg, &new, &old, &parent.owner, &parent.grants);
     // Outgoing foreign keys (LIKE does not copy them).
     let fks = client
         .query(
@@ -496,12 +487,10 @@ pub async fn finish(
         format!("ALTER TABLE {old} RENAME TO {}", quote_ident(&old_name)),
         format!("ALTER TABLE {new} RENAME TO {}", quote_ident(&cfg.table)),
     ];
-    for (seq, column) in &parent.owned_sequences {
-        swap.push(format!(
-            "ALTER SEQUENCE {seq} OWNED BY {shown}.{}",
-            quote_ident(column)
-        ));
-    }
+    swap.extend(crate::ddl::hand_over_sequences(
+        &shown,
+        &parent.owned_sequences,
+    ));
     for s in &swap {
         tx.batch_execute(s)
             .await

@@ -362,39 +362,21 @@ pub async fn create_with_progress(
 /// columns handed over, and the old one dropped (which fails, rolling everything back, if
 /// a view or foreign key still depends on it).
 fn recreate_partitioned(cfg: &SetConfig, parent: &Parent) -> Vec<String> {
-    use pgw_common::output::quote_ident;
     let table = qualified(&cfg.schema, &cfg.table);
     let old_name = crate::model::fill("{parent}_pgw_old", &cfg.table, "");
     let old = qualified(&cfg.schema, &old_name);
-    let by = match cfg.strategy {
-        Strategy::Range => "RANGE",
-        Strategy::List => "LIST",
-        Strategy::Hash => "HASH",
-    };
-    let mut sql = vec![
-        format!("ALTER TABLE {table} RENAME TO {}", quote_ident(&old_name)),
-        format!(
-            "CREATE TABLE {table} (LIKE {old} INCLUDING ALL) PARTITION BY {by} ({})",
-            quote_ident(&cfg.column)
-        ),
-        format!(
-            "ALTER TABLE {table} OWNER TO {}",
-            quote_ident(&parent.owner)
-        ),
-    ];
-    for (privilege, to) in &parent.grants {
-        sql.push(format!(
-            "GRANT {privilege} ON {table} TO {}",
-            ddl::grantee(to)
-        ));
-    }
-    // Serial columns: their sequences follow the new table (identity columns get their own).
-    for (seq, column) in &parent.owned_sequences {
-        sql.push(format!(
-            "ALTER SEQUENCE {seq} OWNED BY {table}.{}",
-            quote_ident(column)
-        ));
-    }
+    let mut sql = vec![format!(
+        "ALTER TABLE {table} RENAME TO {}",
+        pgw_common::output::quote_ident(&old_name)
+    )];
+    sql.extend(ddl::partitioned_like(
+        cfg,
+        &table,
+        &old,
+        &parent.owner,
+        &parent.grants,
+    ));
+    sql.extend(ddl::hand_over_sequences(&table, &parent.owned_sequences));
     sql.push(format!("DROP TABLE {old}"));
     sql
 }

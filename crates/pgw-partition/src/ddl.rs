@@ -296,6 +296,48 @@ impl Target<'_> {
     }
 }
 
+/// A partitioned parent `new` made `LIKE` the plain table `like` (defaults, constraints,
+/// indexes, identity, storage, comments), partitioned by the set's strategy and column, with
+/// the plain table's owner and grants (LIKE copies neither).
+pub fn partitioned_like(
+    cfg: &SetConfig,
+    new: &str,
+    like: &str,
+    owner: &str,
+    grants: &[(String, String)],
+) -> Vec<String> {
+    let by = match cfg.strategy {
+        crate::model::Strategy::Range => "RANGE",
+        crate::model::Strategy::List => "LIST",
+        crate::model::Strategy::Hash => "HASH",
+    };
+    let mut sql = vec![
+        format!(
+            "CREATE TABLE {new} (LIKE {like} INCLUDING ALL) PARTITION BY {by} ({})",
+            quote_ident(&cfg.column)
+        ),
+        format!("ALTER TABLE {new} OWNER TO {}", quote_ident(owner)),
+    ];
+    for (privilege, to) in grants {
+        sql.push(format!("GRANT {privilege} ON {new} TO {}", grantee(to)));
+    }
+    sql
+}
+
+/// Serial columns' sequences handed over to the same columns of `table` (identity columns
+/// have their own sequences).
+pub fn hand_over_sequences(table: &str, owned: &[(String, String)]) -> Vec<String> {
+    owned
+        .iter()
+        .map(|(seq, column)| {
+            format!(
+                "ALTER SEQUENCE {seq} OWNED BY {table}.{}",
+                quote_ident(column)
+            )
+        })
+        .collect()
+}
+
 /// `schema.name`, both quoted.
 pub fn qualified(schema: &str, name: &str) -> String {
     format!("{}.{}", quote_ident(schema), quote_ident(name))

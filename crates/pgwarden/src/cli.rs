@@ -106,24 +106,8 @@ pub struct PartitionAdoptArgs {
     /// What retention does (default: pg_partman's retention_keep_table, else detach).
     #[arg(long, value_enum)]
     pub retention_mode: Option<RetentionModeArg>,
-    /// Time zone that the set's time bounds are in.
-    #[arg(long, default_value = "UTC")]
-    pub time_zone: String,
-    /// New partitions' names, with {parent} and {suffix} (default: {parent}_p{suffix}).
-    #[arg(long)]
-    pub name_pattern: Option<String>,
-    /// Owner of new partitions (default: the parent's owner).
-    #[arg(long)]
-    pub owner: Option<String>,
-    /// Extra grant on new partitions: 'SELECT TO reporting' (repeatable).
-    #[arg(long = "grant", value_name = "PRIVILEGES TO ROLE")]
-    pub grants: Vec<String>,
-    /// Storage parameter for new partitions: autovacuum_vacuum_scale_factor=0.01 (repeatable).
-    #[arg(long = "reloption", value_name = "NAME=VALUE")]
-    pub reloptions: Vec<String>,
-    /// Tablespace of new partitions.
-    #[arg(long)]
-    pub tablespace: Option<String>,
+    #[command(flatten)]
+    pub new_partitions: NewPartitionArgs,
     /// Show what would be registered and change nothing.
     #[arg(long)]
     pub dry_run: bool,
@@ -169,25 +153,8 @@ pub struct PartitionCreateArgs {
     /// No default partition (rows outside every partition are then refused).
     #[arg(long)]
     pub no_default: bool,
-    /// Time zone that time bounds are computed in.
-    #[arg(long, default_value = "UTC")]
-    pub time_zone: String,
-    /// New partitions' names, with {parent} and {suffix} (default: {parent}_p{suffix}).
-    #[arg(long)]
-    pub name_pattern: Option<String>,
-    /// Owner of new partitions (default: the parent's owner).
-    #[arg(long)]
-    pub owner: Option<String>,
-    /// Extra grant on new partitions: 'SELECT TO reporting' (repeatable; the parent's grants
-    /// are always copied).
-    #[arg(long = "grant", value_name = "PRIVILEGES TO ROLE")]
-    pub grants: Vec<String>,
-    /// Storage parameter for new partitions: autovacuum_vacuum_scale_factor=0.01 (repeatable).
-    #[arg(long = "reloption", value_name = "NAME=VALUE")]
-    pub reloptions: Vec<String>,
-    /// Tablespace of new partitions.
-    #[arg(long)]
-    pub tablespace: Option<String>,
+    #[command(flatten)]
+    pub new_partitions: NewPartitionArgs,
     /// Convert a table that holds rows without asking (required when stdin is not a terminal).
     #[arg(long, short = 'y')]
     pub yes: bool,
@@ -247,6 +214,51 @@ pub struct PartitionListArgs {
 pub enum RetentionModeArg {
     Detach,
     Drop,
+}
+
+impl From<RetentionModeArg> for pgw_partition::RetentionMode {
+    fn from(m: RetentionModeArg) -> Self {
+        match m {
+            RetentionModeArg::Detach => pgw_partition::RetentionMode::Detach,
+            RetentionModeArg::Drop => pgw_partition::RetentionMode::Drop,
+        }
+    }
+}
+
+/// What a set's future partitions look like: `create` and `adopt` take the same flags.
+#[derive(Debug, Args, Clone)]
+pub struct NewPartitionArgs {
+    /// Time zone that the set's time bounds are computed in.
+    #[arg(long, default_value = "UTC")]
+    pub time_zone: String,
+    /// New partitions' names, with {parent} and {suffix} (default: {parent}_p{suffix}).
+    #[arg(long)]
+    pub name_pattern: Option<String>,
+    /// Owner of new partitions (default: the parent's owner).
+    #[arg(long)]
+    pub owner: Option<String>,
+    /// Extra grant on new partitions: 'SELECT TO reporting' (repeatable; the parent's grants
+    /// are always copied).
+    #[arg(long = "grant", value_name = "PRIVILEGES TO ROLE")]
+    pub grants: Vec<String>,
+    /// Storage parameter for new partitions: autovacuum_vacuum_scale_factor=0.01 (repeatable).
+    #[arg(long = "reloption", value_name = "NAME=VALUE")]
+    pub reloptions: Vec<String>,
+    /// Tablespace of new partitions.
+    #[arg(long)]
+    pub tablespace: Option<String>,
+}
+
+impl NewPartitionArgs {
+    /// The set's template for new partitions.
+    pub fn template(&self) -> pgw_partition::Template {
+        pgw_partition::Template {
+            owner: self.owner.clone(),
+            grants: self.grants.clone(),
+            reloptions: self.reloptions.clone(),
+            tablespace: self.tablespace.clone(),
+        }
+    }
 }
 
 /// `us=US,CA` -> ("us", ["US", "CA"]).

@@ -390,19 +390,11 @@ async fn partition(cmd: cli::PartitionCmd) -> Result<ExitCode> {
                 premake: a.premake,
                 start: a.start.clone(),
                 retention: a.retention.clone(),
-                retention_mode: match a.retention_mode {
-                    cli::RetentionModeArg::Detach => pgw_partition::RetentionMode::Detach,
-                    cli::RetentionModeArg::Drop => pgw_partition::RetentionMode::Drop,
-                },
+                retention_mode: a.retention_mode.into(),
                 default_partition: !a.no_default,
-                time_zone: a.time_zone.clone(),
-                name_pattern: a.name_pattern.clone(),
-                template: pgw_partition::Template {
-                    owner: a.owner.clone(),
-                    grants: a.grants.clone(),
-                    reloptions: a.reloptions.clone(),
-                    tablespace: a.tablespace.clone(),
-                },
+                time_zone: a.new_partitions.time_zone.clone(),
+                name_pattern: a.new_partitions.name_pattern.clone(),
+                template: a.new_partitions.template(),
                 lock_timeout_ms: a.run.lock_timeout,
                 dry_run: a.run.dry_run,
                 yes: a.yes,
@@ -492,25 +484,16 @@ async fn partition(cmd: cli::PartitionCmd) -> Result<ExitCode> {
             }))
         }
         PartitionCmd::Adopt(a) => {
-            let mode = |m: cli::RetentionModeArg| match m {
-                cli::RetentionModeArg::Detach => pgw_partition::RetentionMode::Detach,
-                cli::RetentionModeArg::Drop => pgw_partition::RetentionMode::Drop,
-            };
             let opts = pgw_partition::AdoptOptions {
                 dsn: a.dsn.clone(),
                 table: a.table.clone(),
                 range: a.range.clone(),
                 premake: a.premake,
                 retention: a.retention.clone(),
-                retention_mode: a.retention_mode.map(mode),
-                time_zone: a.time_zone.clone(),
-                name_pattern: a.name_pattern.clone(),
-                template: pgw_partition::Template {
-                    owner: a.owner.clone(),
-                    grants: a.grants.clone(),
-                    reloptions: a.reloptions.clone(),
-                    tablespace: a.tablespace.clone(),
-                },
+                retention_mode: a.retention_mode.map(Into::into),
+                time_zone: a.new_partitions.time_zone.clone(),
+                name_pattern: a.new_partitions.name_pattern.clone(),
+                template: a.new_partitions.template(),
                 dry_run: a.dry_run,
             };
             let report = pgw_partition::adopt(&opts)
