@@ -5,7 +5,9 @@
 //! - [`tls`]: rustls configuration with libpq's `sslmode` semantics.
 //! - [`connect`]: [`connect_dsn`] opens a `tokio_postgres::Client`; [`report`] turns any
 //!   error chain into the one line users see.
-//! - [`output`]: human tables, the terminal test, SQL quoting for printed statements.
+//! - [`output`]: human tables and the terminal test.
+//! - [`sql`]: identifiers (always quoted), qualified names and literals for SQL text, and
+//!   names as people read them (PostgreSQL's `quote_ident()` rules).
 //!
 //! Deliberately not here: anything about a particular capability, printing to stdout,
 //! exit codes (the binary's job), or a connection pool (the pooler's own crate).
@@ -16,6 +18,7 @@
 pub mod connect;
 pub mod conninfo;
 pub mod output;
+pub mod sql;
 pub mod tls;
 
 pub use connect::{connect, connect_dsn, error_line, report, ConnectError};

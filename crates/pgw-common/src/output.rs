@@ -1,4 +1,5 @@
-//! Output shared by every command: human tables and the terminal test.
+//! Output shared by every command: human tables and the terminal test (SQL quoting is
+//! [`crate::sql`]).
 
 use std::io::IsTerminal;
 
@@ -42,45 +43,9 @@ pub fn interactive() -> bool {
     std::io::stdin().is_terminal() && std::io::stdout().is_terminal()
 }
 
-/// Quotes an identifier for SQL text the user reads or runs (as `quote_ident` does).
-/// Statements pgwarden itself executes bind values instead, or let the server quote.
-pub fn quote_ident(s: &str) -> String {
-    let plain = !s.is_empty()
-        && s.chars()
-            .next()
-            .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
-        && s.chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
-    if plain {
-        s.to_string()
-    } else {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    }
-}
-
-/// Quotes a string literal for SQL text the user reads or runs (as `quote_literal`).
-pub fn quote_literal(s: &str) -> String {
-    if s.contains('\\') {
-        format!("E'{}'", s.replace('\\', "\\\\").replace('\'', "''"))
-    } else {
-        format!("'{}'", s.replace('\'', "''"))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn quoting() {
-        assert_eq!(quote_ident("work_mem"), "work_mem");
-        assert_eq!(quote_ident("Mixed"), "\"Mixed\"");
-        assert_eq!(quote_ident("a\"b"), "\"a\"\"b\"");
-        assert_eq!(quote_ident("1a"), "\"1a\"");
-        assert_eq!(quote_literal("2GB"), "'2GB'");
-        assert_eq!(quote_literal("it's"), "'it''s'");
-        assert_eq!(quote_literal("a\\b"), "E'a\\\\b'");
-    }
 
     #[test]
     fn table_has_header_and_rows() {

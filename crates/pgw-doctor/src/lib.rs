@@ -17,7 +17,8 @@
 //! more than `pg_monitor`.
 //!
 //! Invariants: no check writes; every remediation quotes identifiers with
-//! [`pgw_common::output::quote_ident`]; values in queries are bound.
+//! [`pgw_common::sql::ident`] (objects are shown with [`pgw_common::sql::shown`]); values in
+//! queries are bound.
 
 pub mod checks;
 pub mod model;

@@ -9,7 +9,9 @@ use serde::Serialize;
 use tokio_postgres::Client;
 
 use crate::catalog;
-use crate::ddl::{self, qualified};
+use pgw_common::sql::{self, shown_qualified};
+
+use crate::ddl;
 use crate::error::PartitionError;
 use crate::interval::{Interval, Retention};
 use crate::model::{KeyKind, Partition, RetentionMode, SetConfig, Strategy, Template};
@@ -71,7 +73,7 @@ async fn partman_config(client: &Client, parent: &str) -> Result<Option<Partman>
     };
     let sql = format!(
         "SELECT premake, retention, retention_keep_table FROM {}.part_config WHERE parent_table = $1",
-        pgw_common::output::quote_ident(&schema)
+        sql::ident(&schema)
     );
     let row = client
         .query_opt(&sql, &[&parent])
@@ -141,7 +143,7 @@ pub fn infer_interval(parts: &[Partition], kind: KeyKind) -> Option<(Interval, u
 /// Registers an existing partitioned table as a managed set.
 pub async fn adopt(opts: &AdoptOptions) -> Result<AdoptReport, PartitionError> {
     let (schema, table) = parse_table(&opts.table)?;
-    let shown = qualified(&schema, &table);
+    let shown = shown_qualified(&schema, &table);
     ddl::check_template(&opts.template)?;
     let client = crate::session::open(opts.dsn.as_deref(), 10_000).await?;
     if !catalog::load_sets(&client, Some((&schema, &table)))
@@ -271,7 +273,7 @@ pub async fn adopt(opts: &AdoptOptions) -> Result<AdoptReport, PartitionError> {
     if let Some(pm) = &partman {
         let sql = format!(
             "UPDATE {}.part_config SET automatic_maintenance = 'off' WHERE parent_table = $1",
-            pgw_common::output::quote_ident(&pm.schema)
+            sql::ident(&pm.schema)
         );
         tx.execute(&sql, &[&format!("{schema}.{table}")])
             .await

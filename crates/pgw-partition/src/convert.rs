@@ -20,12 +20,12 @@
 //! transactions, and phase 2 resumes from the saved cursor (copying a block twice is
 //! harmless).
 
-use pgw_common::output::{quote_ident, quote_literal};
+use pgw_common::sql::{self, qualified, shown_qualified};
 use serde::Serialize;
 use tokio_postgres::Client;
 
 use crate::catalog::{self, Parent};
-use crate::ddl::{qualified, Target};
+use crate::ddl::Target;
 use crate::error::PartitionError;
 use crate::interval::{Interval, Retention, Value};
 use crate::model::{fill, KeyKind, RetentionMode, SetConfig, Strategy, Template};
@@ -224,7 +224,7 @@ pub async fn prepare(
     dry_run: bool,
     lock_timeout_ms: u64,
 ) -> Result<Vec<String>, PartitionError> {
-    let shown = qualified(&cfg.schema, &cfg.table);
+    let shown = shown_qualified(&cfg.schema, &cfg.table);
     if cfg.strategy != Strategy::Range {
         return Err(PartitionError::Usage(format!(
             "{shown} holds rows: converting a populated table is done for range sets; \
@@ -234,14 +234,16 @@ pub async fn prepare(
     let pk = primary_key(client, parent.oid).await?;
     if pk.is_empty() || !pk.contains(&cfg.column) {
         return Err(PartitionError::Usage(format!(
-            "{shown} needs a primary key that includes {col} to be converted while writes \
+            "{shown} needs a primary key that includes {} to be converted while writes \
              continue (PostgreSQL requires a partitioned table's unique keys to include the \
-             partition key): e.g. ALTER TABLE {shown} ADD PRIMARY KEY ({}{col})",
+             partition key): e.g. ALTER TABLE {} ADD PRIMARY KEY ({}{col})",
+            sql::shown(&cfg.column),
+            qualified(&cfg.schema, &cfg.table),
             pk.iter()
                 .filter(|c| **c != cfg.column)
-                .map(|c| format!("{}, ", quote_ident(c)))
+                .map(|c| format!("{}, ", sql::ident(c)))
                 .collect::<String>(),
-            col = quote_ident(&cfg.column)
+            col = sql::ident(&cfg.column)
         )));
     }
     if let Some(b) = blockers(client, parent.oid).await? {
@@ -252,8 +254,8 @@ pub async fn prepare(
     }
     let (new_name, _) = names(&cfg.table);
     let new = qualified(&cfg.schema, &new_name);
-    let old = shown.clone();
-    let key = quote_ident(&cfg.column);
+    let old = qualified(&cfg.schema, &cfg.table);
+    let key = sql::ident(&cfg.column);
 
     // Partitions from the oldest row to `premake` ahead of now (or of the highest id).
     let sql = match kind {
@@ -319,7 +321,7 @@ pub async fn prepare(
     for fk in &fks {
         stmts.push(format!(
             "ALTER TABLE {new} ADD CONSTRAINT {} {}",
-            quote_ident(&fk.get::<_, String>(0)),
+            sql::ident(&fk.get::<_, String>(0)),
             fk.get::<_, String>(1)
         ));
     }
@@ -327,17 +329,17 @@ pub async fn prepare(
         // The plan named the partitions after the final parent name, not <t>_pgw_new.
         stmts.extend(target.sql(a)?.statements);
     }
-    let cols: Vec<String> = parent.columns.iter().map(|c| quote_ident(c)).collect();
+    let cols: Vec<String> = parent.columns.iter().map(|c| sql::ident(c)).collect();
     let cols = cols.join(", ");
     let new_vals: Vec<String> = parent
         .columns
         .iter()
-        .map(|c| format!("NEW.{}", quote_ident(c)))
+        .map(|c| format!("NEW.{}", sql::ident(c)))
         .collect();
-    let pk_cols: Vec<String> = pk.iter().map(|c| quote_ident(c)).collect();
+    let pk_cols: Vec<String> = pk.iter().map(|c| sql::ident(c)).collect();
     let old_pk: Vec<String> = pk
         .iter()
-        .map(|c| format!("OLD.{}", quote_ident(c)))
+        .map(|c| format!("OLD.{}", sql::ident(c)))
         .collect();
     let func = trigger_function(&cfg.schema, &cfg.table);
     stmts.push(format!(
@@ -354,7 +356,7 @@ BEGIN
   END IF;
   RETURN NULL;
 END $pgw$",
-        quote_literal(&old),
+        sql::literal(&shown),
         pk_cols.join(", "),
         old_pk.join(", "),
         new_vals.join(", ")
@@ -388,8 +390,8 @@ END $pgw$",
     let total: i64 = tx
         .query_one(
             &format!(
-                "SELECT pg_relation_size('{}'::regclass) / current_setting('block_size')::bigint",
-                old.replace('\'', "''")
+                "SELECT pg_relation_size({}::regclass) / current_setting('block_size')::bigint",
+                sql::literal(&old)
             ),
             &[],
         )
@@ -424,11 +426,11 @@ pub async fn finish(
     progress: Progress<'_>,
     resumed: bool,
 ) -> Result<Conversion, PartitionError> {
-    let shown = qualified(&cfg.schema, &cfg.table);
+    let shown = shown_qualified(&cfg.schema, &cfg.table);
     let (new_name, old_name) = names(&cfg.table);
     let new = qualified(&cfg.schema, &new_name);
-    let old = shown.clone();
-    let cols: Vec<String> = parent.columns.iter().map(|c| quote_ident(c)).collect();
+    let old = qualified(&cfg.schema, &cfg.table);
+    let cols: Vec<String> = parent.columns.iter().map(|c| sql::ident(c)).collect();
     let cols = cols.join(", ");
 
     let per_block: f64 = client
@@ -484,11 +486,11 @@ pub async fn finish(
         format!("DROP TRIGGER pgwarden_convert ON {old}"),
         format!("DROP TRIGGER pgwarden_convert_truncate ON {old}"),
         format!("DROP FUNCTION {func}()"),
-        format!("ALTER TABLE {old} RENAME TO {}", quote_ident(&old_name)),
-        format!("ALTER TABLE {new} RENAME TO {}", quote_ident(&cfg.table)),
+        format!("ALTER TABLE {old} RENAME TO {}", sql::ident(&old_name)),
+        format!("ALTER TABLE {new} RENAME TO {}", sql::ident(&cfg.table)),
     ];
     swap.extend(crate::ddl::hand_over_sequences(
-        &shown,
+        &old,
         &parent.owned_sequences,
     ));
     for s in &swap {
@@ -507,7 +509,7 @@ pub async fn finish(
                FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
               WHERE i.indrelid IN ($1::text::regclass, $2::text::regclass)
               ORDER BY c.relname",
-            &[&old_q, &shown],
+            &[&old_q, &old],
         )
         .await
         .map_err(|e| PartitionError::sql("read the indexes", e))?;
@@ -531,12 +533,12 @@ pub async fn finish(
             format!(
                 "ALTER INDEX {} RENAME TO {}",
                 qualified(&cfg.schema, old_idx),
-                quote_ident(&parked)
+                sql::ident(&parked)
             ),
             format!(
                 "ALTER INDEX {} RENAME TO {}",
                 qualified(&cfg.schema, &new_idx),
-                quote_ident(old_idx)
+                sql::ident(old_idx)
             ),
         ] {
             tx.batch_execute(&sql)
@@ -550,7 +552,7 @@ pub async fn finish(
             "SELECT a.attname::text, pg_get_serial_sequence($1, a.attname), pg_get_serial_sequence($2, a.attname)
                FROM pg_attribute a
               WHERE a.attrelid = $1::regclass AND a.attidentity <> '' AND NOT a.attisdropped",
-            &[&old_q, &shown],
+            &[&old_q, &old],
         )
         .await
         .map_err(|e| PartitionError::sql("read identity columns", e))?;
@@ -561,7 +563,7 @@ pub async fn finish(
         };
         let sql = format!(
             "SELECT setval({}::regclass, last_value, is_called) FROM {}",
-            quote_literal(&to),
+            sql::literal(&to),
             from
         );
         tx.batch_execute(&sql)
@@ -585,11 +587,11 @@ pub async fn finish(
         .map_err(|e| lock_or(e, &shown, lock_timeout_ms, "swap the tables"))?;
     // Fresh statistics for the planner: the new partitions have never been analyzed.
     client
-        .batch_execute(&format!("ANALYZE {shown}"))
+        .batch_execute(&format!("ANALYZE {old}"))
         .await
         .map_err(|e| PartitionError::sql("analyze the new table", e))?;
     let rows: i64 = client
-        .query_one(&format!("SELECT count(*) FROM {shown}"), &[])
+        .query_one(&format!("SELECT count(*) FROM {old}"), &[])
         .await
         .map_err(|e| PartitionError::sql("count the rows", e))?
         .get(0);
@@ -597,7 +599,7 @@ pub async fn finish(
         rows,
         blocks_copied: next_block - copied_from,
         batches,
-        old_table: old_q,
+        old_table: shown_qualified(&cfg.schema, &old_name),
         old_dropped: drop_old,
         resumed,
     })

@@ -4,7 +4,9 @@
 use serde::Serialize;
 
 use crate::catalog::{self, Parent};
-use crate::ddl::{self, qualified, Target};
+use pgw_common::sql::{self, qualified, shown_qualified};
+
+use crate::ddl::{self, Target};
 use crate::error::PartitionError;
 use crate::interval::{Interval, Retention, Value};
 use crate::model::{KeyKind, RetentionMode, SetConfig, Strategy, Template, DEFAULT_NAME_PATTERN};
@@ -75,7 +77,7 @@ pub async fn create_with_progress(
     progress: crate::convert::Progress<'_>,
 ) -> Result<CreateReport, PartitionError> {
     let (schema, table) = parse_table(&opts.table)?;
-    let shown = qualified(&schema, &table);
+    let shown = shown_qualified(&schema, &table);
     ddl::check_template(&opts.template)?;
     let name_pattern = opts
         .name_pattern
@@ -103,11 +105,11 @@ pub async fn create_with_progress(
         // A conversion an earlier run started: finish it with the options it started with.
         let parent = catalog::parent(&client, &schema, &table, &cfg.column)
             .await?
-            .ok_or_else(|| PartitionError::NoTable(qualified(&schema, &table)))?;
+            .ok_or_else(|| PartitionError::NoTable(shown.clone()))?;
         if opts.dry_run {
             return Err(PartitionError::Usage(format!(
                 "a conversion of {} is in progress ({next} of {total} blocks copied); run without --dry-run to finish it",
-                qualified(&schema, &table)
+                shown
             )));
         }
         let conversion = crate::convert::finish(
@@ -199,7 +201,13 @@ pub async fn create_with_progress(
         }
         None => {
             let has_rows: bool = client
-                .query_one(&format!("SELECT EXISTS (SELECT 1 FROM {shown})"), &[])
+                .query_one(
+                    &format!(
+                        "SELECT EXISTS (SELECT 1 FROM {})",
+                        qualified(&schema, &table)
+                    ),
+                    &[],
+                )
                 .await
                 .map_err(|e| PartitionError::sql("look for rows", e))?
                 .get(0);
@@ -337,7 +345,7 @@ pub async fn create_with_progress(
             conversion: None,
         });
     }
-    let shown = qualified(&cfg.schema, &cfg.table);
+    let shown = shown_qualified(&cfg.schema, &cfg.table);
     let lock_err = |e: tokio_postgres::Error| {
         lock_or(e, &shown, opts.lock_timeout_ms, "create the partition set")
     };
@@ -367,7 +375,7 @@ fn recreate_partitioned(cfg: &SetConfig, parent: &Parent) -> Vec<String> {
     let old = qualified(&cfg.schema, &old_name);
     let mut sql = vec![format!(
         "ALTER TABLE {table} RENAME TO {}",
-        pgw_common::output::quote_ident(&old_name)
+        sql::ident(&old_name)
     )];
     sql.extend(ddl::partitioned_like(
         cfg,

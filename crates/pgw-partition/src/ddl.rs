@@ -1,12 +1,12 @@
 //! Rendering actions as SQL, exactly as it runs (and as `--dry-run` prints it). Pure.
 //!
 //! DDL takes no bind parameters, so partition bounds, names and options are written into
-//! the statements: identifiers through `quote_ident`, values through `quote_literal`, grant
+//! the statements: identifiers always quoted (`sql::ident`), values through `sql::literal`, grant
 //! privileges checked against PostgreSQL's list. Time bounds are written as
 //! `timezone('<set zone>', '<wall time>'::timestamp)` for timestamptz keys, so the bound is
 //! the set's zone's wall time whatever the session's TimeZone is.
 
-use pgw_common::output::{quote_ident, quote_literal};
+use pgw_common::sql::{self, qualified};
 
 use crate::interval::Value;
 use crate::model::{KeyKind, RetentionMode, SetConfig, Template};
@@ -89,7 +89,7 @@ pub(crate) fn grantee(role: &str) -> String {
     if role.eq_ignore_ascii_case("public") {
         "PUBLIC".to_string()
     } else {
-        quote_ident(role)
+        sql::ident(role)
     }
 }
 
@@ -105,7 +105,7 @@ fn parse_reloption(r: &str) -> Result<String, TemplateError> {
     if !plain {
         return Err(err());
     }
-    Ok(format!("{name} = {}", quote_literal(value.trim())))
+    Ok(format!("{name} = {}", sql::literal(value.trim())))
 }
 
 impl Target<'_> {
@@ -122,12 +122,12 @@ impl Target<'_> {
         match (self.kind, v) {
             (KeyKind::Timestamptz, Value::Time(_)) => format!(
                 "timezone({}, {}::timestamp)",
-                quote_literal(&self.cfg.time_zone),
-                quote_literal(&v.to_string())
+                sql::literal(&self.cfg.time_zone),
+                sql::literal(&v.to_string())
             ),
-            (KeyKind::Timestamp, _) => format!("{}::timestamp", quote_literal(&v.to_string())),
-            (KeyKind::Date, _) => format!("{}::date", quote_literal(&v.to_string())),
-            _ => quote_literal(&v.to_string()),
+            (KeyKind::Timestamp, _) => format!("{}::timestamp", sql::literal(&v.to_string())),
+            (KeyKind::Date, _) => format!("{}::date", sql::literal(&v.to_string())),
+            _ => sql::literal(&v.to_string()),
         }
     }
 
@@ -152,7 +152,7 @@ impl Target<'_> {
             out.push_str(&format!(" WITH ({})", opts.join(", ")));
         }
         if let Some(ts) = &t.tablespace {
-            out.push_str(&format!(" TABLESPACE {}", quote_ident(ts)));
+            out.push_str(&format!(" TABLESPACE {}", sql::ident(ts)));
         }
         Ok(out)
     }
@@ -163,7 +163,7 @@ impl Target<'_> {
         let owner = self.cfg.template.owner.as_deref().unwrap_or(self.owner);
         let mut out = vec![format!(
             "ALTER TABLE {child} OWNER TO {}",
-            quote_ident(owner)
+            sql::ident(owner)
         )];
         for (privilege, to) in self.grants {
             if PRIVILEGES.contains(&privilege.as_str()) {
@@ -203,10 +203,10 @@ impl Target<'_> {
                 let cols = self
                     .columns
                     .iter()
-                    .map(|c| quote_ident(c))
+                    .map(|c| sql::ident(c))
                     .collect::<Vec<_>>()
                     .join(", ");
-                let key = quote_ident(&self.cfg.column);
+                let key = sql::ident(&self.cfg.column);
                 let mut s = vec![
                     format!(
                         "CREATE TABLE {child} (LIKE {parent} INCLUDING DEFAULTS INCLUDING CONSTRAINTS \
@@ -239,7 +239,7 @@ impl Target<'_> {
             Action::CreateList { name, values } => {
                 let list = values
                     .iter()
-                    .map(|v| quote_literal(v))
+                    .map(|v| sql::literal(v))
                     .collect::<Vec<_>>()
                     .join(", ");
                 let mut s = vec![format!(
@@ -314,9 +314,9 @@ pub fn partitioned_like(
     let mut sql = vec![
         format!(
             "CREATE TABLE {new} (LIKE {like} INCLUDING ALL) PARTITION BY {by} ({})",
-            quote_ident(&cfg.column)
+            sql::ident(&cfg.column)
         ),
-        format!("ALTER TABLE {new} OWNER TO {}", quote_ident(owner)),
+        format!("ALTER TABLE {new} OWNER TO {}", sql::ident(owner)),
     ];
     for (privilege, to) in grants {
         sql.push(format!("GRANT {privilege} ON {new} TO {}", grantee(to)));
@@ -332,13 +332,8 @@ pub fn hand_over_sequences(table: &str, owned: &[(String, String)]) -> Vec<Strin
         .map(|(seq, column)| {
             format!(
                 "ALTER SEQUENCE {seq} OWNED BY {table}.{}",
-                quote_ident(column)
+                sql::ident(column)
             )
         })
         .collect()
-}
-
-/// `schema.name`, both quoted.
-pub fn qualified(schema: &str, name: &str) -> String {
-    format!("{}.{}", quote_ident(schema), quote_ident(name))
 }

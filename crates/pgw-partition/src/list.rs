@@ -5,11 +5,11 @@ use serde::Serialize;
 use tokio_postgres::Client;
 
 use crate::catalog;
-use crate::ddl::qualified;
 use crate::error::PartitionError;
 use crate::interval::Value;
 use crate::model::{KeyKind, Partition, SetConfig};
 use crate::plan;
+use pgw_common::sql::{qualified, shown_qualified};
 
 use crate::session::{open, parse_table};
 
@@ -55,11 +55,11 @@ pub async fn list(
     )
     .await?;
     if let (Some((s, t)), true) = (&only, sets.is_empty()) {
-        return Err(PartitionError::NotManaged(qualified(s, t)));
+        return Err(PartitionError::NotManaged(shown_qualified(s, t)));
     }
     let mut out = Vec::new();
     for cfg in sets {
-        let table = qualified(&cfg.schema, &cfg.table);
+        let table = shown_qualified(&cfg.schema, &cfg.table);
         match list_one(&client, &cfg).await {
             Ok(mut l) => {
                 l.table = table;
@@ -82,7 +82,7 @@ pub async fn list(
 }
 
 async fn list_one(client: &Client, cfg: &SetConfig) -> Result<SetListing, PartitionError> {
-    let shown = qualified(&cfg.schema, &cfg.table);
+    let shown = shown_qualified(&cfg.schema, &cfg.table);
     let parent = catalog::parent(client, &cfg.schema, &cfg.table, &cfg.column)
         .await?
         .ok_or_else(|| PartitionError::NoTable(shown.clone()))?;

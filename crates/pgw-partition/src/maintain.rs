@@ -5,7 +5,9 @@ use serde::Serialize;
 use tokio_postgres::Client;
 
 use crate::catalog::{self, Parent};
-use crate::ddl::{qualified, Target};
+use pgw_common::sql::shown_qualified;
+
+use crate::ddl::Target;
 use crate::error::PartitionError;
 use crate::model::{KeyKind, SetConfig, Strategy};
 use crate::plan::{self, Action, Facts, Plan};
@@ -93,7 +95,7 @@ struct Planned {
 }
 
 async fn plan_set(client: &Client, cfg: &SetConfig) -> Result<Planned, PartitionError> {
-    let shown = qualified(&cfg.schema, &cfg.table);
+    let shown = shown_qualified(&cfg.schema, &cfg.table);
     let parent = catalog::parent(client, &cfg.schema, &cfg.table, &cfg.column)
         .await?
         .ok_or_else(|| PartitionError::NoTable(shown.clone()))?;
@@ -148,14 +150,14 @@ pub async fn maintain(
     )
     .await?;
     if let (Some((s, t)), true) = (&only, sets.is_empty()) {
-        return Err(PartitionError::NotManaged(qualified(s, t)));
+        return Err(PartitionError::NotManaged(shown_qualified(s, t)));
     }
     let mut report = MaintainReport {
         sets: Vec::new(),
         dry_run: opts.dry_run,
     };
     for cfg in &sets {
-        let shown = qualified(&cfg.schema, &cfg.table);
+        let shown = shown_qualified(&cfg.schema, &cfg.table);
         let planned = match plan_set(&client, cfg).await {
             Ok(p) => p,
             Err(e) => {

@@ -9,7 +9,9 @@ use pgw_common::conninfo::{ConnParams, ProcessEnv};
 use pgw_common::{connect, ConnectError};
 
 use crate::catalog::{self, Parent};
-use crate::ddl::{self, qualified};
+use pgw_common::sql::{self, qualified};
+
+use crate::ddl;
 use crate::error::PartitionError;
 use crate::interval::{Interval, Value};
 use crate::model::{KeyKind, Partition, SetConfig, Strategy};
@@ -175,7 +177,7 @@ pub(crate) async fn newest(
     for p in ranged {
         let sql = format!(
             "SELECT max({})::bigint FROM {}",
-            pgw_common::output::quote_ident(&cfg.column),
+            sql::ident(&cfg.column),
             qualified(&p.schema, &p.name)
         );
         let max: Option<i64> = client
@@ -198,7 +200,7 @@ pub(crate) async fn default_rows(
     iv: Interval,
     default: &Partition,
 ) -> Result<Vec<(Value, i64)>, PartitionError> {
-    let key = pgw_common::output::quote_ident(&cfg.column);
+    let key = sql::ident(&cfg.column);
     let table = qualified(&default.schema, &default.name);
     let what = "count the rows in the default partition";
     let mut cells: std::collections::BTreeMap<Value, i64> = Default::default();

@@ -10,7 +10,7 @@
 use serde::Serialize;
 
 use crate::inputs::{DbSize, InputError, Inputs, Storage, Workload};
-use pgw_common::output::{quote_ident, quote_literal};
+use pgw_common::sql;
 
 use crate::units::format_kb;
 
@@ -579,10 +579,11 @@ fn conf_bare(value: &str) -> bool {
     numeric || word
 }
 
-/// A setting name for ALTER SYSTEM: each dot-separated part quoted when it needs it.
+/// A setting name for ALTER SYSTEM: each dot-separated part quoted (`"work_mem"`,
+/// `"pg_stat_statements"."max"`).
 fn quote_name(name: &str) -> String {
     name.split('.')
-        .map(quote_ident)
+        .map(sql::ident)
         .collect::<Vec<_>>()
         .join(".")
 }
@@ -654,7 +655,7 @@ impl Recommendation {
             let value = if conf_bare(&setting.value) {
                 setting.value.clone()
             } else {
-                quote_literal(&setting.value)
+                sql::literal(&setting.value)
             };
             s.push_str(&format!(
                 "{} = {}  # {}\n",
@@ -673,7 +674,7 @@ impl Recommendation {
             s.push_str(&format!(
                 "ALTER SYSTEM SET {} = {}; -- {}\n",
                 quote_name(&setting.name),
-                quote_literal(&setting.value),
+                sql::literal(&setting.value),
                 one_line(&setting.reason)
             ));
         }

@@ -1,5 +1,7 @@
 //! Connections against real throwaway clusters: passwords, TLS modes, errors.
 
+mod sql;
+
 use std::collections::HashMap;
 use std::path::Path;
 

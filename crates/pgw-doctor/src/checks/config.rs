@@ -11,7 +11,7 @@
 //! The remediation is `ALTER SYSTEM` and a reload when the setting's context allows
 //! (all four are `sighup` or `superuser`), a restart otherwise.
 
-use pgw_common::output::{quote_ident, quote_literal};
+use pgw_common::sql;
 
 use super::{CheckInfo, Ctx, Scope};
 use crate::model::{Finding, Severity};
@@ -194,8 +194,8 @@ async fn tuning_advice(ctx: &Ctx<'_>) -> Vec<Finding> {
                 ),
                 format!(
                     "ALTER SYSTEM SET {} = {};{then}",
-                    quote_ident(&r.name),
-                    quote_literal(&r.recommended)
+                    sql::ident(&r.name),
+                    sql::literal(&r.recommended)
                 ),
             )
         })

@@ -1,9 +1,9 @@
 //! Index checks: invalid indexes, duplicate (and btree-prefix) indexes, foreign keys
 //! without a supporting index. Each is one catalog query per database.
 
-use pgw_common::output::quote_ident;
+use pgw_common::sql::{self, qualified, shown_qualified};
 
-use super::{qualified, CheckInfo, Ctx, Scope};
+use super::{CheckInfo, Ctx, Scope};
 use crate::model::{Finding, Severity};
 
 /// The checks of this module, in the order they run.
@@ -76,12 +76,13 @@ pub(super) async fn invalid_index(ctx: &Ctx<'_>) -> Result<Vec<Finding>, tokio_p
             let def: String = row.get(4);
             let size: String = row.get(5);
             let partitioned: bool = row.get(6);
-            let object = qualified(&schema, &index);
+            let object = shown_qualified(&schema, &index);
+            let name = qualified(&schema, &index);
             // A partitioned index cannot be dropped concurrently.
             let remediation = if partitioned {
-                format!("DROP INDEX {object};")
+                format!("DROP INDEX {name};")
             } else {
-                format!("DROP INDEX CONCURRENTLY {object};")
+                format!("DROP INDEX CONCURRENTLY {name};")
             };
             Finding {
                 check: "invalid_index".to_string(),
@@ -91,7 +92,7 @@ pub(super) async fn invalid_index(ctx: &Ctx<'_>) -> Result<Vec<Finding>, tokio_p
                 detail: format!(
                     "invalid index on {} ({size}): not used by queries but still maintained on \
                      every write; after dropping it, fix the cause and re-create it with: {def};",
-                    qualified(&tschema, &table)
+                    shown_qualified(&tschema, &table)
                 ),
                 remediation,
                 perfdata: None,
@@ -183,16 +184,17 @@ pub(super) async fn duplicate_index(ctx: &Ctx<'_>) -> Result<Vec<Finding>, tokio
             let size: String = row.get(7);
             let bytes: i64 = row.get(8);
             let partitioned: bool = row.get(9);
-            let object = qualified(&schema, &index);
+            let object = shown_qualified(&schema, &index);
+            let name = qualified(&schema, &index);
             let how = if exact {
                 "is a duplicate of"
             } else {
                 "is covered by (its columns lead)"
             };
             let remediation = if partitioned {
-                format!("DROP INDEX {object};")
+                format!("DROP INDEX {name};")
             } else {
-                format!("DROP INDEX CONCURRENTLY {object};")
+                format!("DROP INDEX CONCURRENTLY {name};")
             };
             Finding {
                 check: "duplicate_index".to_string(),
@@ -202,8 +204,8 @@ pub(super) async fn duplicate_index(ctx: &Ctx<'_>) -> Result<Vec<Finding>, tokio
                 detail: format!(
                     "index on {} {how} {} (same method and predicate); {size} that every \
                      write maintains for nothing",
-                    qualified(&tschema, &table),
-                    qualified(&kschema, &kept)
+                    shown_qualified(&tschema, &table),
+                    shown_qualified(&kschema, &kept)
                 ),
                 remediation,
                 perfdata: Some(format!("{schema}.{index}_bytes={bytes}B")),
@@ -260,10 +262,16 @@ pub(super) async fn missing_fk_index(ctx: &Ctx<'_>) -> Result<Vec<Finding>, toki
             let (rschema, rtable): (String, String) = (row.get(4), row.get(5));
             let partitioned: bool = row.get(6);
             let reltuples: f64 = row.get(7);
-            let object = qualified(&schema, &table);
+            let object = shown_qualified(&schema, &table);
+            let name = qualified(&schema, &table);
+            let shown_cols = cols
+                .iter()
+                .map(|c| sql::shown(c))
+                .collect::<Vec<_>>()
+                .join(", ");
             let collist = cols
                 .iter()
-                .map(|c| quote_ident(c))
+                .map(|c| sql::ident(c))
                 .collect::<Vec<_>>()
                 .join(", ");
             // CREATE INDEX CONCURRENTLY does not work on a partitioned table.
@@ -283,12 +291,12 @@ pub(super) async fn missing_fk_index(ctx: &Ctx<'_>) -> Result<Vec<Finding>, toki
                 database: Some(ctx.database.to_string()),
                 object: Some(object.clone()),
                 detail: format!(
-                    "foreign key {} ({collist}) references {} but no index leads with its \
+                    "foreign key {} ({shown_cols}) references {} but no index leads with its \
                      columns: deletes and key updates there scan this table ({rows_est})",
-                    quote_ident(&conname),
-                    qualified(&rschema, &rtable)
+                    sql::shown(&conname),
+                    shown_qualified(&rschema, &rtable)
                 ),
-                remediation: format!("{create} {object} ({collist});"),
+                remediation: format!("{create} {name} ({collist});"),
                 perfdata: None,
             }
         })

@@ -52,12 +52,6 @@ pub fn all() -> Vec<&'static CheckInfo> {
     .collect()
 }
 
-/// `schema.name`, each part quoted as SQL needs it.
-pub(super) fn qualified(schema: &str, name: &str) -> String {
-    use pgw_common::output::quote_ident;
-    format!("{}.{}", quote_ident(schema), quote_ident(name))
-}
-
 /// What a check runs with.
 pub struct Ctx<'a> {
     pub client: &'a Client,

@@ -15,7 +15,7 @@
 //! inactive slot is a warning; one retaining `slot_retained_critical_mb` MB of WAL or more,
 //! or whose WAL is already lost (`wal_status = 'lost'`), is critical.
 
-use pgw_common::output::quote_literal;
+use pgw_common::sql;
 
 use super::{CheckInfo, Ctx, Scope};
 use crate::model::{Finding, Severity};
@@ -264,7 +264,7 @@ pub(super) async fn replication_slot(ctx: &Ctx<'_>) -> Result<Vec<Finding>, toki
                 database: None,
                 object: Some(name.clone()),
                 detail,
-                remediation: format!("SELECT pg_drop_replication_slot({});", quote_literal(&name)),
+                remediation: format!("SELECT pg_drop_replication_slot({});", sql::literal(&name)),
                 perfdata: Some(format!(
                     "retained={:.0}B;;{:.0}",
                     retained.unwrap_or(0.0),

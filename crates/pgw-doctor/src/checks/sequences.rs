@@ -1,8 +1,8 @@
 //! Sequence checks: sequences (serial and identity columns too) running out of range.
 
-use pgw_common::output::quote_ident;
+use pgw_common::sql::{self, qualified, shown_qualified};
 
-use super::{qualified, CheckInfo, Ctx, Scope};
+use super::{CheckInfo, Ctx, Scope};
 use crate::model::{Finding, Severity};
 
 /// The checks of this module, in the order they run.
@@ -114,7 +114,8 @@ pub(super) async fn sequence_exhaustion(
         else {
             continue;
         };
-        let object = qualified(&schema, &name);
+        let object = shown_qualified(&schema, &name);
+        let seq = qualified(&schema, &name);
         let limit = if ascending { &emax } else { &emin };
         let no_bound = if ascending {
             "NO MAXVALUE"
@@ -122,36 +123,43 @@ pub(super) async fn sequence_exhaustion(
             "NO MINVALUE"
         };
         let small_col = matches!(coltype.as_deref(), Some("smallint" | "integer"));
+        // (the table and column in SQL, then as people read them)
         let owner = match (&tschema, &table, &col) {
-            (Some(s), Some(tb), Some(c)) => Some((qualified(s, tb), quote_ident(c))),
+            (Some(s), Some(tb), Some(c)) => Some((
+                qualified(s, tb),
+                sql::ident(c),
+                format!("{}.{}", shown_qualified(s, tb), sql::shown(c)),
+            )),
             _ => None,
         };
         let at_bigint_limit: bool = row.get(16);
         let (remediation, advice) = match &owner {
-            Some((tbl, c)) if small_col => (
+            Some((tbl, c, column)) if small_col => (
                 format!(
                     "ALTER TABLE {tbl} ALTER COLUMN {c} TYPE bigint; \
-                     ALTER SEQUENCE {object} AS bigint {no_bound};"
+                     ALTER SEQUENCE {seq} AS bigint {no_bound};"
                 ),
                 format!(
-                    "; widening {tbl}.{c} rewrites the table under an ACCESS EXCLUSIVE lock \
+                    "; widening {column} rewrites the table under an ACCESS EXCLUSIVE lock \
                      (plan a window, or migrate to a new bigint column)"
                 ),
             ),
             _ if at_bigint_limit && !small_col => (
                 format!(
                     "the bigint range of {object} is nearly used up: plan a new key scheme \
-                     (e.g. uuid) or, if old values are gone, ALTER SEQUENCE {object} RESTART;"
+                     (e.g. uuid) or, if old values are gone, ALTER SEQUENCE {seq} RESTART;"
                 ),
                 String::new(),
             ),
             _ => (
-                format!("ALTER SEQUENCE {object} AS bigint {no_bound};"),
+                format!("ALTER SEQUENCE {seq} AS bigint {no_bound};"),
                 String::new(),
             ),
         };
         let feeds = match &owner {
-            Some((tbl, c)) => format!(" feeding {tbl}.{c} ({})", coltype.as_deref().unwrap_or("?")),
+            Some((_, _, column)) => {
+                format!(" feeding {column} ({})", coltype.as_deref().unwrap_or("?"))
+            }
             None => String::new(),
         };
         let bound_of = if column_tighter {
@@ -181,7 +189,7 @@ pub(super) async fn sequence_exhaustion(
     if !unreadable.is_empty() {
         let schemas = unreadable
             .iter()
-            .map(|s| quote_ident(s))
+            .map(|s| sql::ident(s))
             .collect::<Vec<_>>()
             .join(", ");
         findings.push(Finding {

@@ -2,7 +2,7 @@
 //! for the whole server, so the check runs once, in the database doctor connects to; the
 //! extension must be installed there (and its library preloaded) for the view to exist.
 
-use pgw_common::output::{quote_ident, quote_literal};
+use pgw_common::sql;
 
 use super::{CheckInfo, Ctx, Scope};
 use crate::model::{Finding, Severity};
@@ -76,7 +76,7 @@ fn preload_sql(current: &[String]) -> String {
         .iter()
         .map(String::as_str)
         .chain(std::iter::once(PGSS))
-        .map(quote_literal)
+        .map(sql::literal)
         .collect();
     format!(
         "ALTER SYSTEM SET shared_preload_libraries = {};",
@@ -136,7 +136,7 @@ pub(super) async fn slow_queries(ctx: &Ctx<'_>) -> Result<Vec<Finding>, tokio_po
                 "pg_stat_statements is not loaded (shared_preload_libraries = '{preload}'), so \
                  slow statements cannot be found: add it, restart the server, then run \
                  CREATE EXTENSION pg_stat_statements; in database {}",
-                quote_ident(ctx.database)
+                sql::shown(ctx.database)
             ),
             remediation: preload_sql(&libs),
             perfdata: None,
@@ -151,7 +151,7 @@ pub(super) async fn slow_queries(ctx: &Ctx<'_>) -> Result<Vec<Finding>, tokio_po
             detail: format!(
                 "pg_stat_statements is loaded but the extension is not created in database {}, \
                  where doctor reads it",
-                quote_ident(ctx.database)
+                sql::shown(ctx.database)
             ),
             remediation: "CREATE EXTENSION pg_stat_statements;".to_string(),
             perfdata: None,
@@ -174,7 +174,7 @@ pub(super) async fn slow_queries(ctx: &Ctx<'_>) -> Result<Vec<Finding>, tokio_po
           WHERE s.slow OR s.rank <= $3
           ORDER BY s.slow DESC, s.total_exec_time DESC
           LIMIT $4",
-        quote_ident(&schema)
+        sql::ident(&schema)
     );
     let limit = MAX_SLOW + t.top_statements.max(0);
     let rows = ctx
@@ -214,8 +214,8 @@ pub(super) async fn slow_queries(ctx: &Ctx<'_>) -> Result<Vec<Finding>, tokio_po
         let text = one_line(query.as_deref().unwrap_or("<query text not available>"));
         let who = format!(
             "in {} as {}",
-            datname.as_deref().map_or("?".to_string(), quote_ident),
-            rolname.as_deref().map_or("?".to_string(), quote_ident)
+            datname.as_deref().map_or("?".to_string(), sql::shown),
+            rolname.as_deref().map_or("?".to_string(), sql::shown)
         );
         let (severity, what, remediation) = if slow {
             (

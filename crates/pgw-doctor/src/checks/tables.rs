@@ -2,7 +2,9 @@
 //! tables, cache hit ratio, and estimated table bloat. Each is one query per database
 //! over the statistics views and catalogs (`pg_monitor` suffices), user schemas only.
 
-use super::{qualified, CheckInfo, Ctx, Scope};
+use pgw_common::sql::{qualified, shown_qualified};
+
+use super::{CheckInfo, Ctx, Scope};
 use crate::model::{Finding, Severity};
 
 /// The checks of this module, in the order they run.
@@ -120,7 +122,8 @@ pub(super) async fn dead_tuples(ctx: &Ctx<'_>) -> Result<Vec<Finding>, tokio_pos
         ) else {
             continue;
         };
-        let object = qualified(&schema, &table);
+        let object = shown_qualified(&schema, &table);
+        let name = qualified(&schema, &table);
         let share = if live > 0 {
             format!("{:.0} % of live rows", ratio * 100.0)
         } else {
@@ -140,7 +143,7 @@ pub(super) async fn dead_tuples(ctx: &Ctx<'_>) -> Result<Vec<Finding>, tokio_pos
             database: Some(ctx.database.to_string()),
             object: Some(object.clone()),
             detail,
-            remediation: format!("VACUUM (ANALYZE) {object};"),
+            remediation: format!("VACUUM (ANALYZE) {name};"),
             perfdata: Some(format!(
                 "{schema}.{table}_dead_ratio={perf_ratio:.4};{};{}",
                 t.dead_tuples_warning_share, t.dead_tuples_critical_share
@@ -200,7 +203,8 @@ pub(super) async fn vacuum_stale(ctx: &Ctx<'_>) -> Result<Vec<Finding>, tokio_po
             let trigger: f64 = row.get(4);
             let hours: Option<f64> = row.get(5);
             let av_enabled: bool = row.get(6);
-            let object = qualified(&schema, &table);
+            let object = shown_qualified(&schema, &table);
+            let name = qualified(&schema, &table);
             Finding {
                 check: "vacuum_stale".to_string(),
                 severity: Severity::Warning,
@@ -217,7 +221,7 @@ pub(super) async fn vacuum_stale(ctx: &Ctx<'_>) -> Result<Vec<Finding>, tokio_po
                         "; autovacuum is disabled for this table"
                     }
                 ),
-                remediation: format!("VACUUM (ANALYZE) {object};"),
+                remediation: format!("VACUUM (ANALYZE) {name};"),
                 perfdata: Some(format!("{schema}.{table}_dead_rows={dead};{trigger:.0};")),
             }
         })
@@ -262,7 +266,8 @@ pub(super) async fn analyze_stale(ctx: &Ctx<'_>) -> Result<Vec<Finding>, tokio_p
             let modified: i64 = row.get(2);
             let base: f64 = row.get(3);
             let hours: Option<f64> = row.get(4);
-            let object = qualified(&schema, &table);
+            let object = shown_qualified(&schema, &table);
+            let name = qualified(&schema, &table);
             let share = if base > 0.0 {
                 format!(
                     "{:.0} % of its {base:.0} rows",
@@ -283,7 +288,7 @@ pub(super) async fn analyze_stale(ctx: &Ctx<'_>) -> Result<Vec<Finding>, tokio_p
                     ago(hours),
                     t.analyze_stale_hours
                 ),
-                remediation: format!("ANALYZE {object};"),
+                remediation: format!("ANALYZE {name};"),
                 perfdata: Some(format!(
                     "{schema}.{table}_mod_since_analyze={modified};{:.0};",
                     t.analyze_stale_share * base
@@ -343,7 +348,8 @@ pub(super) async fn autovacuum_large_table(
             let matview: bool = row.get(3);
             let global_sf: f64 = row.get(4);
             let global_thr: f64 = row.get(5);
-            let object = qualified(&schema, &table);
+            let object = shown_qualified(&schema, &table);
+            let name = qualified(&schema, &table);
             let (threshold, analyze_sf) = large_table_settings(reltuples);
             let kind = if matview {
                 "MATERIALIZED VIEW"
@@ -363,7 +369,7 @@ pub(super) async fn autovacuum_large_table(
                     global_thr + global_sf * reltuples
                 ),
                 remediation: format!(
-                    "ALTER {kind} {object} SET (autovacuum_vacuum_scale_factor = 0, \
+                    "ALTER {kind} {name} SET (autovacuum_vacuum_scale_factor = 0, \
                      autovacuum_vacuum_threshold = {threshold}, \
                      autovacuum_analyze_scale_factor = {analyze_sf});"
                 ),
@@ -425,7 +431,7 @@ pub(super) async fn cache_hit_ratio(ctx: &Ctx<'_>) -> Result<Vec<Finding>, tokio
         );
         let (object, detail, remediation, label) = match (schema, table) {
             (Some(schema), Some(table)) => {
-                let object = qualified(&schema, &table);
+                let object = shown_qualified(&schema, &table);
                 (
                     Some(object.clone()),
                     format!(
@@ -552,7 +558,8 @@ pub(super) async fn table_bloat(ctx: &Ctx<'_>) -> Result<Vec<Finding>, tokio_pos
             continue;
         };
         let mb = |p: i64| p as f64 * bs as f64 / 1_048_576.0;
-        let object = qualified(&schema, &table);
+        let object = shown_qualified(&schema, &table);
+        let name = qualified(&schema, &table);
         findings.push(Finding {
             check: "table_bloat".to_string(),
             severity,
@@ -572,7 +579,7 @@ pub(super) async fn table_bloat(ctx: &Ctx<'_>) -> Result<Vec<Finding>, tokio_pos
                 t.bloat_warning_share * 100.0,
                 t.bloat_critical_share * 100.0
             ),
-            remediation: format!("VACUUM FULL {object}; ANALYZE {object};"),
+            remediation: format!("VACUUM FULL {name}; ANALYZE {name};"),
             perfdata: Some(format!(
                 "{schema}.{table}_bloat_share={share:.4};{};{}",
                 t.bloat_warning_share, t.bloat_critical_share

@@ -2,7 +2,9 @@
 //! statistics views (`pg_stat_user_indexes`, `pg_stat_user_tables`) in one query per
 //! database; the counts cover this server only, since the last statistics reset.
 
-use super::{qualified, CheckInfo, Ctx, Scope};
+use pgw_common::sql::{qualified, shown_qualified};
+
+use super::{CheckInfo, Ctx, Scope};
 use crate::model::{Finding, Severity};
 
 /// seq_scan_heavy: tables read by fewer sequential scans than this are never reported
@@ -76,7 +78,7 @@ pub(super) async fn unused_index(ctx: &Ctx<'_>) -> Result<Vec<Finding>, tokio_po
             let bytes: i64 = row.get(3);
             let size: String = row.get(4);
             let since: String = row.get(5);
-            let object = qualified(&schema, &index);
+            let object = shown_qualified(&schema, &index);
             Finding {
                 check: "unused_index".to_string(),
                 severity: Severity::Warning,
@@ -86,9 +88,9 @@ pub(super) async fn unused_index(ctx: &Ctx<'_>) -> Result<Vec<Finding>, tokio_po
                     "index on {} ({size}) has not been scanned {since}; every write still \
                      maintains it. Scans on replicas are not counted here: check them before \
                      dropping",
-                    qualified(&schema, &table)
+                    shown_qualified(&schema, &table)
                 ),
-                remediation: format!("DROP INDEX CONCURRENTLY {object};"),
+                remediation: format!("DROP INDEX CONCURRENTLY {};", qualified(&schema, &index)),
                 perfdata: Some(format!("{schema}.{index}_bytes={bytes}B")),
             }
         })
@@ -126,7 +128,7 @@ pub(super) async fn seq_scan_heavy(ctx: &Ctx<'_>) -> Result<Vec<Finding>, tokio_
             let idx: i64 = row.get(4);
             let tup_read: i64 = row.get(5);
             let share: f64 = row.get(6);
-            let object = qualified(&schema, &table);
+            let object = shown_qualified(&schema, &table);
             Finding {
                 check: "seq_scan_heavy".to_string(),
                 severity: Severity::Warning,

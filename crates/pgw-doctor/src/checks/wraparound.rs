@@ -2,9 +2,9 @@
 //! database's `datfrozenxid` and the oldest user tables (a table's TOAST table counted
 //! with it), against the 2^31 wraparound limit and `autovacuum_freeze_max_age`.
 
-use pgw_common::output::quote_ident;
+use pgw_common::sql::{self, qualified, shown_qualified};
 
-use super::{qualified, CheckInfo, Ctx, Scope};
+use super::{CheckInfo, Ctx, Scope};
 use crate::model::{Finding, Severity};
 
 /// Transaction IDs a database can age before the server refuses new ones (2^31 - 1).
@@ -107,7 +107,7 @@ pub(super) async fn xid_wraparound(ctx: &Ctx<'_>) -> Result<Vec<Finding>, tokio_
                 let nsp: Option<String> = r.get(2);
                 let rel: Option<String> = r.get(3);
                 let age: Option<i64> = r.get(4);
-                Some(format!("{} ({})", qualified(&nsp?, &rel?), age?))
+                Some(format!("{} ({})", shown_qualified(&nsp?, &rel?), age?))
             })
             .collect();
         let oldest = if oldest.is_empty() {
@@ -119,7 +119,7 @@ pub(super) async fn xid_wraparound(ctx: &Ctx<'_>) -> Result<Vec<Finding>, tokio_
             check: "xid_wraparound".to_string(),
             severity,
             database: Some(ctx.database.to_string()),
-            object: Some(quote_ident(ctx.database)),
+            object: Some(sql::shown(ctx.database)),
             detail: format!(
                 "database age(datfrozenxid) is {db_age} transactions ({:.2} % of the \
                  {WRAPAROUND_LIMIT} wraparound limit, {} remaining; autovacuum_freeze_max_age \
@@ -150,7 +150,8 @@ pub(super) async fn xid_wraparound(ctx: &Ctx<'_>) -> Result<Vec<Finding>, tokio_
             None if age > table_fma => Severity::Info,
             None => continue,
         };
-        let object = qualified(&nsp, &rel);
+        let object = shown_qualified(&nsp, &rel);
+        let name = qualified(&nsp, &rel);
         let toast = if toast_older == Some(true) {
             " (its TOAST table is the older part)"
         } else {
@@ -173,7 +174,7 @@ pub(super) async fn xid_wraparound(ctx: &Ctx<'_>) -> Result<Vec<Finding>, tokio_
                 pct(age),
                 WRAPAROUND_LIMIT - age
             ),
-            remediation: format!("VACUUM (FREEZE, VERBOSE) {object};"),
+            remediation: format!("VACUUM (FREEZE, VERBOSE) {name};"),
             perfdata: Some(format!("{nsp}.{rel}_xid_age={age};{warn};{crit}")),
         });
     }

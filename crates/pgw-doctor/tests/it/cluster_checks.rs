@@ -453,7 +453,8 @@ async fn config_audit_gives_tuning_advice_as_info() {
         f.detail
     );
     assert!(
-        f.remediation.starts_with("ALTER SYSTEM SET work_mem = '"),
+        f.remediation
+            .starts_with("ALTER SYSTEM SET \"work_mem\" = '"),
         "{}",
         f.remediation
     );
@@ -501,7 +502,7 @@ async fn config_audit_advice_for_a_host_given_by_flags() {
     );
     assert_eq!(
         sb.remediation,
-        "ALTER SYSTEM SET shared_buffers = '16GB'; -- then restart the server"
+        "ALTER SYSTEM SET \"shared_buffers\" = '16GB'; -- then restart the server"
     );
     assert!(advice("effective_cache_size")
         .detail

@@ -19,9 +19,10 @@ async fn dead_tuples_found_and_vacuumed() {
     let c = cluster();
     c.psql(
         "postgres",
-        r#"CREATE TABLE public."Dead" (id int) WITH (autovacuum_enabled = false);
-           INSERT INTO public."Dead" SELECT generate_series(1, 20000);
-           DELETE FROM public."Dead" WHERE id <= 10000;
+        r#"CREATE SCHEMA "user";
+           CREATE TABLE "user"."Dead" (id int) WITH (autovacuum_enabled = false);
+           INSERT INTO "user"."Dead" SELECT generate_series(1, 20000);
+           DELETE FROM "user"."Dead" WHERE id <= 10000;
            CREATE TABLE public.small (id int) WITH (autovacuum_enabled = false);
            INSERT INTO public.small SELECT generate_series(1, 100);
            DELETE FROM public.small;"#,
@@ -33,14 +34,14 @@ async fn dead_tuples_found_and_vacuumed() {
     let f = f[0];
     assert_eq!(f.severity, Severity::Critical, "{f:#?}");
     assert_eq!(f.database.as_deref(), Some("postgres"));
-    assert_eq!(f.object.as_deref(), Some("public.\"Dead\""));
+    assert_eq!(f.object.as_deref(), Some("\"user\".\"Dead\""));
     assert!(f.detail.contains("10000 dead"), "{}", f.detail);
-    assert_eq!(f.remediation, "VACUUM (ANALYZE) public.\"Dead\";");
+    assert_eq!(f.remediation, "VACUUM (ANALYZE) \"user\".\"Dead\";");
     assert!(
         f.perfdata
             .as_deref()
             .unwrap_or("")
-            .starts_with("public.Dead_dead_ratio=1.0000;0.2;0.5"),
+            .starts_with("user.Dead_dead_ratio=1.0000;0.2;0.5"),
         "{:?}",
         f.perfdata
     );
@@ -73,7 +74,7 @@ async fn invalid_index_in_another_database() {
     .unwrap();
     let err = c.psql(
         "Other db",
-        "CREATE UNIQUE INDEX CONCURRENTLY \"Dup_v_uq\" ON public.dup (v);",
+        "CREATE UNIQUE INDEX CONCURRENTLY \"Dup \"\"v\"\" uq\" ON public.dup (v);",
     );
     assert!(err.is_err(), "the unique index on duplicates must fail");
     // A valid index is not reported.
@@ -81,16 +82,16 @@ async fn invalid_index_in_another_database() {
         .unwrap();
 
     let report = doctor(&c, "invalid_index", &[]).await;
-    let f = found(&report, "invalid_index", "Dup_v_uq");
+    let f = found(&report, "invalid_index", "Dup ");
     assert_eq!(f.len(), 1, "{:#?}", report.findings);
     let f = f[0].clone();
     assert_eq!(f.severity, Severity::Warning);
     assert_eq!(f.database.as_deref(), Some("Other db"));
-    assert_eq!(f.object.as_deref(), Some("public.\"Dup_v_uq\""));
+    assert_eq!(f.object.as_deref(), Some("public.\"Dup \"\"v\"\" uq\""));
     assert!(f.detail.contains("CREATE UNIQUE INDEX"), "{}", f.detail);
     assert_eq!(
         f.remediation,
-        "DROP INDEX CONCURRENTLY public.\"Dup_v_uq\";"
+        "DROP INDEX CONCURRENTLY \"public\".\"Dup \"\"v\"\" uq\";"
     );
     assert!(found(&report, "invalid_index", "dup_v").is_empty());
     assert_eq!(report.findings.len(), 1, "{:#?}", report.findings);
@@ -149,7 +150,10 @@ async fn duplicate_index_found_and_dropped() {
     assert_eq!(f.severity, Severity::Warning);
     assert_eq!(f.database.as_deref(), Some("postgres"));
     assert!(f.detail.contains("\"T_pkey\""), "{}", f.detail);
-    assert_eq!(f.remediation, "DROP INDEX CONCURRENTLY public.t_id_plain;");
+    assert_eq!(
+        f.remediation,
+        "DROP INDEX CONCURRENTLY \"public\".\"t_id_plain\";"
+    );
     let f = found(&report, "duplicate_index", "t_a_b_copy")[0];
     assert!(f.detail.contains("public.\"T_a_b\""), "{}", f.detail);
     let f = found(&report, "duplicate_index", "t_a")
@@ -216,12 +220,14 @@ async fn missing_fk_index_found_and_created() {
                FOREIGN KEY (x, y) REFERENCES public.pair);
            CREATE INDEX ON public."Child" (indexed_parent);
            CREATE INDEX ON public."Child" (y, x, z);           -- covers (x, y) in any order
+           CREATE SCHEMA "user";
+           CREATE TABLE "user"."line item" ("order" int REFERENCES public.parent);
            CREATE TABLE public.partial_child (p int REFERENCES public.parent);
            CREATE INDEX ON public.partial_child (p) WHERE p > 0; -- partial: does not count"#,
     )
     .unwrap();
     let report = doctor(&c, "missing_fk_index", &[]).await;
-    assert_eq!(report.findings.len(), 2, "{:#?}", report.findings);
+    assert_eq!(report.findings.len(), 3, "{:#?}", report.findings);
     let f = found(&report, "missing_fk_index", "Child");
     assert_eq!(f.len(), 1, "{:#?}", report.findings);
     let f = f[0].clone();
@@ -231,7 +237,15 @@ async fn missing_fk_index_found_and_created() {
     assert!(f.detail.contains("public.parent"), "{}", f.detail);
     assert_eq!(
         f.remediation,
-        "CREATE INDEX CONCURRENTLY ON public.\"Child\" (\"Parent Id\");"
+        "CREATE INDEX CONCURRENTLY ON \"public\".\"Child\" (\"Parent Id\");"
+    );
+    let f = found(&report, "missing_fk_index", "line item");
+    assert_eq!(f.len(), 1, "{:#?}", report.findings);
+    assert_eq!(f[0].object.as_deref(), Some("\"user\".\"line item\""));
+    assert!(f[0].detail.contains("(\"order\")"), "{}", f[0].detail);
+    assert_eq!(
+        f[0].remediation,
+        "CREATE INDEX CONCURRENTLY ON \"user\".\"line item\" (\"order\");"
     );
     assert_eq!(found(&report, "missing_fk_index", "partial_child").len(), 1);
 
@@ -268,8 +282,9 @@ async fn sequence_exhaustion_found_and_widened() {
     .unwrap();
     c.psql(
         "seqs",
-        r#"CREATE SEQUENCE public."Small" AS smallint;
-           SELECT setval('public."Small"', 25000);"#,
+        r#"CREATE SCHEMA "user";
+           CREATE SEQUENCE "user"."Small ""q""" AS smallint;
+           SELECT setval('"user"."Small ""q"""', 25000);"#,
     )
     .unwrap();
 
@@ -285,8 +300,8 @@ async fn sequence_exhaustion_found_and_widened() {
     assert_eq!(ser.object.as_deref(), Some("public.\"Ser_id_seq\""));
     assert_eq!(
         ser.remediation,
-        "ALTER TABLE public.\"Ser\" ALTER COLUMN id TYPE bigint; \
-         ALTER SEQUENCE public.\"Ser_id_seq\" AS bigint NO MAXVALUE;"
+        "ALTER TABLE \"public\".\"Ser\" ALTER COLUMN \"id\" TYPE bigint; \
+         ALTER SEQUENCE \"public\".\"Ser_id_seq\" AS bigint NO MAXVALUE;"
     );
     assert!(ser.detail.contains("ACCESS EXCLUSIVE"), "{}", ser.detail);
     let ident = get("ident_id_seq");
@@ -298,14 +313,14 @@ async fn sequence_exhaustion_found_and_widened() {
     assert_eq!(down.severity, Severity::Critical, "{down:#?}");
     assert_eq!(
         down.remediation,
-        "ALTER SEQUENCE public.down AS bigint NO MINVALUE;"
+        "ALTER SEQUENCE \"public\".\"down\" AS bigint NO MINVALUE;"
     );
     let small = get("Small");
     assert_eq!(small.severity, Severity::Warning, "{small:#?}");
     assert_eq!(small.database.as_deref(), Some("seqs"));
     assert_eq!(
         small.remediation,
-        "ALTER SEQUENCE public.\"Small\" AS bigint NO MAXVALUE;"
+        "ALTER SEQUENCE \"user\".\"Small \"\"q\"\"\" AS bigint NO MAXVALUE;"
     );
     for quiet in ["fresh", "unused", "cyc"] {
         assert!(
@@ -373,7 +388,7 @@ async fn database_checks_run_as_pg_monitor() {
                 assert_eq!(info[0].severity, Severity::Info);
                 assert!(info[0]
                     .remediation
-                    .starts_with("GRANT SELECT ON ALL SEQUENCES IN SCHEMA public"));
+                    .starts_with("GRANT SELECT ON ALL SEQUENCES IN SCHEMA \"public\""));
                 // Once granted, the role sees the sequence.
                 let mut grant = info[0].clone();
                 grant.remediation = grant.remediation.replace("CURRENT_USER", "mon");

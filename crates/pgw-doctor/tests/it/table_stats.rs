@@ -51,7 +51,7 @@ async fn vacuum_stale_found_and_vacuumed() {
     assert!(f.detail.contains("8000 dead rows"), "{}", f.detail);
     assert!(f.detail.contains("trigger of 4050"), "{}", f.detail);
     assert!(f.detail.contains("disabled for this table"), "{}", f.detail);
-    assert_eq!(f.remediation, "VACUUM (ANALYZE) public.\"Stale\";");
+    assert_eq!(f.remediation, "VACUUM (ANALYZE) \"public\".\"Stale\";");
     assert!(
         found(&report, "vacuum_stale", "churn").is_empty(),
         "{:#?}",
@@ -130,7 +130,7 @@ async fn analyze_stale_found_and_analyzed() {
     assert_eq!(f.object.as_deref(), Some("public.\"Unanalyzed\""));
     assert!(f.detail.contains("20000 rows changed"), "{}", f.detail);
     assert!(f.detail.contains("never"), "{}", f.detail);
-    assert_eq!(f.remediation, "ANALYZE public.\"Unanalyzed\";");
+    assert_eq!(f.remediation, "ANALYZE \"public\".\"Unanalyzed\";");
     // Analyzed moments ago: not stale with the default 24 hours ...
     assert!(
         found(&report, "analyze_stale", "changed").is_empty(),
@@ -160,8 +160,9 @@ async fn autovacuum_large_table_found_and_tuned() {
     let c = cluster();
     c.psql(
         "postgres",
-        r#"CREATE TABLE public."Big" (id int);
-           INSERT INTO public."Big" SELECT generate_series(1, 5000);
+        r#"CREATE SCHEMA "order";
+           CREATE TABLE "order"."Big ""one""" (id int);
+           INSERT INTO "order"."Big ""one""" SELECT generate_series(1, 5000);
            CREATE TABLE public.big_tuned (id int) WITH (autovacuum_vacuum_scale_factor = 0.01);
            INSERT INTO public.big_tuned SELECT generate_series(1, 5000);
            CREATE TABLE public.small (id int);
@@ -176,7 +177,12 @@ async fn autovacuum_large_table_found_and_tuned() {
         .iter()
         .filter_map(|f| f.object.as_deref())
         .collect();
-    assert_eq!(objects, vec!["public.\"Big\""], "{:#?}", report.findings);
+    assert_eq!(
+        objects,
+        vec!["\"order\".\"Big \"\"one\"\"\""],
+        "{:#?}",
+        report.findings
+    );
     let f = report.findings[0].clone();
     assert_eq!(f.severity, Severity::Warning);
     assert!(f.detail.contains("about 5000 rows"), "{}", f.detail);
@@ -187,7 +193,7 @@ async fn autovacuum_large_table_found_and_tuned() {
     );
     assert_eq!(
         f.remediation,
-        "ALTER TABLE public.\"Big\" SET (autovacuum_vacuum_scale_factor = 0, \
+        "ALTER TABLE \"order\".\"Big \"\"one\"\"\" SET (autovacuum_vacuum_scale_factor = 0, \
          autovacuum_vacuum_threshold = 10000, autovacuum_analyze_scale_factor = 0.01);"
     );
     // Not a large table with the default of a million rows.
@@ -301,7 +307,7 @@ async fn table_bloat_found_and_rebuilt() {
     assert!(f.detail.contains("pg_repack"), "{}", f.detail);
     assert_eq!(
         f.remediation,
-        "VACUUM FULL public.\"Bloated\"; ANALYZE public.\"Bloated\";"
+        "VACUUM FULL \"public\".\"Bloated\"; ANALYZE \"public\".\"Bloated\";"
     );
     assert!(
         found(&report, "table_bloat", "lean").is_empty(),

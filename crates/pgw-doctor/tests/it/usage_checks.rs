@@ -15,18 +15,19 @@ async fn unused_index_found_and_dropped() {
     let c = cluster();
     c.psql(
         "postgres",
-        r#"CREATE TABLE public."Items" (id int PRIMARY KEY, a int, b int, u int);
-           INSERT INTO public."Items" SELECT g, g % 100, g, g FROM generate_series(1, 5000) g;
-           CREATE INDEX "Items_a" ON public."Items" (a);       -- never scanned
-           CREATE INDEX items_b ON public."Items" (b);         -- scanned below
-           CREATE UNIQUE INDEX items_u ON public."Items" (u);  -- unique: never reported
-           ANALYZE public."Items";"#,
+        r#"CREATE SCHEMA "user";
+           CREATE TABLE "user"."Items" (id int PRIMARY KEY, a int, b int, u int);
+           INSERT INTO "user"."Items" SELECT g, g % 100, g, g FROM generate_series(1, 5000) g;
+           CREATE INDEX "Items_a" ON "user"."Items" (a);       -- never scanned
+           CREATE INDEX items_b ON "user"."Items" (b);         -- scanned below
+           CREATE UNIQUE INDEX items_u ON "user"."Items" (u);  -- unique: never reported
+           ANALYZE "user"."Items";"#,
     )
     .unwrap();
     c.psql(
         "postgres",
         "SET enable_seqscan = off; SET enable_bitmapscan = off;
-         SELECT count(*) FROM public.\"Items\" WHERE b = 42;",
+         SELECT count(*) FROM \"user\".\"Items\" WHERE b = 42;",
     )
     .unwrap();
     let t = ["unused_index_min_mb=0"];
@@ -41,7 +42,7 @@ async fn unused_index_found_and_dropped() {
         .filter_map(|f| f.object.as_deref())
         .collect();
     // The primary key, the unique index and the scanned index are not reported.
-    assert_eq!(flagged, ["public.\"Items_a\""], "{:#?}", r.findings);
+    assert_eq!(flagged, ["\"user\".\"Items_a\""], "{:#?}", r.findings);
     let f = found(&r, "unused_index", "Items_a")[0].clone();
     assert_eq!(f.severity, Severity::Warning);
     assert_eq!(f.database.as_deref(), Some("postgres"));
@@ -52,7 +53,10 @@ async fn unused_index_found_and_dropped() {
     );
     assert!(f.detail.contains("replica"), "{}", f.detail);
     assert!(f.detail.contains("kB"), "{}", f.detail);
-    assert_eq!(f.remediation, "DROP INDEX CONCURRENTLY public.\"Items_a\";");
+    assert_eq!(
+        f.remediation,
+        "DROP INDEX CONCURRENTLY \"user\".\"Items_a\";"
+    );
 
     // At the default 10 MB minimum a small index is not reported.
     let r = doctor(&c, "unused_index", &[]).await;
@@ -161,7 +165,10 @@ async fn xid_wraparound_found_and_frozen() {
         f.detail
     );
     assert!(f.detail.contains("remaining"), "{}", f.detail);
-    assert_eq!(f.remediation, "VACUUM (FREEZE, VERBOSE) public.\"Old\";");
+    assert_eq!(
+        f.remediation,
+        "VACUUM (FREEZE, VERBOSE) \"public\".\"Old\";"
+    );
     let db: Vec<_> = r
         .findings
         .iter()

@@ -2,7 +2,9 @@
 //! (table names as the user types them).
 
 use super::{config, i, t};
-use crate::ddl::{check_template, qualified, Sql, Target, TemplateError};
+use pgw_common::sql::shown_qualified;
+
+use crate::ddl::{check_template, Sql, Target, TemplateError};
 use crate::interval::{Interval, Value};
 use crate::model::{KeyKind, RetentionMode, SetConfig, Template};
 use crate::plan::Action;
@@ -49,13 +51,13 @@ fn create(name: &str, lower: Value, upper: Value) -> Action {
 fn create_bounds_by_key_type() {
     let monthly = config(Interval::Months(1));
     let jan = create("events_p2024_01", t("2024-01-01"), t("2024-02-01"));
-    let owner = "ALTER TABLE public.events_p2024_01 OWNER TO app";
+    let owner = "ALTER TABLE \"public\".\"events_p2024_01\" OWNER TO \"app\"";
     check(
         &monthly,
         KeyKind::Timestamptz,
         jan.clone(),
         &[
-            "CREATE TABLE public.events_p2024_01 PARTITION OF public.events FOR VALUES FROM \
+            "CREATE TABLE \"public\".\"events_p2024_01\" PARTITION OF \"public\".\"events\" FOR VALUES FROM \
              (timezone('UTC', '2024-01-01'::timestamp)) TO (timezone('UTC', '2024-02-01'::timestamp))",
             owner,
         ],
@@ -66,7 +68,7 @@ fn create_bounds_by_key_type() {
         KeyKind::Timestamp,
         jan.clone(),
         &[
-            "CREATE TABLE public.events_p2024_01 PARTITION OF public.events FOR VALUES FROM \
+            "CREATE TABLE \"public\".\"events_p2024_01\" PARTITION OF \"public\".\"events\" FOR VALUES FROM \
              ('2024-01-01'::timestamp) TO ('2024-02-01'::timestamp)",
             owner,
         ],
@@ -77,7 +79,7 @@ fn create_bounds_by_key_type() {
         KeyKind::Date,
         jan,
         &[
-            "CREATE TABLE public.events_p2024_01 PARTITION OF public.events FOR VALUES FROM \
+            "CREATE TABLE \"public\".\"events_p2024_01\" PARTITION OF \"public\".\"events\" FOR VALUES FROM \
              ('2024-01-01'::date) TO ('2024-02-01'::date)",
             owner,
         ],
@@ -95,10 +97,10 @@ fn create_bounds_by_key_type() {
             t("2024-01-01 14:00"),
         ),
         &[
-            "CREATE TABLE public.events_p2024_01_01_1300 PARTITION OF public.events FOR VALUES \
+            "CREATE TABLE \"public\".\"events_p2024_01_01_1300\" PARTITION OF \"public\".\"events\" FOR VALUES \
              FROM (timezone('Europe/Berlin', '2024-01-01 13:00:00'::timestamp)) TO \
              (timezone('Europe/Berlin', '2024-01-01 14:00:00'::timestamp))",
-            "ALTER TABLE public.events_p2024_01_01_1300 OWNER TO app",
+            "ALTER TABLE \"public\".\"events_p2024_01_01_1300\" OWNER TO \"app\"",
         ],
         true,
     );
@@ -108,8 +110,8 @@ fn create_bounds_by_key_type() {
         KeyKind::Integer,
         create("events_pm10", i(-10), i(0)),
         &[
-            "CREATE TABLE public.events_pm10 PARTITION OF public.events FOR VALUES FROM ('-10') TO ('0')",
-            "ALTER TABLE public.events_pm10 OWNER TO app",
+            "CREATE TABLE \"public\".\"events_pm10\" PARTITION OF \"public\".\"events\" FOR VALUES FROM ('-10') TO ('0')",
+            "ALTER TABLE \"public\".\"events_pm10\" OWNER TO \"app\"",
         ],
         true,
     );
@@ -127,16 +129,16 @@ fn rescue_moves_rows_and_attaches() {
             rows: 12,
         },
         &[
-            "CREATE TABLE public.events_p2024_01 (LIKE public.events INCLUDING DEFAULTS \
+            "CREATE TABLE \"public\".\"events_p2024_01\" (LIKE \"public\".\"events\" INCLUDING DEFAULTS \
              INCLUDING CONSTRAINTS INCLUDING STORAGE INCLUDING GENERATED)",
-            "WITH moved AS (DELETE FROM public.events_default WHERE created_at >= \
-             timezone('UTC', '2024-01-01'::timestamp) AND created_at < timezone('UTC', \
-             '2024-02-01'::timestamp) RETURNING id, created_at, \"Payload\") INSERT INTO \
-             public.events_p2024_01 (id, created_at, \"Payload\") SELECT id, created_at, \
+            "WITH moved AS (DELETE FROM \"public\".\"events_default\" WHERE \"created_at\" >= \
+             timezone('UTC', '2024-01-01'::timestamp) AND \"created_at\" < timezone('UTC', \
+             '2024-02-01'::timestamp) RETURNING \"id\", \"created_at\", \"Payload\") INSERT INTO \
+             \"public\".\"events_p2024_01\" (\"id\", \"created_at\", \"Payload\") SELECT \"id\", \"created_at\", \
              \"Payload\" FROM moved",
-            "ALTER TABLE public.events ATTACH PARTITION public.events_p2024_01 FOR VALUES FROM \
+            "ALTER TABLE \"public\".\"events\" ATTACH PARTITION \"public\".\"events_p2024_01\" FOR VALUES FROM \
              (timezone('UTC', '2024-01-01'::timestamp)) TO (timezone('UTC', '2024-02-01'::timestamp))",
-            "ALTER TABLE public.events_p2024_01 OWNER TO app",
+            "ALTER TABLE \"public\".\"events_p2024_01\" OWNER TO \"app\"",
         ],
         true,
     );
@@ -153,15 +155,15 @@ fn rescue_moves_rows_and_attaches() {
             rows: 1,
         },
         &[
-            "CREATE TABLE public.events_p100 (LIKE public.events INCLUDING DEFAULTS \
+            "CREATE TABLE \"public\".\"events_p100\" (LIKE \"public\".\"events\" INCLUDING DEFAULTS \
              INCLUDING CONSTRAINTS INCLUDING STORAGE INCLUDING GENERATED)",
-            "WITH moved AS (DELETE FROM public.events_default WHERE \"Order Id\" >= '100' AND \
-             \"Order Id\" < '200' RETURNING id, created_at, \"Payload\") INSERT INTO \
-             public.events_p100 (id, created_at, \"Payload\") SELECT id, created_at, \
+            "WITH moved AS (DELETE FROM \"public\".\"events_default\" WHERE \"Order Id\" >= '100' AND \
+             \"Order Id\" < '200' RETURNING \"id\", \"created_at\", \"Payload\") INSERT INTO \
+             \"public\".\"events_p100\" (\"id\", \"created_at\", \"Payload\") SELECT \"id\", \"created_at\", \
              \"Payload\" FROM moved",
-            "ALTER TABLE public.events ATTACH PARTITION public.events_p100 FOR VALUES FROM \
+            "ALTER TABLE \"public\".\"events\" ATTACH PARTITION \"public\".\"events_p100\" FOR VALUES FROM \
              ('100') TO ('200')",
-            "ALTER TABLE public.events_p100 OWNER TO app",
+            "ALTER TABLE \"public\".\"events_p100\" OWNER TO \"app\"",
         ],
         true,
     );
@@ -177,8 +179,8 @@ fn default_list_and_hash() {
             name: "events_default".to_string(),
         },
         &[
-            "CREATE TABLE public.events_default PARTITION OF public.events DEFAULT",
-            "ALTER TABLE public.events_default OWNER TO app",
+            "CREATE TABLE \"public\".\"events_default\" PARTITION OF \"public\".\"events\" DEFAULT",
+            "ALTER TABLE \"public\".\"events_default\" OWNER TO \"app\"",
         ],
         true,
     );
@@ -190,9 +192,9 @@ fn default_list_and_hash() {
             values: vec!["US".to_string(), "it's".to_string(), "a\\b".to_string()],
         },
         &[
-            "CREATE TABLE public.events_us PARTITION OF public.events FOR VALUES IN \
+            "CREATE TABLE \"public\".\"events_us\" PARTITION OF \"public\".\"events\" FOR VALUES IN \
              ('US', 'it''s', E'a\\\\b')",
-            "ALTER TABLE public.events_us OWNER TO app",
+            "ALTER TABLE \"public\".\"events_us\" OWNER TO \"app\"",
         ],
         true,
     );
@@ -205,9 +207,9 @@ fn default_list_and_hash() {
             remainder: 3,
         },
         &[
-            "CREATE TABLE public.events_h3 PARTITION OF public.events FOR VALUES WITH \
+            "CREATE TABLE \"public\".\"events_h3\" PARTITION OF \"public\".\"events\" FOR VALUES WITH \
              (MODULUS 8, REMAINDER 3)",
-            "ALTER TABLE public.events_h3 OWNER TO app",
+            "ALTER TABLE \"public\".\"events_h3\" OWNER TO \"app\"",
         ],
         true,
     );
@@ -225,17 +227,17 @@ fn retire_and_finish() {
     let cases = [
         (
             retire(RetentionMode::Drop, false),
-            "DROP TABLE archive.events_p2024_01",
+            "DROP TABLE \"archive\".\"events_p2024_01\"",
             true,
         ),
         (
             retire(RetentionMode::Detach, false),
-            "ALTER TABLE public.events DETACH PARTITION archive.events_p2024_01",
+            "ALTER TABLE \"public\".\"events\" DETACH PARTITION \"archive\".\"events_p2024_01\"",
             true,
         ),
         (
             retire(RetentionMode::Detach, true),
-            "ALTER TABLE public.events DETACH PARTITION archive.events_p2024_01 CONCURRENTLY",
+            "ALTER TABLE \"public\".\"events\" DETACH PARTITION \"archive\".\"events_p2024_01\" CONCURRENTLY",
             false,
         ),
         (
@@ -243,7 +245,7 @@ fn retire_and_finish() {
                 schema: "public".to_string(),
                 name: "events_p2024_01".to_string(),
             },
-            "ALTER TABLE public.events DETACH PARTITION public.events_p2024_01 FINALIZE",
+            "ALTER TABLE \"public\".\"events\" DETACH PARTITION \"public\".\"events_p2024_01\" FINALIZE",
             false,
         ),
     ];
@@ -265,7 +267,7 @@ fn names_are_quoted_where_needed() {
         &[
             "CREATE TABLE \"My Schema\".\"Events_p2024_01\" PARTITION OF \"My Schema\".\"Events\" \
              FOR VALUES FROM ('2024-01-01'::date) TO ('2024-02-01'::date)",
-            "ALTER TABLE \"My Schema\".\"Events_p2024_01\" OWNER TO app",
+            "ALTER TABLE \"My Schema\".\"Events_p2024_01\" OWNER TO \"app\"",
         ],
         true,
     );
@@ -280,7 +282,7 @@ fn names_are_quoted_where_needed() {
         ("public", "événements", "public.\"événements\""),
     ];
     for (schema, table, want) in cases {
-        assert_eq!(qualified(schema, table), want, "{schema}.{table}");
+        assert_eq!(shown_qualified(schema, table), want, "{schema}.{table}");
     }
 }
 
@@ -320,21 +322,21 @@ fn owner_grants_and_template() {
     let got = target
         .sql(&create("events_p2024_01", t("2024-01-01"), t("2024-02-01")))
         .expect("sql");
-    let child = "public.events_p2024_01";
+    let child = "\"public\".\"events_p2024_01\"";
     assert_eq!(
         got.statements,
         [
             format!(
-                "CREATE TABLE {child} PARTITION OF public.events FOR VALUES FROM \
+                "CREATE TABLE {child} PARTITION OF \"public\".\"events\" FOR VALUES FROM \
                  ('2024-01-01'::date) TO ('2024-02-01'::date) WITH \
                  (autovacuum_vacuum_scale_factor = '0.01', fillfactor = '90', \
-                 toast.autovacuum_enabled = 'off') TABLESPACE fast_ssd"
+                 toast.autovacuum_enabled = 'off') TABLESPACE \"fast_ssd\""
             ),
             format!("ALTER TABLE {child} OWNER TO \"Mixed Role\""),
-            format!("GRANT SELECT ON {child} TO analyst"),
+            format!("GRANT SELECT ON {child} TO \"analyst\""),
             format!("GRANT UPDATE ON {child} TO PUBLIC"),
             format!("GRANT DELETE ON {child} TO \"Ops Team\""),
-            format!("GRANT SELECT, INSERT ON {child} TO reporting"),
+            format!("GRANT SELECT, INSERT ON {child} TO \"reporting\""),
             format!("GRANT ALL ON {child} TO PUBLIC"),
             format!("GRANT ALL PRIVILEGES ON {child} TO \"\"\"quoted\"\"\""),
         ]
@@ -348,9 +350,9 @@ fn owner_grants_and_template() {
         .expect("sql");
     assert_eq!(
         got.statements[0],
-        "CREATE TABLE public.events_default PARTITION OF public.events DEFAULT WITH \
+        "CREATE TABLE \"public\".\"events_default\" PARTITION OF \"public\".\"events\" DEFAULT WITH \
          (autovacuum_vacuum_scale_factor = '0.01', fillfactor = '90', \
-         toast.autovacuum_enabled = 'off') TABLESPACE fast_ssd"
+         toast.autovacuum_enabled = 'off') TABLESPACE \"fast_ssd\""
     );
     let got = target
         .sql(&Action::Rescue {
@@ -363,7 +365,7 @@ fn owner_grants_and_template() {
     assert!(
         got.statements[0].ends_with(
             "INCLUDING GENERATED) WITH (autovacuum_vacuum_scale_factor = '0.01', \
-             fillfactor = '90', toast.autovacuum_enabled = 'off') TABLESPACE fast_ssd"
+             fillfactor = '90', toast.autovacuum_enabled = 'off') TABLESPACE \"fast_ssd\""
         ),
         "{}",
         got.statements[0]
@@ -377,7 +379,10 @@ fn owner_grants_and_template() {
             concurrently: false,
         })
         .expect("sql");
-    assert_eq!(got.statements, ["DROP TABLE public.events_p2024_01"]);
+    assert_eq!(
+        got.statements,
+        ["DROP TABLE \"public\".\"events_p2024_01\""]
+    );
 }
 
 #[test]
@@ -392,8 +397,8 @@ fn tablespace_and_owner_quoting() {
             name: "events_default".to_string(),
         },
         &[
-            "CREATE TABLE public.events_default PARTITION OF public.events DEFAULT TABLESPACE \"Fast SSD\"",
-            "ALTER TABLE public.events_default OWNER TO owner_1",
+            "CREATE TABLE \"public\".\"events_default\" PARTITION OF \"public\".\"events\" DEFAULT TABLESPACE \"Fast SSD\"",
+            "ALTER TABLE \"public\".\"events_default\" OWNER TO \"owner_1\"",
         ],
         true,
     );

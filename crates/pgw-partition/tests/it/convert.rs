@@ -223,7 +223,7 @@ async fn a_table_that_cannot_be_swapped_is_refused_with_nothing_made() {
     );
     let cases = [
         ("nokey", "needs a primary key that includes at"),
-        ("idkey", "ADD PRIMARY KEY (id, at)"),
+        ("idkey", "ADD PRIMARY KEY (\"id\", \"at\")"),
         ("watched", "views: recent"),
         ("watched", "publications listing it"),
     ];

@@ -318,3 +318,90 @@ async fn template_owner_grants_reloptions_quoted_names_and_a_pg_monitor_list() {
     assert!(!sets[0].default_rows_exact, "{sets:#?}");
     assert_eq!(sets[0].default_rows, Some(0));
 }
+
+/// Names SQL needs quoted everywhere: a reserved-keyword schema and column, a table with
+/// capitals, spaces and embedded quotes. Create (an empty table re-created partitioned),
+/// maintain (default-partition rescue, retention), list, and a populated conversion.
+#[tokio::test]
+async fn keyword_mixed_case_space_and_quote_names_work_end_to_end() {
+    let (db, dsn) = database(
+        r#"CREATE SCHEMA "user";
+           CREATE TABLE "user"."Order ""Items"" 2024" (
+               "order" timestamptz NOT NULL, "select" int, "Group By" text);
+           CREATE TABLE "user"."from" (
+               id bigint, "order" timestamptz NOT NULL, v int, PRIMARY KEY (id, "order"));
+           INSERT INTO "user"."from"
+                SELECT g, now() - g * interval '1 day', g FROM generate_series(1, 400) g;"#,
+    );
+    let table = r#""user"."Order ""Items"" 2024""#;
+    let start = sql(
+        &db,
+        "SELECT to_char(now() AT TIME ZONE 'UTC' - interval '6 months', 'YYYY-MM-01')",
+    );
+    let mut o = range(&dsn, table, "order", "1 month");
+    o.premake = 2;
+    o.start = Some(start);
+    o.retention = Some("2 months".into());
+    let created = pgw_partition::create(&o).await.expect("create");
+    assert!(created.applied);
+    assert_eq!(created.set.schema, "user");
+    assert_eq!(created.set.table, "Order \"Items\" 2024");
+    // A row now, and one five months ahead (past premake: the default partition).
+    sql(
+        &db,
+        r#"INSERT INTO "user"."Order ""Items"" 2024" ("order", "select", "Group By")
+           VALUES (now(), 1, 'a'), (now() + interval '5 months', 2, 'b')"#,
+    );
+    let before = partitions(&db, table).len();
+    let report = maintain(&dsn, false).await;
+    assert!(!report.failed() && !report.skipped(), "{report:#?}");
+    let done: Vec<String> = report.sets[0]
+        .steps
+        .iter()
+        .map(|s| format!("{:?}", s.action))
+        .collect();
+    assert!(done.iter().any(|a| a.starts_with("Rescue")), "{done:?}");
+    assert!(done.iter().any(|a| a.starts_with("Retire")), "{done:?}");
+    assert_eq!(report.sets[0].table, r#""user"."Order ""Items"" 2024""#);
+    assert_eq!(
+        sql(
+            &db,
+            r#"SELECT count(*) FROM "user"."Order ""Items"" 2024_default""#
+        ),
+        "0"
+    );
+    assert_eq!(
+        sql(&db, r#"SELECT count(*) FROM "user"."Order ""Items"" 2024""#),
+        "2"
+    );
+    assert_ne!(partitions(&db, table).len(), before);
+    assert_eq!(
+        steps(&maintain(&dsn, false).await),
+        0,
+        "a second run plans nothing"
+    );
+
+    // A populated table with a keyword name and key column, converted.
+    let mut o = range(&dsn, r#""user"."from""#, "order", "1 month");
+    o.yes = true;
+    let converted = pgw_partition::create(&o).await.expect("convert");
+    let c = converted.conversion.expect("a conversion");
+    assert_eq!(c.rows, 400);
+    assert_eq!(c.old_table, r#""user".from_pgw_old"#);
+    assert_eq!(
+        sql(
+            &db,
+            r#"SELECT count(*) FROM ONLY "user"."from"; SELECT count(*) FROM "user"."from""#
+        ),
+        "0\n400"
+    );
+
+    let sets = pgw_partition::list(Some(&dsn), None).await.expect("list");
+    let names: Vec<&str> = sets.iter().map(|s| s.table.as_str()).collect();
+    assert_eq!(
+        names,
+        [r#""user"."Order ""Items"" 2024""#, r#""user"."from""#],
+        "{sets:#?}"
+    );
+    assert!(sets.iter().all(|s| s.error.is_none()), "{sets:#?}");
+}

@@ -42,7 +42,7 @@ fn create_maintain_list_and_exit_codes() {
     let o = pgwarden(&dry);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(
-        stdout(&o).contains("CREATE TABLE public.events_p"),
+        stdout(&o).contains("CREATE TABLE \"public\".\"events_p"),
         "{}",
         stdout(&o)
     );
@@ -323,5 +323,50 @@ fn a_conversion_killed_mid_copy_is_finished_by_the_rerun() {
         c.psql("part_kill", sum).unwrap(),
         before,
         "every row exactly once"
+    );
+}
+
+/// The issue's own example: `--column order` (a reserved word) on a table in schema `user`.
+#[test]
+fn keyword_names_on_the_command_line() {
+    let dsn = database(
+        "part_cli_kw",
+        r#"CREATE SCHEMA "user";
+           CREATE TABLE "user"."Line Items" ("order" timestamptz NOT NULL, qty int);"#,
+    );
+    let o = pgwarden(&[
+        "partition",
+        "create",
+        "-d",
+        &dsn,
+        "--table",
+        r#""user"."Line Items""#,
+        "--column",
+        "order",
+        "--range",
+        "monthly",
+        "--format",
+        "json",
+    ]);
+    let doc = json(&o);
+    assert!(o.status.success(), "{doc}");
+    assert_eq!(doc["set"]["column"], "order");
+    let o = pgwarden(&["partition", "maintain", "-d", &dsn]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = pgwarden(&["partition", "list", "-d", &dsn]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains(r#""user"."Line Items": range by order"#),
+        "{}",
+        stdout(&o)
+    );
+    assert_eq!(
+        shared()
+            .psql(
+                "part_cli_kw",
+                r#"INSERT INTO "user"."Line Items" VALUES (now(), 1); SELECT count(*) FROM "user"."Line Items""#
+            )
+            .unwrap(),
+        "1"
     );
 }

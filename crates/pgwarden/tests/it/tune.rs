@@ -85,7 +85,7 @@ fn conf_and_sql_formats() {
     assert!(o.status.success(), "{}", stderr(&o));
     let sql = stdout(&o);
     assert!(
-        sql.contains("ALTER SYSTEM SET shared_buffers = '512MB';"),
+        sql.contains("ALTER SYSTEM SET \"shared_buffers\" = '512MB';"),
         "{sql}"
     );
     let o = pgwarden(&[&base[..], &["--format", "table"]].concat());
