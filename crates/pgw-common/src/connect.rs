@@ -27,17 +27,6 @@ pub enum ConnectError {
     },
 }
 
-impl ConnectError {
-    /// Whether the user's input is at fault (a malformed DSN or TLS options), not the
-    /// server or network.
-    ///
-    /// TLS set-up errors count as input: they come from the user's sslmode,
-    /// sslrootcert, sslcert and sslkey, before any connection is tried.
-    pub fn is_input(&self) -> bool {
-        matches!(self, ConnectError::Dsn(_) | ConnectError::Tls { .. })
-    }
-}
-
 /// Resolves `dsn` against the process environment (PG* variables, ~/.pgpass) and connects.
 pub async fn connect_dsn(dsn: Option<&str>) -> Result<(Client, ConnParams), ConnectError> {
     let params = ConnParams::resolve(dsn, &ProcessEnv)?;

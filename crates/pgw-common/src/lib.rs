@@ -5,6 +5,7 @@
 //! - [`tls`]: rustls configuration with libpq's `sslmode` semantics.
 //! - [`connect`]: [`connect_dsn`] opens a `tokio_postgres::Client`; [`report`] turns any
 //!   error chain into the one line users see.
+//! - [`error`]: [`ErrorClass`] and [`Classify`], the one contract behind exit codes.
 //! - [`output`]: human tables and the terminal test.
 //! - [`sql`]: identifiers (always quoted), qualified names and literals for SQL text, and
 //!   names as people read them (PostgreSQL's `quote_ident()` rules).
@@ -17,10 +18,12 @@
 
 pub mod connect;
 pub mod conninfo;
+pub mod error;
 pub mod output;
 pub mod sql;
 pub mod tls;
 
 pub use connect::{connect, connect_dsn, error_line, report, ConnectError};
 pub use conninfo::{ConnParams, DsnError, SslMode};
+pub use error::{Classify, ErrorClass};
 pub use output::Format;

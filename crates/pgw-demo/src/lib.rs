@@ -65,6 +65,13 @@ pub enum DemoError {
     Partition(#[from] pgw_partition::PartitionError),
 }
 
+impl pgw_common::Classify for DemoError {
+    /// The demo takes no input beyond its flags, so whatever fails in it is a failure.
+    fn class(&self) -> pgw_common::ErrorClass {
+        pgw_common::ErrorClass::Failed
+    }
+}
+
 /// Everything the demo did and found. This is the JSON of `pgwarden demo --format json`.
 #[derive(Debug, Serialize)]
 pub struct DemoReport {

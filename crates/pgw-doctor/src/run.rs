@@ -42,13 +42,14 @@ pub enum DoctorError {
     },
 }
 
-impl DoctorError {
-    /// Whether the user's input is at fault (a check id, a DSN), not the server.
-    pub fn is_input(&self) -> bool {
+impl pgw_common::Classify for DoctorError {
+    /// A check id or a DSN is input; a server that fails or refuses is a failure. (The
+    /// binary reports either as Nagios UNKNOWN.)
+    fn class(&self) -> pgw_common::ErrorClass {
         match self {
-            DoctorError::UnknownCheck(_) => true,
-            DoctorError::Connect(c) => c.is_input(),
-            DoctorError::Query { .. } => false,
+            DoctorError::UnknownCheck(_) => pgw_common::ErrorClass::Input,
+            DoctorError::Connect(c) => pgw_common::Classify::class(c),
+            DoctorError::Query { .. } => pgw_common::ErrorClass::Failed,
         }
     }
 }

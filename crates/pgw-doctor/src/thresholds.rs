@@ -162,6 +162,19 @@ pub enum ConfigError {
     Parse { path: String, message: String },
 }
 
+impl pgw_common::Classify for ThresholdError {
+    fn class(&self) -> pgw_common::ErrorClass {
+        pgw_common::ErrorClass::Input
+    }
+}
+
+impl pgw_common::Classify for ConfigError {
+    /// A config file that cannot be read or parsed is bad input, as a bad flag is.
+    fn class(&self) -> pgw_common::ErrorClass {
+        pgw_common::ErrorClass::Input
+    }
+}
+
 impl Thresholds {
     /// Reads thresholds from a TOML file (unknown names are errors, missing ones keep
     /// their defaults).

@@ -15,7 +15,7 @@ use crate::ddl;
 use crate::error::PartitionError;
 use crate::interval::{Interval, Retention};
 use crate::model::{KeyKind, Partition, RetentionMode, SetConfig, Strategy, Template};
-use crate::session::parse_table;
+use crate::session::{parse_table, precheck};
 
 /// `pgwarden partition adopt`.
 #[derive(Debug, Clone, Default)]
@@ -145,6 +145,12 @@ pub async fn adopt(opts: &AdoptOptions) -> Result<AdoptReport, PartitionError> {
     let (schema, table) = parse_table(&opts.table)?;
     let shown = shown_qualified(&schema, &table);
     ddl::check_template(&opts.template)?;
+    if let Some(p) = &opts.name_pattern {
+        if !p.contains("{suffix}") {
+            return Err(PartitionError::NamePattern(p.clone()));
+        }
+    }
+    precheck(opts.range.as_deref(), opts.retention.as_deref(), None)?;
     let client = crate::session::open(opts.dsn.as_deref(), 10_000).await?;
     if !catalog::load_sets(&client, Some((&schema, &table)))
         .await?
@@ -160,10 +166,10 @@ pub async fn adopt(opts: &AdoptOptions) -> Result<AdoptReport, PartitionError> {
         return Err(PartitionError::NotPartitioned(shown));
     };
     let [column] = cols.as_slice() else {
-        return Err(PartitionError::Usage(format!(
-            "{shown} is partitioned by several columns ({}); only single-column keys are managed",
-            cols.join(", ")
-        )));
+        return Err(PartitionError::MultiColumnKey {
+            table: shown,
+            columns: cols.join(", "),
+        });
     };
     let kind = KeyKind::from_type(parent.key_type.as_deref().unwrap_or(""));
     if kind.is_time() || kind == KeyKind::Integer {
@@ -184,11 +190,8 @@ pub async fn adopt(opts: &AdoptOptions) -> Result<AdoptReport, PartitionError> {
             })
         }
         (Strategy::Range, None) => {
-            let (iv, n) = infer_interval(&parts, kind).ok_or_else(|| {
-                PartitionError::Usage(format!(
-                    "cannot tell the interval of {shown} from its partitions; give --range"
-                ))
-            })?;
+            let (iv, n) = infer_interval(&parts, kind)
+                .ok_or_else(|| PartitionError::IntervalUnknown(shown.clone()))?;
             source("interval", format!("inferred from {n} partitions"));
             Some(iv)
         }
@@ -222,10 +225,12 @@ pub async fn adopt(opts: &AdoptOptions) -> Result<AdoptReport, PartitionError> {
                 source("retention", "pg_partman".into());
                 Some(ret)
             }
-            Err(e) => {
-                return Err(PartitionError::Usage(format!(
-                "pg_partman's retention '{r}' for {shown} cannot be used ({e}); give --retention"
-            )))
+            Err(why) => {
+                return Err(PartitionError::PartmanRetention {
+                    table: shown,
+                    retention: r,
+                    why,
+                })
             }
         },
         (None, None) => None,

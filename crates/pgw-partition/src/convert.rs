@@ -226,31 +226,29 @@ pub async fn prepare(
 ) -> Result<Vec<String>, PartitionError> {
     let shown = shown_qualified(&cfg.schema, &cfg.table);
     if cfg.strategy != Strategy::Range {
-        return Err(PartitionError::Usage(format!(
-            "{shown} holds rows: converting a populated table is done for range sets; \
-             create the list or hash parent yourself and move the rows"
-        )));
+        return Err(PartitionError::ConvertNeedsRange { table: shown });
     }
     let pk = primary_key(client, parent.oid).await?;
     if pk.is_empty() || !pk.contains(&cfg.column) {
-        return Err(PartitionError::Usage(format!(
-            "{shown} needs a primary key that includes {} to be converted while writes \
-             continue (PostgreSQL requires a partitioned table's unique keys to include the \
-             partition key): e.g. ALTER TABLE {} ADD PRIMARY KEY ({}{col})",
-            sql::shown(&cfg.column),
-            qualified(&cfg.schema, &cfg.table),
-            pk.iter()
-                .filter(|c| **c != cfg.column)
-                .map(|c| format!("{}, ", sql::ident(c)))
-                .collect::<String>(),
-            col = sql::ident(&cfg.column)
-        )));
+        return Err(PartitionError::NoPrimaryKey {
+            table: shown,
+            column: sql::shown(&cfg.column),
+            advice: format!(
+                "ALTER TABLE {} ADD PRIMARY KEY ({}{col})",
+                qualified(&cfg.schema, &cfg.table),
+                pk.iter()
+                    .filter(|c| **c != cfg.column)
+                    .map(|c| format!("{}, ", sql::ident(c)))
+                    .collect::<String>(),
+                col = sql::ident(&cfg.column)
+            ),
+        });
     }
     if let Some(b) = blockers(client, parent.oid).await? {
-        return Err(PartitionError::Usage(format!(
-            "{shown} cannot be swapped for a partitioned table while these depend on it ({b}); \
-             drop them first and re-create them afterwards"
-        )));
+        return Err(PartitionError::ConvertBlocked {
+            table: shown,
+            blockers: b,
+        });
     }
     let (new_name, _) = names(&cfg.table);
     let new = qualified(&cfg.schema, &new_name);

@@ -12,7 +12,7 @@ use crate::interval::{Interval, Retention, Value};
 use crate::model::{KeyKind, RetentionMode, SetConfig, Strategy, Template, DEFAULT_NAME_PATTERN};
 use crate::plan::{self, Action, Plan};
 
-use crate::session::{key_kind, lock_or, newest, open, parse_start, parse_table};
+use crate::session::{key_kind, lock_or, newest, open, parse_start, parse_table, precheck};
 
 /// How a new set splits its rows.
 #[derive(Debug, Clone)]
@@ -84,22 +84,30 @@ pub async fn create_with_progress(
         .clone()
         .unwrap_or_else(|| DEFAULT_NAME_PATTERN.to_string());
     if !name_pattern.contains("{suffix}") {
-        return Err(PartitionError::Usage(format!(
-            "--name-pattern '{name_pattern}' must contain {{suffix}}"
-        )));
+        return Err(PartitionError::NamePattern(name_pattern));
     }
     if let Layout::List(lists) = &opts.layout {
         let mut seen = std::collections::HashMap::new();
         for (suffix, values) in lists {
             for v in values {
                 if let Some(other) = seen.insert(v.clone(), suffix.clone()) {
-                    return Err(PartitionError::Usage(format!(
-                    "value '{v}' is in both --list {other} and --list {suffix}: list partitions cannot overlap"
-                )));
+                    return Err(PartitionError::ListOverlap {
+                        value: v.clone(),
+                        first: other,
+                        second: suffix.clone(),
+                    });
                 }
             }
         }
     }
+    if let Layout::Hash(0) = opts.layout {
+        return Err(PartitionError::HashModulus);
+    }
+    let range = match &opts.layout {
+        Layout::Range(r) => Some(r.as_str()),
+        _ => None,
+    };
+    precheck(range, opts.retention.as_deref(), opts.start.as_deref())?;
     let mut client = open(opts.dsn.as_deref(), opts.lock_timeout_ms).await?;
     if let Some((cfg, next, total)) = crate::convert::in_progress(&client, &schema, &table).await? {
         // A conversion an earlier run started: finish it with the options it started with.
@@ -107,10 +115,11 @@ pub async fn create_with_progress(
             .await?
             .ok_or_else(|| PartitionError::NoTable(shown.clone()))?;
         if opts.dry_run {
-            return Err(PartitionError::Usage(format!(
-                "a conversion of {} is in progress ({next} of {total} blocks copied); run without --dry-run to finish it",
-                shown
-            )));
+            return Err(PartitionError::ConversionInProgress {
+                table: shown,
+                done: next,
+                total,
+            });
         }
         let conversion = crate::convert::finish(
             &mut client,
@@ -161,11 +170,7 @@ pub async fn create_with_progress(
     };
     let retention = match (&opts.retention, strategy) {
         (Some(r), Strategy::Range) => Some(Retention::parse(r, kind == KeyKind::Integer)?),
-        (Some(_), _) => {
-            return Err(PartitionError::Usage(
-                "--retention is for range sets only".into(),
-            ))
-        }
+        (Some(_), _) => return Err(PartitionError::RetentionNeedsRange),
         (None, _) => None,
     };
     let default_partition = opts.default_partition && strategy != Strategy::Hash;
@@ -241,8 +246,8 @@ pub async fn create_with_progress(
                 }
                 let (_, next, total) = crate::convert::in_progress(&client, &schema, &table)
                     .await?
-                    .ok_or_else(|| {
-                        PartitionError::Usage("the conversion record vanished".into())
+                    .ok_or_else(|| PartitionError::ConversionLost {
+                        table: shown.clone(),
                     })?;
                 let conversion = crate::convert::finish(
                     &mut client,
@@ -307,9 +312,7 @@ pub async fn create_with_progress(
         }
         Layout::Hash(modulus) => {
             if *modulus == 0 {
-                return Err(PartitionError::Usage(
-                    "--hash needs a modulus of 1 or more".into(),
-                ));
+                return Err(PartitionError::HashModulus);
             }
             let mut p = Plan::default();
             for remainder in 0..*modulus {

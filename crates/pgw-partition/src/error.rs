@@ -1,5 +1,7 @@
 //! Why a partition command failed. Each variant prints as one line.
 
+use pgw_common::{Classify, ErrorClass};
+
 use crate::bound::BoundError;
 use crate::ddl::TemplateError;
 use crate::interval::IntervalError;
@@ -37,8 +39,53 @@ pub enum PartitionError {
     Template(#[from] TemplateError),
     #[error("{0}")]
     Bound(#[from] BoundError),
-    #[error("{0}")]
-    Usage(String),
+    #[error("--name-pattern '{0}' must contain {{suffix}}")]
+    NamePattern(String),
+    #[error("value '{value}' is in both --list {first} and --list {second}: list partitions cannot overlap")]
+    ListOverlap {
+        value: String,
+        first: String,
+        second: String,
+    },
+    #[error("--hash needs a modulus of 1 or more")]
+    HashModulus,
+    #[error("--retention is for range sets only")]
+    RetentionNeedsRange,
+    #[error("--start '{text}' is not a {expected}")]
+    BadStart {
+        text: String,
+        expected: &'static str,
+    },
+    #[error("a conversion of {table} is in progress ({done} of {total} blocks copied); run without --dry-run to finish it")]
+    ConversionInProgress {
+        table: String,
+        done: i64,
+        total: i64,
+    },
+    #[error("the conversion record of {table} vanished while converting it (was pgwarden.conversion changed by hand?); nothing was swapped, run the command again")]
+    ConversionLost { table: String },
+    #[error("{table} holds rows: converting a populated table is done for range sets; create the list or hash parent yourself and move the rows")]
+    ConvertNeedsRange { table: String },
+    #[error("{table} cannot be swapped for a partitioned table while these depend on it ({blockers}); drop them first and re-create them afterwards")]
+    ConvertBlocked { table: String, blockers: String },
+    #[error("{table} is partitioned by several columns ({columns}); only single-column keys are managed")]
+    MultiColumnKey { table: String, columns: String },
+    #[error("cannot tell the interval of {0} from its partitions; give --range")]
+    IntervalUnknown(String),
+    #[error(
+        "pg_partman's retention '{retention}' for {table} cannot be used ({why}); give --retention"
+    )]
+    PartmanRetention {
+        table: String,
+        retention: String,
+        why: IntervalError,
+    },
+    #[error("{table} needs a primary key that includes {column} to be converted while writes continue (PostgreSQL requires a partitioned table's unique keys to include the partition key): e.g. {advice}")]
+    NoPrimaryKey {
+        table: String,
+        column: String,
+        advice: String,
+    },
     #[error("pgwarden.partition_set row for {table} is invalid: {what}")]
     BadConfig { table: String, what: String },
     #[error("lock on {table} not available within {ms} ms (lock_timeout); nothing was changed, try again when it is less busy")]
@@ -58,11 +105,14 @@ impl PartitionError {
             source,
         }
     }
+}
 
-    /// Whether the user's input is at fault (exit 2), not the server or the data (exit 1).
-    pub fn is_input(&self) -> bool {
+impl Classify for PartitionError {
+    /// Flags, names and a database that cannot take the request as given are input (exit
+    /// 2, nothing changed); a server, a lock or the stored state failing is a failure.
+    fn class(&self) -> ErrorClass {
         match self {
-            PartitionError::Connect(c) => c.is_input(),
+            PartitionError::Connect(c) => c.class(),
             PartitionError::NoTable(_)
             | PartitionError::TableName(_)
             | PartitionError::NoColumn { .. }
@@ -76,11 +126,23 @@ impl PartitionError {
             | PartitionError::Interval(_)
             | PartitionError::Plan(_)
             | PartitionError::Template(_)
-            | PartitionError::Usage(_) => true,
+            | PartitionError::NamePattern(_)
+            | PartitionError::ListOverlap { .. }
+            | PartitionError::HashModulus
+            | PartitionError::RetentionNeedsRange
+            | PartitionError::BadStart { .. }
+            | PartitionError::ConversionInProgress { .. }
+            | PartitionError::ConvertNeedsRange { .. }
+            | PartitionError::ConvertBlocked { .. }
+            | PartitionError::MultiColumnKey { .. }
+            | PartitionError::IntervalUnknown(_)
+            | PartitionError::PartmanRetention { .. }
+            | PartitionError::NoPrimaryKey { .. } => ErrorClass::Input,
             PartitionError::Bound(_)
+            | PartitionError::ConversionLost { .. }
             | PartitionError::BadConfig { .. }
             | PartitionError::LockTimeout { .. }
-            | PartitionError::Sql { .. } => false,
+            | PartitionError::Sql { .. } => ErrorClass::Failed,
         }
     }
 }

@@ -13,7 +13,7 @@ use pgw_common::sql::{self, qualified};
 
 use crate::ddl;
 use crate::error::PartitionError;
-use crate::interval::{Interval, Value};
+use crate::interval::{Interval, Retention, Value};
 use crate::model::{KeyKind, Partition, SetConfig, Strategy};
 
 /// Connects as libpq would, with our session fixed: ISO dates, UTC, so that catalog text is
@@ -108,17 +108,52 @@ pub fn parse_table(text: &str) -> Result<(String, String), PartitionError> {
     }
 }
 
+/// Checks `--range`, `--retention` and `--start` before anything connects: each must be
+/// valid for a time key or for an integer key (which one the key is, only the catalog
+/// says, and it is checked again against it). So `--range fortnightly` is bad input even
+/// when the server is down.
+pub(crate) fn precheck(
+    range: Option<&str>,
+    retention: Option<&str>,
+    start: Option<&str>,
+) -> Result<(), PartitionError> {
+    if let Some(r) = range {
+        if let Err(time) = Interval::parse_time(r) {
+            if let Err(int) = Interval::parse_integer(r) {
+                // A number is an integer interval gone wrong; anything else a time one.
+                let numeric = r
+                    .trim()
+                    .starts_with(|c: char| c.is_ascii_digit() || c == '-')
+                    && r.trim().chars().skip(1).all(|c| c.is_ascii_digit());
+                return Err(if numeric { int } else { time }.into());
+            }
+        }
+    }
+    if let Some(r) = retention {
+        if let Err(time) = Retention::parse(r, false) {
+            Retention::parse(r, true).map_err(|_| time)?;
+        }
+    }
+    if let Some(t) = start {
+        if parse_start(t, KeyKind::Timestamp).is_err() {
+            parse_start(t, KeyKind::Integer).map_err(|_| PartitionError::BadStart {
+                text: t.to_string(),
+                expected: "date (YYYY-MM-DD or YYYY-MM-DD HH:MM) or a number",
+            })?;
+        }
+    }
+    Ok(())
+}
+
 /// Parses a `--start` for the key's kind.
 pub(crate) fn parse_start(text: &str, kind: KeyKind) -> Result<Value, PartitionError> {
-    let bad = || {
-        PartitionError::Usage(format!(
-            "--start '{text}' is not a {}",
-            if kind == KeyKind::Integer {
-                "number"
-            } else {
-                "date (YYYY-MM-DD or YYYY-MM-DD HH:MM)"
-            }
-        ))
+    let bad = || PartitionError::BadStart {
+        text: text.to_string(),
+        expected: if kind == KeyKind::Integer {
+            "number"
+        } else {
+            "date (YYYY-MM-DD or YYYY-MM-DD HH:MM)"
+        },
     };
     let t = text.trim();
     if kind == KeyKind::Integer {

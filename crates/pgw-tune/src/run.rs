@@ -3,7 +3,7 @@
 use serde::Serialize;
 use tokio_postgres::Client;
 
-use pgw_common::{connect_dsn, ConnParams, ConnectError};
+use pgw_common::{connect_dsn, Classify, ConnParams, ConnectError, ErrorClass};
 
 use crate::host::{storage_of, HostFacts};
 use crate::inputs::InputError;
@@ -38,19 +38,16 @@ pub enum TuneError {
     Live(#[from] LiveError),
 }
 
-impl TuneError {
-    /// Whether the user's input is at fault (flags, DSN), not the server or network.
-    pub fn is_input(&self) -> bool {
+impl Classify for TuneError {
+    /// Flags and DSN are input; a server that fails or refuses is a failure; Ctrl-C during
+    /// apply (nothing changed) is an interruption.
+    fn class(&self) -> ErrorClass {
         match self {
-            TuneError::Connect(c) => c.is_input(),
-            TuneError::Resolve(_) | TuneError::Input(_) => true,
-            TuneError::Live(_) => false,
+            TuneError::Connect(c) => c.class(),
+            TuneError::Resolve(_) | TuneError::Input(_) => ErrorClass::Input,
+            TuneError::Live(LiveError::Interrupted { .. }) => ErrorClass::Interrupted,
+            TuneError::Live(_) => ErrorClass::Failed,
         }
-    }
-
-    /// Whether the user interrupted the work (Ctrl-C), with nothing changed.
-    pub fn is_interrupted(&self) -> bool {
-        matches!(self, TuneError::Live(LiveError::Interrupted { .. }))
     }
 }
 

@@ -229,7 +229,10 @@ async fn bad_input_is_refused_with_nothing_made() {
         let err = pgw_partition::create(&o).await.unwrap_err();
         let line = pgw_common::report(&err);
         assert!(line.contains(want), "{}: got {line}", o.table);
-        assert!(err.is_input(), "{line}");
+        assert!(
+            pgw_common::Classify::class(&err) == pgw_common::ErrorClass::Input,
+            "{line}"
+        );
     }
     let mut o = range(&dsn, "t", "label", "");
     o.layout = Layout::List(vec![
@@ -238,7 +241,8 @@ async fn bad_input_is_refused_with_nothing_made() {
     ]);
     let err = pgw_partition::create(&o).await.unwrap_err();
     assert!(
-        err.to_string().contains("cannot overlap") && err.is_input(),
+        err.to_string().contains("cannot overlap")
+            && pgw_common::Classify::class(&err) == pgw_common::ErrorClass::Input,
         "{err}"
     );
     let mut o = range(&dsn, "t", "at", "1 month");

@@ -693,9 +693,9 @@ fn to_sql_lines_and_quoting() {
     for want in [
         "-- WARNING: wal_compression",
         "-- DB Type: desktop\n",
-        "\nALTER SYSTEM SET shared_buffers = '512MB'; -- ",
-        "\nALTER SYSTEM SET max_wal_senders = '0'; -- ",
-        "\nALTER SYSTEM SET wal_level = 'minimal'; -- ",
+        "\nALTER SYSTEM SET \"shared_buffers\" = '512MB'; -- ",
+        "\nALTER SYSTEM SET \"max_wal_senders\" = '0'; -- ",
+        "\nALTER SYSTEM SET \"wal_level\" = 'minimal'; -- ",
         "pg_reload_conf()",
     ] {
         assert!(sql.contains(want), "missing {want:?} in\n{sql}");
@@ -708,7 +708,7 @@ fn to_sql_lines_and_quoting() {
     });
     let sql = rec.to_sql();
     assert!(
-        sql.contains("ALTER SYSTEM SET \"My\".search_path = 'it''s'; -- two lines\n"),
+        sql.contains("ALTER SYSTEM SET \"My\".\"search_path\" = 'it''s'; -- two lines\n"),
         "{sql}"
     );
     let conf = rec.to_conf();

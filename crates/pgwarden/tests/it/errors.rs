@@ -112,3 +112,122 @@ fn inputs_outside_pgtunes_range_are_input_errors() {
         "connections",
     );
 }
+
+/// Every flag is checked before anything connects: bad input against a dead host is bad
+/// input (2), not a connection failure (1).
+#[test]
+fn flags_are_validated_before_connecting() {
+    let dead = "host=127.0.0.1 port=1 connect_timeout=2";
+    let create = |extra: &[&str]| {
+        let mut a = vec![
+            "partition",
+            "create",
+            "-d",
+            dead,
+            "--table",
+            "t",
+            "--column",
+            "at",
+        ];
+        a.extend_from_slice(extra);
+        pgwarden(&a)
+    };
+    assert_fails(
+        &create(&["--range", "fortnightly"]),
+        2,
+        "'fortnightly' is not an interval",
+    );
+    assert_fails(
+        &create(&["--range", "5 months"]),
+        2,
+        "does not divide a year",
+    );
+    assert_fails(
+        &create(&["--range", "monthly", "--retention", "forever"]),
+        2,
+        "'forever'",
+    );
+    assert_fails(
+        &create(&["--range", "monthly", "--start", "yesterday"]),
+        2,
+        "--start 'yesterday'",
+    );
+    assert_fails(
+        &create(&["--range", "monthly", "--name-pattern", "{parent}_x"]),
+        2,
+        "{suffix}",
+    );
+    assert_fails(
+        &create(&["--list", "a=1", "--list", "b=1"]),
+        2,
+        "cannot overlap",
+    );
+    assert_fails(
+        &create(&["--range", "monthly", "--grant", "SELEKT TO x"]),
+        2,
+        "SELEKT",
+    );
+    assert_fails(
+        &pgwarden(&[
+            "partition",
+            "adopt",
+            "-d",
+            dead,
+            "--table",
+            "t",
+            "--range",
+            "fortnightly",
+        ]),
+        2,
+        "'fortnightly'",
+    );
+    assert_fails(
+        &pgwarden(&["partition", "maintain", "-d", dead, "--table", "a.b.c"]),
+        2,
+        "a.b.c",
+    );
+    // The same command with good flags reaches the server and fails there: 1.
+    assert_fails(&create(&["--range", "monthly"]), 1, "connect to");
+}
+
+/// doctor speaks Nagios whatever the cause and wherever the flags sit: UNKNOWN (3).
+#[test]
+fn doctor_failures_are_nagios_unknown() {
+    assert_fails(&pgwarden(&["doctor", "--bogus"]), 3, "--bogus");
+    assert_fails(
+        &pgwarden(&["--log", "debug", "doctor", "--bogus"]),
+        3,
+        "--bogus",
+    );
+    assert_fails(
+        &pgwarden(&["doctor", "--log", "info", "--bogus"]),
+        3,
+        "--bogus",
+    );
+    assert_fails(&pgwarden(&["doctor", "--format", "xml"]), 3, "xml");
+    assert_fails(&pgwarden(&["doctor", "--threshold", "nope=1"]), 3, "nope");
+    assert_fails(
+        &pgwarden(&["doctor", "--check", "nope", "-d", "host=127.0.0.1 port=1"]),
+        3,
+        "unknown check",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("doctor.toml");
+    std::fs::write(&bad, "[thresholds]\nno_such = 1\n").unwrap();
+    assert_fails(
+        &pgwarden(&["doctor", "--config", bad.to_str().unwrap()]),
+        3,
+        "no_such",
+    );
+    assert_fails(
+        &pgwarden(&["doctor", "-d", "host=127.0.0.1 port=1 connect_timeout=2"]),
+        3,
+        "connect to",
+    );
+    // Outside doctor the same bad flag is pgwarden's usage error (2).
+    assert_fails(
+        &pgwarden(&["--log", "debug", "tune", "--bogus"]),
+        2,
+        "--bogus",
+    );
+}

@@ -82,3 +82,43 @@ fn architecture_md_maps_every_crate() {
         );
     }
 }
+
+#[test]
+fn exit_codes_are_decided_in_exit_rs_only() {
+    let src = workspace().join("crates/pgwarden/src");
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    let mut found = Vec::new();
+    for f in files {
+        let name = f.file_name().unwrap().to_string_lossy().to_string();
+        if name == "exit.rs" || name == "main.rs" {
+            continue;
+        }
+        let text = std::fs::read_to_string(&f).expect("read a source file");
+        for (i, line) in text.lines().enumerate() {
+            if line.contains("ExitCode") || line.contains("process::exit") {
+                found.push(format!("{}:{}", f.display(), i + 1));
+            }
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "exit codes chosen outside exit.rs: {found:?}"
+    );
+    // No library crate decides a code either.
+    for krate in crates() {
+        if krate.ends_with("pgwarden") {
+            continue;
+        }
+        let mut files = Vec::new();
+        rust_files(&krate.join("src"), &mut files);
+        for f in files {
+            let text = std::fs::read_to_string(&f).expect("read a source file");
+            assert!(
+                !text.contains("ExitCode") && !text.contains("process::exit("),
+                "{} picks an exit code",
+                f.display()
+            );
+        }
+    }
+}

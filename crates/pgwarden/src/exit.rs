@@ -1,0 +1,235 @@
+//! Exit codes, decided here and nowhere else.
+//!
+//! A command ends in an [`Outcome`] (it ran; what it found decides the code) or a
+//! [`Failure`] (it could not do its work). A failure carries the [`ErrorClass`] its error
+//! had when it was made (every capability error implements `pgw_common::Classify`), so no
+//! code downcasts error types by name. [`Convention`] says how a command speaks: most
+//! follow pgwarden's codes, `doctor` follows the Nagios plugin codes that check_postgres
+//! users script against.
+
+use std::fmt;
+use std::process::ExitCode;
+
+use pgw_common::{Classify, ErrorClass};
+
+/// How a command's result becomes a number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Convention {
+    /// 0 ok, 1 failed, 2 bad input, 3 unfinished, 130 interrupted.
+    Pgwarden,
+    /// 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN (anything that kept the checks from running).
+    Nagios,
+}
+
+/// What a command that ran to its end reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Done, or nothing to do.
+    Done,
+    /// Done, but some steps were left for a later run (a busy lock, drops not confirmed).
+    Unfinished,
+    /// Something the user was asked to confirm was not confirmed; nothing changed.
+    NotConfirmed,
+    /// Some parts failed, each reported on its own line (`partition maintain`: a set that
+    /// could not be maintained); the others were done.
+    PartlyFailed,
+    /// The worst finding of a health check run (Nagios states).
+    Health(Health),
+    /// Stopped by Ctrl-C after cleaning up (the demo's cluster).
+    Interrupted,
+}
+
+/// The Nagios state of a doctor run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Health {
+    Ok,
+    Warning,
+    Critical,
+}
+
+/// Why a command could not do its work: the error (its chain becomes the one line users
+/// see) and its class (which decides the code).
+pub struct Failure {
+    class: ErrorClass,
+    error: anyhow::Error,
+}
+
+impl Failure {
+    /// A failure of `class` from any error.
+    pub fn new<E>(class: ErrorClass, error: E) -> Failure
+    where
+        E: std::error::Error + Send + Sync + 'static,
+    {
+        Failure {
+            class,
+            error: anyhow::Error::new(error),
+        }
+    }
+
+    /// A failure from a classified error, keeping its class.
+    pub fn from_classified<E>(error: E) -> Failure
+    where
+        E: Classify + std::error::Error + Send + Sync + 'static,
+    {
+        Failure::new(error.class(), error)
+    }
+
+    /// The same failure with `what` in front ("partition create: ...").
+    pub fn context(self, what: &'static str) -> Failure {
+        Failure {
+            class: self.class,
+            error: self.error.context(what),
+        }
+    }
+
+    pub fn class(&self) -> ErrorClass {
+        self.class
+    }
+
+    /// The one line users see (after `pgwarden: error: `).
+    pub fn line(&self) -> String {
+        pgw_common::report(self.error.as_ref())
+    }
+}
+
+impl fmt::Debug for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}: {}", self.class, self.line())
+    }
+}
+
+/// `.or_fail("tune apply")` on any result whose error is classified.
+pub trait OrFail<T> {
+    /// The error as a [`Failure`] of its own class, with `what` in front.
+    fn or_fail(self, what: &'static str) -> Result<T, Failure>;
+}
+
+impl<T, E> OrFail<T> for Result<T, E>
+where
+    E: Classify + std::error::Error + Send + Sync + 'static,
+{
+    fn or_fail(self, what: &'static str) -> Result<T, Failure> {
+        self.map_err(|e| Failure::from_classified(e).context(what))
+    }
+}
+
+/// Usage errors the binary itself finds (flag combinations clap does not express).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Usage(pub &'static str);
+
+impl Classify for Usage {
+    fn class(&self) -> ErrorClass {
+        ErrorClass::Input
+    }
+}
+
+/// A terminal that could not be read or written (a prompt's answer).
+#[derive(Debug, thiserror::Error)]
+#[error("read the confirmation from the terminal")]
+pub struct Prompt(#[source] pub std::io::Error);
+
+impl Classify for Prompt {
+    fn class(&self) -> ErrorClass {
+        ErrorClass::Failed
+    }
+}
+
+/// The exit code of a failure of `class` under `convention`.
+pub fn failure_code(class: ErrorClass, convention: Convention) -> u8 {
+    match (convention, class) {
+        (Convention::Nagios, _) => 3,
+        (Convention::Pgwarden, ErrorClass::Input) => 2,
+        (Convention::Pgwarden, ErrorClass::Failed) => 1,
+        (Convention::Pgwarden, ErrorClass::Interrupted) => 130,
+    }
+}
+
+/// The exit code of an outcome.
+pub fn outcome_code(outcome: Outcome) -> u8 {
+    match outcome {
+        Outcome::Done | Outcome::Health(Health::Ok) => 0,
+        Outcome::NotConfirmed | Outcome::PartlyFailed | Outcome::Health(Health::Warning) => 1,
+        Outcome::Health(Health::Critical) => 2,
+        Outcome::Unfinished => 3,
+        Outcome::Interrupted => 130,
+    }
+}
+
+/// How a run ends: prints the failure's line (if any) and returns the code.
+pub fn finish(result: Result<Outcome, Failure>, convention: Convention) -> ExitCode {
+    match result {
+        Ok(outcome) => ExitCode::from(outcome_code(outcome)),
+        Err(f) => {
+            eprintln!("pgwarden: error: {}", f.line());
+            ExitCode::from(failure_code(f.class(), convention))
+        }
+    }
+}
+
+/// The exit codes of every command but doctor, as `--help` shows them.
+pub const EXIT_CODES: &str = "\
+Exit codes:
+  0    success (or nothing to do)
+  1    the work failed: server unreachable, authentication or permission refused,
+       the server rejected a value (nothing was changed), or a change was not confirmed
+  2    invalid usage or input: unknown flags, bad values, malformed DSN, a table or
+       column that does not exist; found before anything is changed
+  3    partition maintain only: done, but some steps were skipped (a lock was busy
+       within --lock-timeout, or dropping partitions was not confirmed); run it again
+  130  interrupted (Ctrl-C); throwaway clusters are stopped first, tune apply puts back
+       any entry it had written, a partition conversion resumes when run again
+
+Connections follow libpq: -d/--dsn takes a conninfo string (\"host=db port=5432 user=me\")
+or a URI (postgresql://me@db/app); PGHOST, PGPORT, PGUSER, PGDATABASE, PGPASSWORD,
+PGSSLMODE, PGSSLROOTCERT and ~/.pgpass are honoured.";
+
+/// doctor's exit codes.
+pub const DOCTOR_EXIT_CODES: &str = "\
+Exit codes (the Nagios convention check_postgres users script against):
+  0  nothing above info
+  1  at least one warning
+  2  at least one critical finding
+  3  could not run: server unreachable, authentication refused, bad flags or thresholds
+
+Checks that need more privilege than the role has are listed under \"skipped\" with
+the reason; the others still run. pg_monitor is enough for every check.";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_by_class_and_convention() {
+        use ErrorClass::*;
+        for (class, pgw, nagios) in [(Input, 2, 3), (Failed, 1, 3), (Interrupted, 130, 3)] {
+            assert_eq!(failure_code(class, Convention::Pgwarden), pgw, "{class:?}");
+            assert_eq!(failure_code(class, Convention::Nagios), nagios, "{class:?}");
+        }
+    }
+
+    #[test]
+    fn codes_by_outcome() {
+        for (o, code) in [
+            (Outcome::Done, 0),
+            (Outcome::Unfinished, 3),
+            (Outcome::NotConfirmed, 1),
+            (Outcome::PartlyFailed, 1),
+            (Outcome::Health(Health::Ok), 0),
+            (Outcome::Health(Health::Warning), 1),
+            (Outcome::Health(Health::Critical), 2),
+            (Outcome::Interrupted, 130),
+        ] {
+            assert_eq!(outcome_code(o), code, "{o:?}");
+        }
+    }
+
+    #[test]
+    fn failures_keep_their_class_through_context() {
+        let f = Err::<(), _>(Usage("--diff prints a table or json"))
+            .or_fail("tune --diff")
+            .unwrap_err();
+        assert_eq!(f.class(), ErrorClass::Input);
+        assert_eq!(f.line(), "tune --diff: --diff prints a table or json");
+    }
+}
