@@ -3,7 +3,10 @@
 
 use serde::Serialize;
 
+use tracing::Instrument;
+
 use crate::catalog::{self, Parent};
+use crate::convert::{self, Observer};
 use pgw_common::sql::{self, qualified, shown_qualified};
 
 use crate::ddl::{self, Target};
@@ -62,19 +65,31 @@ pub struct CreateReport {
     pub applied: bool,
     /// Set when a populated table was converted (or a conversion resumed).
     pub conversion: Option<crate::convert::Conversion>,
+    /// Converting (or, in a dry run, about to convert) a populated table: how the copy
+    /// treats writes, and the keys that cannot be carried over.
+    pub copy: Option<crate::convert::CopyPlan>,
 }
 
 /// `pgwarden partition create`: a new partition set on an existing partitioned table, or on
 /// an empty plain table (re-created partitioned, in the same transaction). The config row
 /// and every partition are made in one transaction: all or nothing.
 pub async fn create(opts: &CreateOptions) -> Result<CreateReport, PartitionError> {
-    create_with_progress(opts, &|_, _| {}).await
+    create_observed(opts, &|_, _| {}).await
 }
 
-/// [`create`], reporting a conversion's copy progress (blocks done, blocks in all).
-pub async fn create_with_progress(
+/// [`create`], telling `observer` how a conversion's copy goes (how it treats writes,
+/// before it starts; then blocks done of blocks in all).
+pub async fn create_observed(
     opts: &CreateOptions,
-    progress: crate::convert::Progress<'_>,
+    observer: &dyn Observer,
+) -> Result<CreateReport, PartitionError> {
+    let span = tracing::info_span!("create", table = %opts.table, column = %opts.column);
+    create_in_span(opts, observer).instrument(span).await
+}
+
+async fn create_in_span(
+    opts: &CreateOptions,
+    observer: &dyn Observer,
 ) -> Result<CreateReport, PartitionError> {
     let (schema, table) = parse_table(&opts.table)?;
     let shown = shown_qualified(&schema, &table);
@@ -109,36 +124,32 @@ pub async fn create_with_progress(
     };
     precheck(range, opts.retention.as_deref(), opts.start.as_deref())?;
     let mut client = open(opts.dsn.as_deref(), opts.lock_timeout_ms).await?;
-    if let Some((cfg, next, total)) = crate::convert::in_progress(&client, &schema, &table).await? {
+    if let Some(state) = convert::in_progress(&client, &schema, &table).await? {
         // A conversion an earlier run started: finish it with the options it started with.
-        let parent = catalog::parent(&client, &schema, &table, &cfg.column)
+        let parent = catalog::parent(&client, &schema, &table, &state.cfg.column)
             .await?
             .ok_or_else(|| PartitionError::NoTable(shown.clone()))?;
         if opts.dry_run {
             return Err(PartitionError::ConversionInProgress {
                 table: shown,
-                done: next,
-                total,
+                done: state.next_block,
+                total: state.total_blocks,
             });
         }
-        let conversion = crate::convert::finish(
-            &mut client,
-            &cfg,
-            &parent,
-            next,
-            total,
-            opts.batch_rows,
-            opts.lock_timeout_ms,
-            opts.drop_old,
-            progress,
-            true,
-        )
-        .await?;
+        tracing::info!(
+            next_block = state.next_block,
+            total_blocks = state.total_blocks,
+            "finish the conversion an earlier run started"
+        );
+        let cfg = state.cfg.clone();
+        let how = finish_options(opts, true);
+        let conversion = convert::finish(&mut client, &parent, state, &how, observer).await?;
         return Ok(CreateReport {
             set: cfg,
             actions: Vec::new(),
             sql: Vec::new(),
             applied: true,
+            copy: Some(conversion.plan.clone()),
             conversion: Some(conversion),
         });
     }
@@ -222,15 +233,20 @@ pub async fn create_with_progress(
                     .as_deref()
                     .map(|s| parse_start(s, kind))
                     .transpose()?;
+                let copy = convert::plan_copy(&client, &cfg, &parent).await?;
                 if !opts.yes && !opts.dry_run {
-                    return Err(PartitionError::NeedsConfirmation { table: shown });
+                    return Err(PartitionError::NeedsConfirmation {
+                        table: shown,
+                        copy: Box::new(copy),
+                    });
                 }
-                let stmts = crate::convert::prepare(
+                let stmts = convert::prepare(
                     &mut client,
                     &cfg,
                     &parent,
                     kind,
                     start,
+                    &copy,
                     opts.dry_run,
                     opts.lock_timeout_ms,
                 )
@@ -242,31 +258,23 @@ pub async fn create_with_progress(
                         sql: stmts,
                         applied: false,
                         conversion: None,
+                        copy: Some(copy),
                     });
                 }
-                let (_, next, total) = crate::convert::in_progress(&client, &schema, &table)
+                let state = convert::in_progress(&client, &schema, &table)
                     .await?
                     .ok_or_else(|| PartitionError::ConversionLost {
                         table: shown.clone(),
                     })?;
-                let conversion = crate::convert::finish(
-                    &mut client,
-                    &cfg,
-                    &parent,
-                    next,
-                    total,
-                    opts.batch_rows,
-                    opts.lock_timeout_ms,
-                    opts.drop_old,
-                    progress,
-                    false,
-                )
-                .await?;
+                let how = finish_options(opts, false);
+                let conversion =
+                    convert::finish(&mut client, &parent, state, &how, observer).await?;
                 return Ok(CreateReport {
                     set: cfg,
                     actions: Vec::new(),
                     sql: stmts,
                     applied: true,
+                    copy: Some(copy),
                     conversion: Some(conversion),
                 });
             }
@@ -346,6 +354,7 @@ pub async fn create_with_progress(
             sql,
             applied: false,
             conversion: None,
+            copy: None,
         });
     }
     let shown = shown_qualified(&cfg.schema, &cfg.table);
@@ -365,7 +374,19 @@ pub async fn create_with_progress(
         sql,
         applied: true,
         conversion: None,
+        copy: None,
     })
+}
+
+/// How this run finishes a conversion.
+fn finish_options(opts: &CreateOptions, resumed: bool) -> convert::Finish<'_> {
+    convert::Finish {
+        dsn: opts.dsn.as_deref(),
+        batch_rows: opts.batch_rows,
+        lock_timeout_ms: opts.lock_timeout_ms,
+        drop_old: opts.drop_old,
+        resumed,
+    }
 }
 
 /// An empty plain table re-created as a partitioned one with everything LIKE copies, under

@@ -27,8 +27,11 @@ pub enum PartitionError {
     NotManaged(String),
     #[error("{0} is not a partitioned table")]
     NotPartitioned(String),
-    #[error("{table} holds rows: converting it moves them into a new partitioned table; pass --yes to go ahead")]
-    NeedsConfirmation { table: String },
+    #[error("{table} holds rows: converting it moves them into a new partitioned table ({}); pass --yes to go ahead", copy.summary())]
+    NeedsConfirmation {
+        table: String,
+        copy: Box<crate::convert::CopyPlan>,
+    },
     #[error("time zone '{0}' is not known to the server")]
     TimeZone(String),
     #[error("{0}")]
@@ -80,12 +83,6 @@ pub enum PartitionError {
         retention: String,
         why: IntervalError,
     },
-    #[error("{table} needs a primary key that includes {column} to be converted while writes continue (PostgreSQL requires a partitioned table's unique keys to include the partition key): e.g. {advice}")]
-    NoPrimaryKey {
-        table: String,
-        column: String,
-        advice: String,
-    },
     #[error("pgwarden.partition_set row for {table} is invalid: {what}")]
     BadConfig { table: String, what: String },
     #[error("lock on {table} not available within {ms} ms (lock_timeout); nothing was changed, try again when it is less busy")]
@@ -136,8 +133,7 @@ impl Classify for PartitionError {
             | PartitionError::ConvertBlocked { .. }
             | PartitionError::MultiColumnKey { .. }
             | PartitionError::IntervalUnknown(_)
-            | PartitionError::PartmanRetention { .. }
-            | PartitionError::NoPrimaryKey { .. } => ErrorClass::Input,
+            | PartitionError::PartmanRetention { .. } => ErrorClass::Input,
             PartitionError::Bound(_)
             | PartitionError::ConversionLost { .. }
             | PartitionError::BadConfig { .. }

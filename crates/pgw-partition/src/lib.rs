@@ -48,7 +48,8 @@ pub mod session;
 mod tests;
 
 pub use adopt::{adopt, AdoptOptions, AdoptReport};
-pub use create::{create, create_with_progress, CreateOptions, CreateReport, Layout};
+pub use convert::{CopyMode, CopyPlan, Observer};
+pub use create::{create, create_observed, CreateOptions, CreateReport, Layout};
 pub use error::PartitionError;
 pub use interval::{Interval, Retention, Value};
 pub use list::{list, SetListing};

@@ -301,21 +301,24 @@ async fn create(a: PartitionCreateArgs) -> Result<Outcome, Failure> {
         batch_rows: a.batch_size,
         drop_old: a.drop_old,
     };
-    let progress = term::counter("copying rows", "blocks");
-    let mut report = pgw_partition::create_with_progress(&opts, &progress).await;
-    // A table with rows: ask on a terminal, then convert.
-    if let Err(pgw_partition::PartitionError::NeedsConfirmation { table }) = &report {
+    let observer = Conversion {
+        bar: term::counter("copying rows", "blocks"),
+    };
+    let mut report = pgw_partition::create_observed(&opts, &observer).await;
+    // A table with rows: ask on a terminal (saying how writes fare), then convert.
+    if let Err(pgw_partition::PartitionError::NeedsConfirmation { table, copy }) = &report {
         if term::interactive() {
             let question = format!(
-                "{table} holds rows: move them into a new partitioned table (the old one is kept as {table}_pgw_old{})?",
-                if opts.drop_old { ", then dropped" } else { "" }
+                "{table} holds rows: move them into a new partitioned table (the old one is kept as {table}_pgw_old{})? {}",
+                if opts.drop_old { ", then dropped" } else { "" },
+                copy.summary()
             );
             if term::confirm(&question)? {
                 let opts = pgw_partition::CreateOptions {
                     yes: true,
                     ..opts.clone()
                 };
-                report = pgw_partition::create_with_progress(&opts, &progress).await;
+                report = pgw_partition::create_observed(&opts, &observer).await;
             }
         }
     }
@@ -325,6 +328,24 @@ async fn create(a: PartitionCreateArgs) -> Result<Outcome, Failure> {
         OutputFormat::Table => out(&created(&report)),
     }
     Ok(Outcome::Done)
+}
+
+/// What the terminal shows of a conversion: before a copy that blocks writes, a warning
+/// saying so (on stderr, piped or not); then a progress bar on a terminal.
+struct Conversion<F> {
+    bar: F,
+}
+
+impl<F: Fn(u64, u64) + Sync> pgw_partition::Observer for Conversion<F> {
+    fn starts(&self, plan: &pgw_partition::CopyPlan) {
+        if plan.mode == pgw_partition::CopyMode::WritesBlocked {
+            eprintln!("pgwarden: warning: converting {}", plan.summary());
+        }
+    }
+
+    fn copied(&self, done: u64, total: u64) {
+        (self.bar)(done, total)
+    }
 }
 
 async fn maintain(a: PartitionMaintainArgs) -> Result<Outcome, Failure> {
@@ -444,6 +465,20 @@ fn created(r: &pgw_partition::CreateReport) -> String {
                 format!("kept as {} (drop it when you are sure)", c.old_table)
             }
         ));
+        if c.restarted {
+            out.push_str(
+                "The copy started over: the table was written while the conversion was stopped.\n",
+            );
+        }
+        if let Some(advice) = &c.advice {
+            out.push_str(&format!(
+                "The new table has no primary key (the old one lacked {}); its rows satisfy: {advice};\n",
+                r.set.column
+            ));
+        }
+    }
+    if let (Some(copy), false) = (&r.copy, r.applied) {
+        out.push_str(&format!("Converting {}\n", copy.summary()));
     }
     let rows: Vec<Vec<String>> = r
         .actions

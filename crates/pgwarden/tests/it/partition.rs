@@ -230,19 +230,13 @@ fn adopt_a_hand_made_set() {
 }
 
 /// The binary SIGKILLed mid-copy (a real crash), then run again: the conversion finishes
-/// with every row exactly once.
-#[test]
-fn a_conversion_killed_mid_copy_is_finished_by_the_rerun() {
-    let dsn = database(
-        "part_kill",
-        "CREATE TABLE events (id bigint, at timestamptz NOT NULL, PRIMARY KEY (id, at));
-         INSERT INTO events SELECT g, now() - g * interval '1 minute' FROM generate_series(1, 150000) g;
-         ANALYZE events;",
-    );
+/// with every row exactly once. `setup` makes `events`; `meanwhile` runs between the kill
+/// and the rerun. Returns the rerun's stdout and stderr.
+fn kill_mid_copy_then_rerun(db: &str, setup: &str, meanwhile: &str) -> (String, String) {
+    let dsn = database(db, setup);
     let c = shared();
     let sum =
         "SELECT count(*) || ' ' || md5(string_agg(id || '|' || at, ',' ORDER BY id)) FROM events";
-    let before = c.psql("part_kill", sum).unwrap();
     let args = [
         "partition",
         "create",
@@ -268,14 +262,11 @@ fn a_conversion_killed_mid_copy_is_finished_by_the_rerun() {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     loop {
         let started = c
-            .psql(
-                "part_kill",
-                "SELECT to_regclass('pgwarden.conversion') IS NOT NULL",
-            )
+            .psql(db, "SELECT to_regclass('pgwarden.conversion') IS NOT NULL")
             .unwrap()
             == "t"
             && c.psql(
-                "part_kill",
+                db,
                 "SELECT coalesce(max(next_block), 0) > 0 FROM pgwarden.conversion",
             )
             .unwrap()
@@ -300,30 +291,64 @@ fn a_conversion_killed_mid_copy_is_finished_by_the_rerun() {
     .unwrap();
     child.wait().unwrap();
     assert_eq!(
-        c.psql(
-            "part_kill",
-            "SELECT relkind FROM pg_class WHERE relname = 'events'"
-        )
-        .unwrap(),
+        c.psql(db, "SELECT relkind FROM pg_class WHERE relname = 'events'")
+            .unwrap(),
         "r",
         "killed before the swap"
     );
+    if !meanwhile.is_empty() {
+        // The killed run's lock goes with its session; then writes work again.
+        c.psql(db, &format!("SET lock_timeout = '30s'; {meanwhile}"))
+            .unwrap();
+    }
+    let before = c.psql(db, sum).unwrap();
     let o = pgwarden(&args);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stdout(&o).contains("Finished converting"), "{}", stdout(&o));
     assert_eq!(
-        c.psql(
-            "part_kill",
-            "SELECT relkind FROM pg_class WHERE relname = 'events'"
-        )
-        .unwrap(),
+        c.psql(db, "SELECT relkind FROM pg_class WHERE relname = 'events'")
+            .unwrap(),
         "p"
     );
-    assert_eq!(
-        c.psql("part_kill", sum).unwrap(),
-        before,
-        "every row exactly once"
+    assert_eq!(c.psql(db, sum).unwrap(), before, "every row exactly once");
+    (stdout(&o), stderr(&o))
+}
+
+#[test]
+fn a_conversion_killed_mid_copy_is_finished_by_the_rerun() {
+    let (out, err) = kill_mid_copy_then_rerun(
+        "part_kill",
+        "CREATE TABLE events (id bigint, at timestamptz NOT NULL, PRIMARY KEY (id, at));
+         INSERT INTO events SELECT g, now() - g * interval '1 minute' FROM generate_series(1, 150000) g;
+         ANALYZE events;",
+        "",
     );
+    assert!(!err.contains("writes to it wait"), "{err}");
+    assert!(!out.contains("started over"), "{out}");
+}
+
+/// The same crash with a table whose key lacks the partition column: the copy blocks
+/// writes, and the rerun says so before it resumes.
+#[test]
+fn a_keyless_conversion_killed_mid_copy_is_finished_by_the_rerun() {
+    let setup = "CREATE TABLE events (id bigint PRIMARY KEY, at timestamptz NOT NULL);
+         INSERT INTO events SELECT g, now() - g * interval '1 minute' FROM generate_series(1, 150000) g;
+         ANALYZE events;";
+    let (out, err) = kill_mid_copy_then_rerun("part_kill_nokey", setup, "");
+    assert!(err.contains("pgwarden: warning: converting"), "{err}");
+    assert!(err.contains("writes to it wait"), "{err}");
+    assert!(!out.contains("started over"), "{out}");
+    assert!(
+        out.contains("ADD PRIMARY KEY (\"id\", \"at\")"),
+        "the advice: {out}"
+    );
+    // Written between the crash and the rerun: the copy starts over, nothing is lost.
+    let (out, _) = kill_mid_copy_then_rerun(
+        "part_kill_nokey_w",
+        setup,
+        "DELETE FROM events WHERE id = 10; INSERT INTO events VALUES (0, now())",
+    );
+    assert!(out.contains("started over"), "{out}");
 }
 
 /// The issue's own example: `--column order` (a reserved word) on a table in schema `user`.
