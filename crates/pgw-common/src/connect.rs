@@ -102,6 +102,7 @@ pub async fn connect(params: &ConnParams) -> Result<Client, ConnectError> {
     // One attempt per host rather than one multi-host Config: tokio-postgres wants a
     // hostaddr for every host or for none, and libpq allows them per host.
     let attempts = params.hosts.len().max(1);
+    tracing::debug!(server = %target, sslmode = ?params.sslmode, hosts = attempts, "connect");
     let mut i = 0;
     let (client, connection) = loop {
         let mut attempt = config.clone();
@@ -120,6 +121,7 @@ pub async fn connect(params: &ConnParams) -> Result<Client, ConnectError> {
             Err(source) => return Err(ConnectError::Connect { target, source }),
         }
     };
+    tracing::debug!(server = %target, host = i, "connected");
     tokio::spawn(async move {
         if let Err(e) = connection.await {
             tracing::debug!(error = %error_line(&e), "connection closed with an error");

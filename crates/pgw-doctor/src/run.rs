@@ -2,6 +2,7 @@
 //! database-scoped ones.
 
 use tokio_postgres::error::SqlState;
+use tracing::Instrument;
 
 use pgw_common::conninfo::{ConnParams, ProcessEnv};
 use pgw_common::{connect, error_line, ConnectError};
@@ -77,12 +78,10 @@ pub async fn run(opts: &Options) -> Result<Report, DoctorError> {
             thresholds: &opts.thresholds,
             host: &opts.host,
         };
-        collect(
-            &mut report,
-            check.id,
-            None,
-            checks::run_check(check.id, &ctx).await,
-        );
+        let result = checks::run_check(check.id, &ctx)
+            .instrument(tracing::info_span!("check", id = check.id))
+            .await;
+        collect(&mut report, check.id, None, result);
     }
 
     let db_checks: Vec<_> = selected
@@ -117,6 +116,7 @@ pub async fn run(opts: &Options) -> Result<Report, DoctorError> {
             match connect(&p).await {
                 Ok(c) => Some(c),
                 Err(e) => {
+                    tracing::info!(database = %db, error = %pgw_common::report(&e), "database skipped: cannot connect");
                     for check in &db_checks {
                         report.skipped.push(Skipped {
                             check: check.id.to_string(),
@@ -136,12 +136,10 @@ pub async fn run(opts: &Options) -> Result<Report, DoctorError> {
                 thresholds: &opts.thresholds,
                 host: &opts.host,
             };
-            collect(
-                &mut report,
-                check.id,
-                Some(&db),
-                checks::run_check(check.id, &ctx).await,
-            );
+            let result = checks::run_check(check.id, &ctx)
+                .instrument(tracing::info_span!("check", id = check.id, database = %db))
+                .await;
+            collect(&mut report, check.id, Some(&db), result);
         }
     }
     Ok(report)
@@ -157,8 +155,12 @@ fn collect(
         report.checks_run.push(id.to_string());
     }
     match result {
-        Ok(mut findings) => report.findings.append(&mut findings),
+        Ok(mut findings) => {
+            tracing::debug!(check = id, database, findings = findings.len(), "checked");
+            report.findings.append(&mut findings)
+        }
         Err(e) => {
+            tracing::info!(check = id, database, error = %error_line(&e), "check skipped");
             let reason = if e.code() == Some(&SqlState::INSUFFICIENT_PRIVILEGE) {
                 format!(
                     "needs more privilege than this role has: {}",

@@ -141,6 +141,7 @@ pub fn infer_interval(parts: &[Partition], kind: KeyKind) -> Option<(Interval, u
 }
 
 /// Registers an existing partitioned table as a managed set.
+#[tracing::instrument(name = "adopt", skip_all, fields(table = %opts.table))]
 pub async fn adopt(opts: &AdoptOptions) -> Result<AdoptReport, PartitionError> {
     let (schema, table) = parse_table(&opts.table)?;
     let shown = shown_qualified(&schema, &table);

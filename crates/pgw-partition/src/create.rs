@@ -364,8 +364,10 @@ async fn create_in_span(
     let tx = client.transaction().await.map_err(lock_err)?;
     catalog::ensure_schema(&tx).await?;
     for s in &sql {
+        tracing::debug!(sql = %s, "run");
         tx.batch_execute(s).await.map_err(lock_err)?;
     }
+    tracing::info!(partitions = plan.actions.len(), "set created");
     catalog::save_set(&tx, &cfg).await?;
     tx.commit().await.map_err(lock_err)?;
     Ok(CreateReport {

@@ -43,6 +43,7 @@ pub struct PartitionInfo {
 }
 
 /// `pgwarden partition list`.
+#[tracing::instrument(name = "list", skip_all)]
 pub async fn list(
     dsn: Option<&str>,
     table: Option<&str>,

@@ -374,6 +374,7 @@ pub async fn execute_apply(
     }
     for (i, c) in plan.changes.iter().enumerate() {
         if interrupted() {
+            tracing::info!(written = i, "interrupted; putting back what was written");
             return Err(match undo(client, &plan.changes[..i]).await {
                 Ok(()) => LiveError::Interrupted { reverted: i },
                 Err(failed) => LiveError::RevertFailed {
@@ -384,6 +385,7 @@ pub async fn execute_apply(
             });
         }
         if let Err(source) = alter_system(client, &c.name, Some(&c.new)).await {
+            tracing::info!(setting = %c.name, value = %c.new, error = %pgw_common::error_line(&source), "rejected; putting back what was written");
             return Err(match undo(client, &plan.changes[..i]).await {
                 Ok(()) => LiveError::Rejected {
                     name: c.name.clone(),
@@ -399,6 +401,7 @@ pub async fn execute_apply(
             });
         }
     }
+    tracing::info!(settings = plan.changes.len(), "written; reloading");
     if let Err(source) = client.query_one("SELECT pg_reload_conf()", &[]).await {
         return Err(match undo(client, &plan.changes).await {
             Ok(()) => LiveError::ReloadFailed {
@@ -437,6 +440,7 @@ async fn undo(client: &Client, written: &[Change]) -> Result<(), String> {
             .await
             .is_err()
         {
+            tracing::warn!(setting = %c.name, "could not put the entry back");
             failed.push(c.name.clone());
         }
     }
@@ -470,6 +474,7 @@ async fn alter_system(
         }
     };
     let stmt: String = row.get(0);
+    tracing::debug!(sql = %stmt, "alter system");
     client.batch_execute(&stmt).await
 }
 

@@ -83,6 +83,7 @@ pub struct ServerFacts {
 
 /// Reads version, max_connections, data checksums and (when allowed) the data directory.
 pub async fn server_facts(client: &Client) -> Result<ServerFacts, LiveError> {
+    tracing::debug!("read server facts (version, max_connections, checksums, data directory)");
     let row = client
         .query_one(
             "SELECT current_setting('server_version_num')::int, \
@@ -154,6 +155,7 @@ pub(crate) async fn pg_settings(
     client: &Client,
     names: &[String],
 ) -> Result<BTreeMap<String, PgSetting>, LiveError> {
+    tracing::debug!(settings = names.len(), "read pg_settings");
     let rows = client
         .query(
             "SELECT name, setting, coalesce(unit, ''), context, vartype, min_val, max_val, \

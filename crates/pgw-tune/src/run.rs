@@ -90,7 +90,9 @@ async fn gather_from_server(dsn: Option<&str>) -> Result<(Facts, Session), TuneE
 /// Settles the inputs and recommends.
 fn build_report(req: &Request, facts: &Facts) -> Result<TuneReport, TuneError> {
     let (inputs, input_report) = resolve(&req.given, facts)?;
+    tracing::debug!(?inputs, "inputs resolved");
     let mut rec = recommend(&inputs)?;
+    tracing::debug!(settings = rec.settings.len(), "recommended");
     live::apply_overrides(&mut rec, &req.overrides);
     if let Some(server) = &facts.server {
         adapt_to_server(&mut rec, server);
@@ -139,6 +141,7 @@ pub fn adapt_to_server(rec: &mut Recommendation, server: &live::ServerFacts) {
 
 /// Recommends from the flags, filling the rest from the server (when `use_server`) or
 /// from this host. Returns the session when a server was used.
+#[tracing::instrument(name = "recommend", skip_all, fields(use_server = req.use_server))]
 pub async fn recommend_for(req: &Request) -> Result<(TuneReport, Option<Session>), TuneError> {
     if req.use_server {
         let (facts, session) = gather_from_server(req.dsn.as_deref()).await?;
@@ -153,6 +156,7 @@ pub async fn recommend_for(req: &Request) -> Result<(TuneReport, Option<Session>
 }
 
 /// Recommends and diffs against the live server.
+#[tracing::instrument(name = "diff", skip_all)]
 pub async fn diff(req: &Request) -> Result<TuneReport, TuneError> {
     let (facts, session) = gather_from_server(req.dsn.as_deref()).await?;
     let mut report = build_report(req, &facts)?;
@@ -161,6 +165,7 @@ pub async fn diff(req: &Request) -> Result<TuneReport, TuneError> {
 }
 
 /// Recommends, then validates every change against the server; writes nothing.
+#[tracing::instrument(name = "plan_apply", skip_all)]
 pub async fn plan_apply(req: &Request) -> Result<(TuneReport, ApplyPlan, Session), TuneError> {
     let (facts, session) = gather_from_server(req.dsn.as_deref()).await?;
     let report = build_report(req, &facts)?;
@@ -170,6 +175,7 @@ pub async fn plan_apply(req: &Request) -> Result<(TuneReport, ApplyPlan, Session
 
 /// Carries out a plan from [`plan_apply`]; `interrupted` (Ctrl-C) set before the writes
 /// are done puts back what was written.
+#[tracing::instrument(name = "apply", skip_all, fields(changes = plan.changes.len()))]
 pub async fn execute_apply(
     session: &Session,
     plan: &ApplyPlan,

@@ -84,14 +84,55 @@ fn usage_error(e: clap::Error, convention: exit::Convention) -> ExitCode {
     ))
 }
 
-/// Logs go to stderr, filtered by `--log` (a level or a tracing filter); an invalid filter
-/// falls back to warnings.
+/// pgwarden's own crates: a plain `--log` level applies to them; libraries beneath stay at
+/// warn so that `--log debug` shows what pgwarden did, not every driver frame.
+const OWN_CRATES: &[&str] = &[
+    "pgwarden",
+    "pgw_common",
+    "pgw_tune",
+    "pgw_doctor",
+    "pgw_partition",
+    "pgw_demo",
+    "pgw_cluster",
+    "pgw_node",
+];
+
+/// The tracing filter for `--log`: a plain level (`debug`) for pgwarden's crates with the
+/// rest at warn; anything else (`tokio_postgres=debug,info`) is taken as a filter as it is.
+fn log_filter(level: &str) -> String {
+    match level.trim().to_ascii_lowercase().as_str() {
+        l @ ("error" | "off") => l.to_string(),
+        l @ ("warn" | "info" | "debug" | "trace") => {
+            let own: Vec<String> = OWN_CRATES.iter().map(|c| format!("{c}={l}")).collect();
+            format!("warn,{}", own.join(","))
+        }
+        _ => level.to_string(),
+    }
+}
+
+/// Logs go to stderr, filtered by `--log` (see [`log_filter`]); an invalid filter falls
+/// back to warnings.
 fn init_tracing(level: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_new(level)
+    let filter = tracing_subscriber::EnvFilter::try_new(log_filter(level))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
         .try_init();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::log_filter;
+
+    #[test]
+    fn plain_levels_apply_to_pgwarden_crates() {
+        assert_eq!(log_filter("error"), "error");
+        let debug = log_filter("debug");
+        assert!(debug.starts_with("warn,pgwarden=debug,"), "{debug}");
+        assert!(debug.contains("pgw_partition=debug"), "{debug}");
+        assert_eq!(log_filter("tokio_postgres=debug"), "tokio_postgres=debug");
+    }
 }

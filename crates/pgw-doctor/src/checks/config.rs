@@ -65,7 +65,6 @@ const RISKY: &[(&str, Severity, &str)] = &[
 pub(super) async fn config_audit(ctx: &Ctx<'_>) -> Result<Vec<Finding>, tokio_postgres::Error> {
     let names: Vec<&str> = RISKY.iter().map(|(n, _, _)| *n).collect();
     let rows = ctx
-        .client
         .query(
             "SELECT name, setting, context, source FROM pg_settings WHERE name = ANY($1) ORDER BY name",
             &[&names],

@@ -47,7 +47,6 @@ pub(super) async fn run(
 /// detail (re-creating it blindly would fail again, e.g. a unique index on duplicate data).
 pub(super) async fn invalid_index(ctx: &Ctx<'_>) -> Result<Vec<Finding>, tokio_postgres::Error> {
     let rows = ctx
-        .client
         .query(
             "SELECT n.nspname::text, c.relname::text, tn.nspname::text, t.relname::text,
                     pg_get_indexdef(i.indexrelid), pg_size_pretty(pg_relation_size(i.indexrelid)),
@@ -113,7 +112,6 @@ pub(super) async fn invalid_index(ctx: &Ctx<'_>) -> Result<Vec<Finding>, tokio_p
 /// unique index as a prefix.
 pub(super) async fn duplicate_index(ctx: &Ctx<'_>) -> Result<Vec<Finding>, tokio_postgres::Error> {
     let rows = ctx
-        .client
         .query(
             "WITH idx AS (
                SELECT i.indexrelid, i.indrelid, c.relname::text AS name, n.nspname::text AS nsp,
@@ -221,7 +219,6 @@ pub(super) async fn duplicate_index(ctx: &Ctx<'_>) -> Result<Vec<Finding>, tokio
 /// the finding is on the partitioned table.
 pub(super) async fn missing_fk_index(ctx: &Ctx<'_>) -> Result<Vec<Finding>, tokio_postgres::Error> {
     let rows = ctx
-        .client
         .query(
             "SELECT n.nspname::text, t.relname::text, k.conname::text,
                     ARRAY(SELECT a.attname::text

@@ -62,6 +62,33 @@ pub struct Ctx<'a> {
     pub host: &'a pgw_tune::resolve::Given,
 }
 
+impl Ctx<'_> {
+    /// Runs a check's query on its database, with the SQL in a debug event.
+    pub async fn query(
+        &self,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<Vec<tokio_postgres::Row>, tokio_postgres::Error> {
+        tracing::debug!(sql = %one_line_sql(sql), params = params.len(), "query");
+        self.client.query(sql, params).await
+    }
+
+    /// [`Ctx::query`] for a query that returns exactly one row.
+    pub async fn query_one(
+        &self,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<tokio_postgres::Row, tokio_postgres::Error> {
+        tracing::debug!(sql = %one_line_sql(sql), params = params.len(), "query");
+        self.client.query_one(sql, params).await
+    }
+}
+
+/// SQL on one line for a log event.
+fn one_line_sql(sql: &str) -> String {
+    sql.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
 /// Runs the check `id`.
 pub(crate) async fn run_check(
     id: &str,

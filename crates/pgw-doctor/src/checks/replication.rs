@@ -57,7 +57,6 @@ pub(super) async fn replication_lag(ctx: &Ctx<'_>) -> Result<Vec<Finding>, tokio
     // out); the second half is this server itself when it is a standby. CASE evaluates lazily:
     // pg_current_wal_lsn() would fail during recovery.
     let rows = ctx
-        .client
         .query(
             "SELECT 'sender' AS side,
                     COALESCE(NULLIF(application_name, ''), 'pid ' || pid) AS name,
@@ -205,7 +204,6 @@ pub(super) async fn replication_slot(ctx: &Ctx<'_>) -> Result<Vec<Finding>, toki
     let t = ctx.thresholds;
     // CASE evaluates lazily: pg_current_wal_lsn() would fail during recovery.
     let rows = ctx
-        .client
         .query(
             "SELECT slot_name::text AS slot_name, slot_type, database::text AS database,
                     wal_status,

@@ -36,7 +36,6 @@ pub(super) async fn sequence_exhaustion(
 ) -> Result<Vec<Finding>, tokio_postgres::Error> {
     let t = ctx.thresholds;
     let rows = ctx
-        .client
         .query(
             "WITH seq AS (
                SELECT s.schemaname::text AS nsp, s.sequencename::text AS name,

@@ -142,10 +142,7 @@ pub(super) async fn long_transaction(ctx: &Ctx<'_>) -> Result<Vec<Finding>, toki
             AND now() - xact_start >= make_interval(secs => $1)
           ORDER BY age DESC, pid"
     );
-    let rows = ctx
-        .client
-        .query(&sql, &[&t.long_transaction_warning_secs])
-        .await?;
+    let rows = ctx.query(&sql, &[&t.long_transaction_warning_secs]).await?;
     Ok(rows
         .iter()
         .map(|r| {
@@ -191,7 +188,6 @@ pub(super) async fn idle_in_transaction(
           ORDER BY idle DESC, pid"
     );
     let rows = ctx
-        .client
         .query(&sql, &[&t.idle_in_transaction_warning_secs])
         .await?;
     Ok(rows
@@ -238,7 +234,7 @@ pub(super) async fn blocked_queries(ctx: &Ctx<'_>) -> Result<Vec<Finding>, tokio
           WHERE pid <> pg_backend_pid()
           ORDER BY pid"
     );
-    let rows = ctx.client.query(&sql, &[]).await?;
+    let rows = ctx.query(&sql, &[]).await?;
 
     let mut sessions: HashMap<i32, Session> = HashMap::new();
     let mut blockers_of: HashMap<i32, Vec<i32>> = HashMap::new();
@@ -339,7 +335,6 @@ pub(super) async fn connection_saturation(
 ) -> Result<Vec<Finding>, tokio_postgres::Error> {
     let t = ctx.thresholds;
     let row = ctx
-        .client
         .query_one(
             "SELECT count(*) FILTER (WHERE backend_type = 'client backend') AS used,
                     count(*) FILTER (WHERE backend_type = 'client backend' AND state = 'idle') AS idle,

@@ -114,7 +114,6 @@ fn one_line(query: &str) -> String {
 /// Two round trips: where the extension lives, then the statistics.
 pub(super) async fn slow_queries(ctx: &Ctx<'_>) -> Result<Vec<Finding>, tokio_postgres::Error> {
     let probe = ctx
-        .client
         .query_one(
             "SELECT current_setting('shared_preload_libraries'),
                     (SELECT n.nspname::text FROM pg_extension e
@@ -178,7 +177,6 @@ pub(super) async fn slow_queries(ctx: &Ctx<'_>) -> Result<Vec<Finding>, tokio_po
     );
     let limit = MAX_SLOW + t.top_statements.max(0);
     let rows = ctx
-        .client
         .query(
             &sql,
             &[

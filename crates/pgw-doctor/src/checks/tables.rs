@@ -89,7 +89,6 @@ fn ago(hours: Option<f64>) -> String {
 pub(super) async fn dead_tuples(ctx: &Ctx<'_>) -> Result<Vec<Finding>, tokio_postgres::Error> {
     let t = ctx.thresholds;
     let rows = ctx
-        .client
         .query(
             "SELECT schemaname::text, relname::text, n_live_tup, n_dead_tup,
                     last_vacuum IS NOT NULL OR last_autovacuum IS NOT NULL AS vacuumed
@@ -191,7 +190,6 @@ pub(super) async fn vacuum_stale(ctx: &Ctx<'_>) -> Result<Vec<Finding>, tokio_po
         enabled = reloption_or_setting("autovacuum_enabled", "bool"),
     );
     let rows = ctx
-        .client
         .query(&sql, &[&t.stale_min_rows, &t.vacuum_stale_hours])
         .await?;
     Ok(rows
@@ -235,7 +233,6 @@ pub(super) async fn vacuum_stale(ctx: &Ctx<'_>) -> Result<Vec<Finding>, tokio_po
 pub(super) async fn analyze_stale(ctx: &Ctx<'_>) -> Result<Vec<Finding>, tokio_postgres::Error> {
     let t = ctx.thresholds;
     let rows = ctx
-        .client
         .query(
             "SELECT schemaname::text, relname::text, n_mod_since_analyze, base::float8,
                     EXTRACT(EPOCH FROM now() - last)::float8 / 3600 AS hours
@@ -323,7 +320,6 @@ pub(super) async fn autovacuum_large_table(
 ) -> Result<Vec<Finding>, tokio_postgres::Error> {
     let t = ctx.thresholds;
     let rows = ctx
-        .client
         .query(
             "SELECT n.nspname::text, c.relname::text, c.reltuples::float8, c.relkind = 'm',
                     current_setting('autovacuum_vacuum_scale_factor')::float8,
@@ -391,7 +387,6 @@ pub(super) async fn autovacuum_large_table(
 pub(super) async fn cache_hit_ratio(ctx: &Ctx<'_>) -> Result<Vec<Finding>, tokio_postgres::Error> {
     let t = ctx.thresholds;
     let rows = ctx
-        .client
         .query(
             "SELECT NULL::text, NULL::text, blks_hit, blks_read
                FROM pg_stat_database
@@ -491,7 +486,6 @@ pub(super) async fn cache_hit_ratio(ctx: &Ctx<'_>) -> Result<Vec<Finding>, tokio
 pub(super) async fn table_bloat(ctx: &Ctx<'_>) -> Result<Vec<Finding>, tokio_postgres::Error> {
     let t = ctx.thresholds;
     let rows = ctx
-        .client
         .query(
             "WITH cols AS (
                SELECT c.oid, n.nspname, c.relname, c.reltuples, c.relpages,

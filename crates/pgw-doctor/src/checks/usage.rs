@@ -50,7 +50,6 @@ pub(super) async fn run(
 pub(super) async fn unused_index(ctx: &Ctx<'_>) -> Result<Vec<Finding>, tokio_postgres::Error> {
     let min_bytes = (ctx.thresholds.unused_index_min_mb * 1024.0 * 1024.0).round() as i64;
     let rows = ctx
-        .client
         .query(
             "SELECT s.schemaname::text, s.indexrelname::text, s.relname::text,
                     pg_relation_size(s.indexrelid), pg_size_pretty(pg_relation_size(s.indexrelid)),
@@ -105,7 +104,6 @@ pub(super) async fn seq_scan_heavy(ctx: &Ctx<'_>) -> Result<Vec<Finding>, tokio_
     let t = ctx.thresholds;
     let min_rows = t.seq_scan_min_rows as f64;
     let rows = ctx
-        .client
         .query(
             "SELECT s.schemaname::text, s.relname::text, c.reltuples::float8,
                     s.seq_scan, COALESCE(s.idx_scan, 0), s.seq_tup_read,

@@ -59,7 +59,6 @@ fn severity(ctx: &Ctx<'_>, age: i64) -> Option<Severity> {
 /// Other sessions' temporary tables are not looked at (only their session can vacuum them).
 pub(super) async fn xid_wraparound(ctx: &Ctx<'_>) -> Result<Vec<Finding>, tokio_postgres::Error> {
     let rows = ctx
-        .client
         .query(
             "WITH lim AS (
                SELECT current_setting('autovacuum_freeze_max_age')::int8 AS fma

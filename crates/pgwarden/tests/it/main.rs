@@ -4,6 +4,7 @@
 mod demo;
 mod doctor;
 mod errors;
+mod logging;
 mod partition;
 mod tidy;
 mod tune;
