@@ -117,6 +117,10 @@ impl Node {
     /// `pg_rewind` of this (stopped) directory onto `options.source`. Checks first that a
     /// server is not running and that `wal_log_hints` or checksums are on.
     ///
+    /// The source must have checkpointed since it was promoted (run `CHECKPOINT` on it
+    /// first): pg_rewind reads the source's timeline from its pg_control, and until that
+    /// checkpoint it may still show the old one and report "no rewind required".
+    ///
     /// pg_rewind copies the source's configuration files, postgresql.auto.conf included: a
     /// `primary_slot_name` the source had as a standby comes along. Set this node's own with
     /// [`Node::configure_standby`] before starting it.
