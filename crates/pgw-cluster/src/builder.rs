@@ -5,12 +5,6 @@ use std::path::{Component, Path, PathBuf};
 
 use crate::{Cluster, ClusterError};
 
-/// The environment variable that overrides the default bin dir.
-pub const BIN_DIR_ENV: &str = "PGWARDEN_PG_BIN";
-
-/// Where PostgreSQL 15's binaries live on Debian and Ubuntu.
-pub const DEFAULT_BIN_DIR: &str = "/usr/lib/postgresql/15/bin";
-
 /// Options for a [`Cluster`]; [`ClusterBuilder::start`] runs `initdb` and starts the server.
 ///
 /// ```no_run
@@ -30,6 +24,8 @@ pub struct ClusterBuilder {
     pub(crate) files: Vec<(String, Vec<u8>)>,
     pub(crate) hba_lines: Vec<String>,
     pub(crate) standby_of: Option<Primary>,
+    pub(crate) slot: Option<String>,
+    pub(crate) application_name: Option<String>,
 }
 
 /// What a standby needs to know about its primary to copy it and stream from it.
@@ -97,6 +93,24 @@ impl ClusterBuilder {
         self
     }
 
+    /// With [`standby_of`](Self::standby_of): stream through the physical replication slot
+    /// `name`, which pg_basebackup creates on the primary (`-C -S`); `primary_slot_name` is
+    /// written too. The primary keeps the WAL the standby has not received, however far
+    /// behind it falls.
+    pub fn replication_slot(mut self, name: &str) -> Self {
+        self.slot = Some(name.to_owned());
+        self
+    }
+
+    /// The `application_name` the cluster connects with when it streams as a standby (made
+    /// with [`standby_of`](Self::standby_of), or later by [`Cluster::rejoin`]): its name in
+    /// the primary's `pg_stat_replication`, and what `synchronous_standby_names` lists.
+    /// Without it, the name is `walreceiver`.
+    pub fn application_name(mut self, name: &str) -> Self {
+        self.application_name = Some(name.to_owned());
+        self
+    }
+
     /// Creates, configures and starts the cluster, waiting until it accepts connections.
     pub fn start(self) -> Result<Cluster, ClusterError> {
         Cluster::create(self)
@@ -110,10 +124,7 @@ impl ClusterBuilder {
         if let Some(primary) = &self.standby_of {
             return primary.bin_dir.clone();
         }
-        match std::env::var_os(BIN_DIR_ENV) {
-            Some(dir) if !dir.is_empty() => PathBuf::from(dir),
-            _ => PathBuf::from(DEFAULT_BIN_DIR),
-        }
+        pgw_node::BinDir::from_env().dir().to_owned()
     }
 }
 
@@ -127,6 +138,8 @@ impl fmt::Debug for ClusterBuilder {
             .field("files", &files)
             .field("hba_lines", &self.hba_lines)
             .field("standby_of_port", &self.standby_of.as_ref().map(|p| p.port))
+            .field("slot", &self.slot)
+            .field("application_name", &self.application_name)
             .finish()
     }
 }

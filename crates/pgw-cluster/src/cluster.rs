@@ -1,46 +1,35 @@
-//! [`Cluster`]: a running throwaway server, its operations, and its cleanup on drop.
+//! [`Cluster`]: a running throwaway server, its operations (psql, restart, a crash and the
+//! start after it, promotion, rejoining as a standby), and its cleanup on drop.
 
 use std::fmt;
-use std::fs;
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::Signal;
+use pgw_node::{
+    one_line, Conninfo, Node, Password, ReadyOptions, RewindOptions, StartOptions, StopMode,
+    StopOptions, Tool,
+};
 
-use crate::error::one_line;
-use crate::os::{self, ServerUser};
-use crate::{ports, ClusterBuilder, ClusterError};
+use crate::watchdog::Watchdog;
+use crate::{panic_log, ports, ClusterBuilder, ClusterError};
 
 /// The address the server listens on.
 pub(crate) const HOST: &str = "127.0.0.1";
 /// The bootstrap superuser created by initdb.
 pub(crate) const SUPERUSER: &str = "postgres";
-/// How long a start or restart may take before we give up.
+/// How long a start, restart or promotion may take before we give up.
 pub(crate) const READY_TIMEOUT: Duration = Duration::from_secs(60);
 /// How many lines of the server log go into an error message.
 const ERROR_LOG_LINES: usize = 12;
-/// How many lines of the server log are printed when a test panics.
-const PANIC_LOG_LINES: usize = 60;
-
-/// How to stop the server.
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum StopMode {
-    /// `-m fast`: roll back transactions, disconnect clients, checkpoint.
-    Fast,
-    /// `-m immediate`: quit at once (crash recovery on next start; we delete the data anyway).
-    Immediate,
-}
-
-impl StopMode {
-    fn as_arg(self) -> &'static str {
-        match self {
-            StopMode::Fast => "fast",
-            StopMode::Immediate => "immediate",
-        }
-    }
-}
+/// The configuration files [`Cluster::rejoin`] keeps across pg_rewind.
+const CONF_FILES: [&str; 4] = [
+    "postgresql.conf",
+    "postgresql.auto.conf",
+    "pg_hba.conf",
+    "pg_ident.conf",
+];
 
 /// A running throwaway PostgreSQL server in its own temp dir, on a free loopback port.
 ///
@@ -52,14 +41,13 @@ pub struct Cluster {
     /// The temp dir: holds `data/`, `server.log` and the Unix socket. `None` once removed.
     pub(crate) tmp: Option<tempfile::TempDir>,
     pub(crate) root: PathBuf,
-    pub(crate) data_dir: PathBuf,
-    pub(crate) log_path: PathBuf,
-    pub(crate) bin_dir: PathBuf,
+    pub(crate) node: Node,
     /// 0 until a port is reserved.
     pub(crate) port: u16,
     pub(crate) password: String,
-    pub(crate) user: ServerUser,
-    pub(crate) watchdog: Option<Child>,
+    /// The `application_name` it streams with as a standby.
+    pub(crate) application_name: Option<String>,
+    pub(crate) watchdog: Option<Watchdog>,
     /// Set once the server is stopped and the files removed (or that was attempted).
     pub(crate) torn_down: bool,
 }
@@ -80,7 +68,8 @@ impl Cluster {
         HOST
     }
 
-    /// The TCP port (never 5432).
+    /// The TCP port (never 5432). It stays the same across [`Cluster::restart`],
+    /// [`Cluster::kill`] and [`Cluster::start_again`].
     pub fn port(&self) -> u16 {
         self.port
     }
@@ -91,7 +80,7 @@ impl Cluster {
     }
 
     /// The superuser's password, random per cluster (SCRAM over TCP; Unix-socket connections
-    /// are trusted).
+    /// are trusted). A standby has its primary's.
     pub fn password(&self) -> &str {
         &self.password
     }
@@ -103,13 +92,10 @@ impl Cluster {
 
     /// A libpq conninfo string for `user`/`password` on `dbname`, over TCP.
     pub fn dsn_for(&self, user: &str, password: &str, dbname: &str) -> String {
-        format!(
-            "host={HOST} port={} user={} password={} dbname={}",
-            self.port,
-            conninfo_value(user),
-            conninfo_value(password),
-            conninfo_value(dbname)
-        )
+        Conninfo::tcp(HOST, self.port, user)
+            .with_password(Password::new(password))
+            .with_dbname(dbname)
+            .render()
     }
 
     /// A `postgresql://` URI for the superuser on database `postgres`.
@@ -122,7 +108,7 @@ impl Cluster {
 
     /// The data directory (`PGDATA`).
     pub fn data_dir(&self) -> &Path {
-        &self.data_dir
+        self.node.data_dir()
     }
 
     /// The directory of the server's Unix socket (the cluster's temp dir).
@@ -132,20 +118,28 @@ impl Cluster {
 
     /// The directory of the PostgreSQL binaries in use.
     pub fn bin_dir(&self) -> &Path {
-        &self.bin_dir
+        self.node.bin().dir()
+    }
+
+    /// The [`pgw_node::Node`] under the cluster: pg_controldata, postmaster.pid, signals,
+    /// postgresql.auto.conf.
+    pub fn node(&self) -> &Node {
+        &self.node
     }
 
     /// The whole server log so far (empty if it cannot be read).
     pub fn log(&self) -> String {
-        fs::read(&self.log_path)
-            .map(|b| String::from_utf8_lossy(&b).into_owned())
-            .unwrap_or_default()
+        self.node.log()
     }
 
-    /// The postmaster's pid from `postmaster.pid`, if the server is running.
+    /// The postmaster's pid, if a server is running.
     pub fn postmaster_pid(&self) -> Option<u32> {
-        let text = fs::read_to_string(self.data_dir.join("postmaster.pid")).ok()?;
-        text.lines().next()?.trim().parse().ok()
+        self.node.running_pid()
+    }
+
+    /// Whether the server is running (a live postmaster on the data directory).
+    pub fn is_running(&self) -> bool {
+        self.node.is_running()
     }
 
     /// Runs `sql` (one or more statements, fed to `psql` on stdin) on `dbname` as the
@@ -153,8 +147,9 @@ impl Cluster {
     /// without the trailing newline: unaligned, tuples only, `|` between columns.
     pub fn psql(&self, dbname: &str, sql: &str) -> Result<String, ClusterError> {
         let port = self.port.to_string();
-        let mut cmd = os::command(&self.bin_dir, "psql", &self.root, None);
-        cmd.args(["-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1"])
+        let mut cmd = self.node.bin().command(Tool::Psql);
+        cmd.current_dir(&self.root)
+            .args(["-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1"])
             .args([
                 "-h", HOST, "-p", &port, "-U", SUPERUSER, "-d", dbname, "-f", "-",
             ])
@@ -165,10 +160,11 @@ impl Cluster {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         tracing::debug!(port = self.port, dbname, sql, "psql");
-        let mut child = cmd.spawn().map_err(|source| ClusterError::Spawn {
+        let spawn_err = |source| ClusterError::Spawn {
             program: "psql".to_owned(),
             source,
-        })?;
+        };
+        let mut child = cmd.spawn().map_err(spawn_err)?;
         // Feed stdin from a thread so a large script cannot deadlock against a full stdout.
         let writer = child.stdin.take().map(|mut stdin| {
             let sql = sql.to_owned();
@@ -177,12 +173,7 @@ impl Cluster {
                 let _ = stdin.write_all(sql.as_bytes());
             })
         });
-        let out = child
-            .wait_with_output()
-            .map_err(|source| ClusterError::Spawn {
-                program: "psql".to_owned(),
-                source,
-            })?;
+        let out = child.wait_with_output().map_err(spawn_err)?;
         if let Some(writer) = writer {
             let _ = writer.join();
         }
@@ -201,39 +192,17 @@ impl Cluster {
     /// connections; settings of context `postmaster` take effect.
     pub fn restart(&self) -> Result<(), ClusterError> {
         tracing::debug!(port = self.port, "restart");
-        let log_start = self.log_len();
-        let mut cmd = self.pg_ctl();
-        cmd.arg("-l")
-            .arg(&self.log_path)
-            .args(["-w", "-t", &READY_TIMEOUT.as_secs().to_string()])
-            .args(["-m", "fast", "restart"]);
-        os::own_process_group(&mut cmd);
-        let out = os::run(&mut cmd)?;
-        if !out.status.success() {
-            return Err(ClusterError::PgCtl {
-                action: "restart",
-                output: one_line(
-                    &format!("{}\n{}", os::combined(&out), self.log_since(log_start)),
-                    ERROR_LOG_LINES,
-                ),
-            });
-        }
+        self.node.restart(
+            StopMode::Fast,
+            &StartOptions::default().timeout(READY_TIMEOUT),
+        )?;
         self.wait_ready()
     }
 
     /// Makes the server re-read its configuration files (`pg_ctl reload`).
     pub fn reload(&self) -> Result<(), ClusterError> {
         tracing::debug!(port = self.port, "reload");
-        let mut cmd = self.pg_ctl();
-        cmd.arg("reload");
-        let out = os::run(&mut cmd)?;
-        if !out.status.success() {
-            return Err(ClusterError::PgCtl {
-                action: "reload",
-                output: one_line(&os::combined(&out), ERROR_LOG_LINES),
-            });
-        }
-        Ok(())
+        Ok(self.node.reload()?)
     }
 
     /// Stops the server gracefully (`pg_ctl stop -m fast`) and removes its files, reporting
@@ -242,57 +211,148 @@ impl Cluster {
         self.teardown(StopMode::Fast)
     }
 
-    /// `pg_ctl -D <data>` as the server user.
-    pub(crate) fn pg_ctl(&self) -> std::process::Command {
-        let mut cmd = os::command(&self.bin_dir, "pg_ctl", &self.root, Some(self.user));
-        cmd.arg("-D").arg(&self.data_dir);
-        cmd
+    /// Crashes the server: SIGKILL to the postmaster and its children, as when the machine is
+    /// lost. The data directory stays; [`Cluster::start_again`] brings it back on the same
+    /// port (with crash recovery). Does nothing if the server is not running.
+    pub fn kill(&self) -> Result<(), ClusterError> {
+        tracing::debug!(port = self.port, "kill");
+        self.node.kill()?;
+        Ok(())
     }
 
-    /// The server log's current length, to read what a later step adds.
-    pub(crate) fn log_len(&self) -> u64 {
-        fs::metadata(&self.log_path).map(|m| m.len()).unwrap_or(0)
+    /// Stops the server gracefully (`pg_ctl stop -m fast`) and keeps the data directory;
+    /// [`Cluster::start_again`] starts it on the same port.
+    pub fn stop_keep_data(&self) -> Result<(), ClusterError> {
+        tracing::debug!(port = self.port, "stop, keeping the data");
+        self.node
+            .stop(&StopOptions::new(StopMode::Fast, READY_TIMEOUT))?;
+        Ok(())
     }
 
-    /// The server log from byte `start` on.
-    pub(crate) fn log_since(&self, start: u64) -> String {
-        let mut text = Vec::new();
-        if let Ok(mut f) = fs::File::open(&self.log_path) {
-            if f.seek(SeekFrom::Start(start)).is_ok() {
-                let _ = f.read_to_end(&mut text);
+    /// Starts the server again after [`Cluster::kill`] or [`Cluster::stop_keep_data`], on the
+    /// same port, and waits until it accepts connections (a standby: until it accepts
+    /// read-only ones). Fails if it is running.
+    pub fn start_again(&self) -> Result<(), ClusterError> {
+        tracing::debug!(port = self.port, "start again");
+        self.node
+            .start(&StartOptions::default().timeout(READY_TIMEOUT))?;
+        self.wait_ready()
+    }
+
+    /// Promotes a standby (`pg_ctl promote -w`) and waits until it accepts writes.
+    pub fn promote(&self) -> Result<(), ClusterError> {
+        tracing::debug!(port = self.port, "promote");
+        self.node.promote(READY_TIMEOUT)?;
+        self.wait_ready()
+    }
+
+    /// Waits until this standby streams from its primary (`pg_stat_wal_receiver.status =
+    /// 'streaming'`) or `timeout` passes.
+    pub fn wait_streaming(&self, timeout: Duration) -> Result<(), ClusterError> {
+        let deadline = Instant::now() + timeout;
+        let query = "select coalesce((select status from pg_stat_wal_receiver), 'none')";
+        loop {
+            let status = match self.psql("postgres", query) {
+                Ok(status) => status,
+                Err(e) => format!("({e})"),
+            };
+            if status == "streaming" {
+                tracing::debug!(port = self.port, "standby is streaming");
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(ClusterError::NotStreaming {
+                    port: self.port,
+                    secs: timeout.as_secs(),
+                    status,
+                    log: one_line(&self.log(), ERROR_LOG_LINES),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Waits until this standby has replayed WAL up to `lsn` (as `pg_current_wal_lsn()`
+    /// prints it on the primary) or `timeout` passes.
+    pub fn wait_replayed(&self, lsn: &str, timeout: Duration) -> Result<(), ClusterError> {
+        let lsn: pgw_node::Lsn = lsn.parse().map_err(|_| ClusterError::Psql {
+            dbname: "postgres".to_owned(),
+            stderr: format!("not a WAL location: {lsn:?}"),
+        })?;
+        let deadline = Instant::now() + timeout;
+        loop {
+            let replayed = self
+                .psql(
+                    "postgres",
+                    "select coalesce(pg_last_wal_replay_lsn(), '0/0')",
+                )
+                .unwrap_or_default();
+            if replayed.parse::<pgw_node::Lsn>().is_ok_and(|r| r >= lsn) {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(ClusterError::NotCaughtUp {
+                    port: self.port,
+                    secs: timeout.as_secs(),
+                    lsn: lsn.to_string(),
+                    replayed,
+                });
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Makes this cluster (an old primary after a failover, or any diverged copy) a standby
+    /// of `primary` again: stops it if it runs, `pg_rewind`s it onto `primary`, keeps its own
+    /// configuration files (pg_rewind copies the primary's, port included), points
+    /// `primary_conninfo` at `primary` (streaming through `slot` if given, which must exist
+    /// there; under the builder's [`application_name`](ClusterBuilder::application_name)), and
+    /// starts it again on the same port. Needs `wal_log_hints = on` or data checksums, and
+    /// `primary` must still have the WAL back to where the two diverged.
+    pub fn rejoin(&self, primary: &Cluster, slot: Option<&str>) -> Result<(), ClusterError> {
+        tracing::debug!(port = self.port, primary_port = primary.port, "rejoin");
+        self.stop_keep_data()?;
+        let data = self.node.data_dir();
+        let mut kept = Vec::new();
+        for name in CONF_FILES {
+            let path = data.join(name);
+            match std::fs::read(&path) {
+                Ok(bytes) => kept.push((path, bytes)),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(source) => {
+                    return Err(ClusterError::Io {
+                        action: "read",
+                        path,
+                        source,
+                    })
+                }
             }
         }
-        String::from_utf8_lossy(&text).into_owned()
-    }
-
-    /// The last `lines` lines of the server log, on one line.
-    pub(crate) fn log_tail(&self, lines: usize) -> String {
-        one_line(&self.log(), lines)
+        let source = Conninfo::tcp(HOST, primary.port, SUPERUSER)
+            .with_password(Password::new(primary.password.clone()))
+            .with_dbname("postgres");
+        // pg_rewind reads the source's timeline from its pg_control, which a just-promoted
+        // primary updates only at its next checkpoint.
+        primary.psql("postgres", "checkpoint")?;
+        self.node.rewind(&RewindOptions::onto(source.clone()))?;
+        for (path, bytes) in &kept {
+            self.node.user().write_file(path, bytes, 0o600)?;
+        }
+        let conninfo = Conninfo {
+            dbname: None,
+            application_name: self.application_name.clone(),
+            ..source
+        };
+        self.node.configure_standby(&conninfo, slot)?;
+        self.start_again()
     }
 
     /// Polls `pg_isready` until the server accepts connections, or fails after
     /// [`READY_TIMEOUT`] (or at once if the postmaster is gone) with the log tail.
     pub(crate) fn wait_ready(&self) -> Result<(), ClusterError> {
-        let deadline = Instant::now() + READY_TIMEOUT;
-        let port = self.port.to_string();
-        loop {
-            let mut cmd = os::command(&self.bin_dir, "pg_isready", &self.root, None);
-            cmd.args([
-                "-h", HOST, "-p", &port, "-U", SUPERUSER, "-d", "postgres", "-t", "2",
-            ]);
-            let out = os::run(&mut cmd)?;
-            if out.status.success() {
-                tracing::debug!(port = self.port, "server is ready");
-                return Ok(());
-            }
-            if self.postmaster_pid().is_none() || Instant::now() >= deadline {
-                return Err(ClusterError::NotReady {
-                    secs: READY_TIMEOUT.as_secs(),
-                    log: self.log_tail(ERROR_LOG_LINES),
-                });
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        self.node
+            .wait_ready(&ReadyOptions::tcp(HOST, self.port).timeout(READY_TIMEOUT))?;
+        Ok(())
     }
 
     /// Stops the server if it runs, kills the watchdog, releases the port and removes the temp
@@ -304,39 +364,15 @@ impl Cluster {
         self.torn_down = true;
         let mut first_err = None;
 
-        if let Some(pid) = self.postmaster_pid() {
-            tracing::debug!(port = self.port, pid, mode = mode.as_arg(), "stop server");
-            let mut cmd = self.pg_ctl();
-            cmd.args(["-m", mode.as_arg(), "-w", "-t", "30", "stop"]);
-            match os::run(&mut cmd) {
-                Ok(out) if out.status.success() => {}
-                Ok(out) => {
-                    first_err = Some(ClusterError::PgCtl {
-                        action: "stop",
-                        output: one_line(&os::combined(&out), ERROR_LOG_LINES),
-                    });
-                }
-                Err(e) => first_err = Some(e),
-            }
-            // pg_ctl failed (or timed out): signal the postmaster ourselves.
-            if self.postmaster_pid() == Some(pid) && os::pid_alive(pid) {
-                tracing::debug!(pid, "pg_ctl stop failed; sending SIGQUIT");
-                os::signal(pid, Signal::SIGQUIT);
-                let deadline = Instant::now() + Duration::from_secs(5);
-                while os::pid_alive(pid) && Instant::now() < deadline {
-                    std::thread::sleep(Duration::from_millis(50));
-                }
-                if os::pid_alive(pid) {
-                    os::signal(pid, Signal::SIGKILL);
-                }
-            }
+        // pgw-node falls back to SIGQUIT, then SIGKILL, if pg_ctl cannot stop it in time.
+        if let Err(e) = self
+            .node
+            .stop(&StopOptions::new(mode, Duration::from_secs(30)))
+        {
+            first_err = Some(ClusterError::from(e));
         }
 
-        if let Some(mut watchdog) = self.watchdog.take() {
-            tracing::debug!(pid = watchdog.id(), "stop watchdog");
-            let _ = watchdog.kill();
-            let _ = watchdog.wait();
-        }
+        drop(self.watchdog.take());
 
         if self.port != 0 {
             ports::release(self.port);
@@ -346,7 +382,7 @@ impl Cluster {
             tracing::debug!(dir = %self.root.display(), "remove temp dir");
             if let Err(source) = tmp.close() {
                 // Files the server was still writing may have raced the removal: try once more.
-                if fs::remove_dir_all(&self.root).is_err() && self.root.exists() {
+                if std::fs::remove_dir_all(&self.root).is_err() && self.root.exists() {
                     first_err.get_or_insert(ClusterError::Io {
                         action: "remove",
                         path: self.root.clone(),
@@ -362,20 +398,14 @@ impl Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        if std::thread::panicking() && !self.torn_down {
-            let log = self.log();
-            let lines: Vec<&str> = log.lines().collect();
-            let tail = &lines[lines.len().saturating_sub(PANIC_LOG_LINES)..];
-            // writeln! rather than eprintln!, which panics (here: aborts) if stderr is gone.
-            // It bypasses the test harness's capture, so name the thread (= the test).
-            let _ = writeln!(
-                std::io::stderr(),
-                "----- pgw-cluster: {} panicked; last {} lines of the server log (port {}, {}) -----\n{}\n----- end of server log -----",
-                std::thread::current().name().unwrap_or("a thread"),
-                tail.len(),
-                self.port,
-                self.data_dir.display(),
-                tail.join("\n")
+        if !self.torn_down {
+            panic_log::print_tail_if_panicking(
+                &format!(
+                    "the server log (port {}, {})",
+                    self.port,
+                    self.node.data_dir().display()
+                ),
+                &self.log(),
             );
         }
         if let Err(e) = self.teardown(StopMode::Immediate) {
@@ -394,36 +424,15 @@ impl fmt::Debug for Cluster {
         f.debug_struct("Cluster")
             .field("host", &HOST)
             .field("port", &self.port)
-            .field("data_dir", &self.data_dir)
-            .field("bin_dir", &self.bin_dir)
+            .field("data_dir", &self.node.data_dir())
+            .field("bin_dir", &self.node.bin().dir())
             .finish_non_exhaustive()
-    }
-}
-
-/// Quotes a libpq conninfo value when it needs it (empty, spaces, quotes, backslashes).
-fn conninfo_value(value: &str) -> String {
-    let plain = !value.is_empty()
-        && !value
-            .chars()
-            .any(|c| c.is_whitespace() || c == '\'' || c == '\\');
-    if plain {
-        value.to_owned()
-    } else {
-        format!("'{}'", value.replace('\\', "\\\\").replace('\'', "\\'"))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn conninfo_quoting() {
-        assert_eq!(conninfo_value("postgres"), "postgres");
-        assert_eq!(conninfo_value(""), "''");
-        assert_eq!(conninfo_value("a b"), "'a b'");
-        assert_eq!(conninfo_value(r"it's\"), r"'it\'s\\'");
-    }
 
     #[test]
     fn cluster_is_send_and_sync() {

@@ -1,15 +1,28 @@
 //! Throwaway PostgreSQL 15 clusters for `pgwarden demo`, every integration test of the
-//! workspace, and the benches.
+//! workspace, and the benches; and the shared plumbing of throwaway fixtures (free ports,
+//! the watchdog, the log on panic) that `pgw-testkit` builds on.
 //!
 //! A [`Cluster`] is a real server (never a mock): `initdb` into a fresh temp dir, the superuser
 //! `postgres` with a random password (SCRAM over TCP, trust on the Unix socket), listening on
 //! `127.0.0.1` on a free port, with its Unix socket in its own temp dir, started with
 //! `pg_ctl -w` and polled with `pg_isready` until it accepts connections (60 s deadline, the log
 //! tail in the error otherwise). [`ClusterBuilder`] adds settings, files in the data dir (TLS
-//! certificates), pg_hba lines, data checksums, another bin dir, or a standby of another cluster; [`ClusterError`] says what
-//! failed, on one line. The API is synchronous (`std::process`), so it works from sync tests
-//! and from async ones (it blocks the calling thread; wrap in `spawn_blocking` if that matters). Several clusters can run at once in
-//! one process: each has its own temp dir and a port reserved process-wide.
+//! certificates), pg_hba lines, data checksums, another bin dir, or makes a streaming standby
+//! of another cluster (optionally through a replication slot, under an `application_name`).
+//! [`Replicated`] starts a primary and N standbys in one call and waits until they stream.
+//! For HA tests a cluster can be crashed ([`Cluster::kill`]), stopped keeping its data
+//! ([`Cluster::stop_keep_data`]), started again on the same port ([`Cluster::start_again`]),
+//! promoted ([`Cluster::promote`]) and rejoined to a new primary with pg_rewind
+//! ([`Cluster::rejoin`]); [`Cluster::wait_streaming`] and [`Cluster::wait_replayed`] wait with
+//! a deadline. [`ClusterError`] says what failed, on one line.
+//!
+//! The PostgreSQL work (initdb, pg_ctl, pg_basebackup, pg_rewind, readiness, the OS user) is
+//! [`pgw_node`]'s, re-exported here; this crate adds throwaway temp dirs, free ports, the
+//! harness's configuration, psql, and cleanup.
+//!
+//! The API is synchronous (`std::process`), so it works from sync tests and from async ones
+//! (it blocks the calling thread; wrap in `spawn_blocking` if that matters). Several clusters
+//! can run at once in one process: each has its own temp dir and a port reserved process-wide.
 //!
 //! ```no_run
 //! let cluster = pgw_cluster::Cluster::builder().setting("work_mem", "12MB").start()?;
@@ -23,17 +36,28 @@
 //! `postgres` OS user and the temp dir is given to it; otherwise they run as the current user.
 //! Clients (`psql`, `pg_isready`) run as the current user.
 //!
+//! # Fixture plumbing
+//! [`ports`] reserves free loopback ports process-wide (never 5432), [`watchdog`] stops a
+//! fixture's processes and removes its temp dir when the owning process dies, [`panic_log`]
+//! prints a log tail when a test panics, [`os`] picks a temp base the server user can reach.
+//! `pgw-testkit` (etcd, PgBouncer, a TCP proxy) uses them so that its fixtures keep the same
+//! invariants as clusters.
+//!
 //! # What it does not do
 //! - It is not for production clusters: PostgreSQL's default settings, a throwaway password
-//!   derived from time, pid and a counter, no backups, and the data is deleted on drop.
-//! - Replicas: [`ClusterBuilder::standby_of`] makes a streaming hot standby (pg_basebackup).
-//!   No archiving, promotion or failover here yet; later work builds them on top of this crate.
-//! - It never adopts, reads or changes an existing cluster, and never installs PostgreSQL.
+//!   derived from time, pid and a counter, no backups, and the data is deleted on drop. Real
+//!   data directories are `pgw-node`'s business.
+//! - No failover decisions: tests (and later the HA agent's tests) decide whom to kill and
+//!   promote. No archiving.
+//! - It never adopts, reads or changes a cluster it did not create, and never installs
+//!   PostgreSQL. Test-only fixtures for other programs live in `pgw-testkit`, not here (this
+//!   crate ships in the binary, for the demo).
 //!
 //! # Invariants
 //! - **Never port 5432, never a system cluster:** the port is a free loopback port chosen by
 //!   the OS (5432 is skipped), the server listens on `127.0.0.1` only, and its socket is in its
-//!   own temp dir, never `/var/run/postgresql`.
+//!   own temp dir, never `/var/run/postgresql`. The port stays the cluster's (reserved) until
+//!   it is dropped, across kills and restarts.
 //! - **Stopped and removed on drop:** dropping a [`Cluster`] stops the server (immediate mode)
 //!   and removes the temp dir, also while a test panics; then the last 60 lines of the server
 //!   log are printed to stderr first, to show why. `Drop` never panics. [`Cluster::stop`] does
@@ -67,11 +91,16 @@
 mod builder;
 mod cluster;
 mod error;
-mod os;
-mod ports;
+pub mod os;
+pub mod panic_log;
+pub mod ports;
+mod replicated;
 mod start;
-mod watchdog;
+pub mod watchdog;
 
-pub use builder::{ClusterBuilder, BIN_DIR_ENV, DEFAULT_BIN_DIR};
+pub use builder::ClusterBuilder;
 pub use cluster::Cluster;
 pub use error::ClusterError;
+pub use pgw_node;
+pub use pgw_node::{BIN_DIR_ENV, DEFAULT_BIN_DIR};
+pub use replicated::{Replicated, ReplicatedBuilder};

@@ -1,9 +1,10 @@
-//! Free loopback ports, reserved process-wide so that clusters started concurrently in one
-//! process never pick the same one.
+//! Free loopback ports, reserved process-wide so that fixtures started concurrently in one
+//! process (clusters, etcd, PgBouncer, proxies) never pick the same one.
 //!
-//! The OS hands out a free port when we bind `127.0.0.1:0`; we drop the listener so the server
-//! can bind it. Another process may grab it in between; the caller detects that from the
-//! server log and asks for another port.
+//! The OS hands out a free port when we bind `127.0.0.1:0`; [`reserve`] drops the listener so
+//! the server can bind it. Another process may grab it in between; the caller detects that
+//! from the server's log and asks for another port. [`bind`] keeps the listener instead, for
+//! in-process servers.
 
 use std::collections::BTreeSet;
 use std::net::{Ipv4Addr, TcpListener};
@@ -12,9 +13,9 @@ use std::sync::{Mutex, MutexGuard};
 use crate::ClusterError;
 
 /// The port of system clusters, never used.
-pub(crate) const SYSTEM_PORT: u16 = 5432;
+pub const SYSTEM_PORT: u16 = 5432;
 
-/// Ports held by live clusters of this process.
+/// Ports held by live fixtures of this process.
 static RESERVED: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
 
 fn reserved() -> MutexGuard<'static, BTreeSet<u16>> {
@@ -22,20 +23,35 @@ fn reserved() -> MutexGuard<'static, BTreeSet<u16>> {
     RESERVED.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// A free loopback port, not 5432, not held by another cluster of this process; stays reserved
-/// until [`release`].
-pub(crate) fn reserve() -> Result<u16, ClusterError> {
+/// A free loopback port, not 5432, not held by another fixture of this process; stays
+/// reserved until [`release`].
+pub fn reserve() -> Result<u16, ClusterError> {
+    let listener = bind()?;
+    listener
+        .local_addr()
+        .map(|a| a.port())
+        .map_err(|source| ClusterError::Io {
+            action: "read the address of",
+            path: "127.0.0.1:0".into(),
+            source,
+        })
+}
+
+/// A listener on a free loopback port (not 5432, not held by another fixture of this
+/// process); the port stays reserved until [`release`], also after the listener is dropped.
+pub fn bind() -> Result<TcpListener, ClusterError> {
     let mut held = reserved();
     let mut last_err = None;
     for _ in 0..64 {
-        match TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).and_then(|l| l.local_addr()) {
-            Ok(addr) => {
-                let port = addr.port();
-                if port != SYSTEM_PORT && held.insert(port) {
-                    tracing::debug!(port, "reserved port");
-                    return Ok(port);
+        match TcpListener::bind((Ipv4Addr::LOCALHOST, 0)) {
+            Ok(listener) => match listener.local_addr() {
+                Ok(addr) if addr.port() != SYSTEM_PORT && held.insert(addr.port()) => {
+                    tracing::debug!(port = addr.port(), "reserved port");
+                    return Ok(listener);
                 }
-            }
+                Ok(_) => {}
+                Err(e) => last_err = Some(e),
+            },
             Err(e) => last_err = Some(e),
         }
     }
@@ -47,7 +63,7 @@ pub(crate) fn reserve() -> Result<u16, ClusterError> {
 }
 
 /// Gives `port` back.
-pub(crate) fn release(port: u16) {
+pub fn release(port: u16) {
     if reserved().remove(&port) {
         tracing::debug!(port, "released port");
     }
@@ -60,10 +76,12 @@ mod tests {
     #[test]
     fn reserved_ports_are_distinct() {
         let ports: Vec<u16> = (0..20).map(|_| reserve().unwrap()).collect();
-        let unique: BTreeSet<u16> = ports.iter().copied().collect();
-        assert_eq!(unique.len(), ports.len());
+        let listener = bind().unwrap();
+        let bound = listener.local_addr().unwrap().port();
+        let unique: BTreeSet<u16> = ports.iter().copied().chain([bound]).collect();
+        assert_eq!(unique.len(), ports.len() + 1);
         assert!(!ports.contains(&SYSTEM_PORT));
-        for p in ports {
+        for p in ports.into_iter().chain([bound]) {
             release(p);
         }
     }

@@ -3,17 +3,28 @@
 //! the port first.
 
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
+use std::time::Duration;
 
-use crate::builder::{check_relative, Primary};
+use nix::sys::signal::Signal;
+use pgw_node::{
+    conf_quote, one_line, AuthMethod, BaseBackupOptions, BinDir, InitdbOptions, Node, NodeError,
+    OsUser, Password, PgCtlAction, Slot, Source, StartOptions, Tool,
+};
+
+use crate::builder::check_relative;
 use crate::cluster::{Cluster, HOST, READY_TIMEOUT, SUPERUSER};
-use crate::error::one_line;
-use crate::os::{self, conf_quote, ServerUser};
-use crate::{ports, watchdog, ClusterBuilder, ClusterError};
+use crate::watchdog::{Watchdog, Watched};
+use crate::{os, ports, ClusterBuilder, ClusterError};
 
 /// The binaries the harness runs.
-const BINARIES: [&str; 5] = ["initdb", "pg_ctl", "postgres", "psql", "pg_isready"];
+const BINARIES: [Tool; 5] = [
+    Tool::Initdb,
+    Tool::PgCtl,
+    Tool::Postgres,
+    Tool::Psql,
+    Tool::PgIsready,
+];
 
 /// How many ports to try when the chosen one turns out to be taken.
 const PORT_ATTEMPTS: u32 = 5;
@@ -37,24 +48,22 @@ impl Cluster {
         builder: ClusterBuilder,
         pick_port: impl FnMut() -> Result<u16, ClusterError>,
     ) -> Result<Cluster, ClusterError> {
-        let bin_dir = builder.resolved_bin_dir();
-        if let Some(missing) = BINARIES.into_iter().find(|b| !bin_dir.join(b).is_file()) {
+        let bin = BinDir::new(builder.resolved_bin_dir());
+        let mut needed = BINARIES.to_vec();
+        if builder.standby_of.is_some() {
+            needed.push(Tool::PgBasebackup);
+        }
+        if let Some(missing) = bin.first_missing(&needed) {
             return Err(ClusterError::BinariesNotFound {
-                dir: bin_dir,
-                missing,
+                dir: bin.dir().to_owned(),
+                missing: missing.name(),
             });
         }
         for (relative, _) in &builder.files {
             check_relative(relative)?;
         }
-        if builder.standby_of.is_some() && !bin_dir.join("pg_basebackup").is_file() {
-            return Err(ClusterError::BinariesNotFound {
-                dir: bin_dir,
-                missing: "pg_basebackup",
-            });
-        }
-        let user = ServerUser::detect()?;
-        let base = os::temp_base(user);
+        let user = OsUser::detect()?;
+        let base = os::temp_base(&user);
         let tmp = tempfile::Builder::new()
             .prefix("pgw-cluster-")
             .tempdir_in(&base)
@@ -64,32 +73,68 @@ impl Cluster {
                 source,
             })?;
         let root = tmp.path().to_owned();
-        tracing::debug!(dir = %root.display(), bin_dir = %bin_dir.display(), ?user, "new cluster");
+        tracing::debug!(dir = %root.display(), bin_dir = %bin.dir().display(), user = user.name(), "new cluster");
+        user.chown(&root)?;
+        let data_dir = root.join("data");
+        // From here on, dropping `tmp` and `watchdog` (on any error) removes the temp dir;
+        // once `cluster` exists, dropping it also stops whatever was started.
+        let watchdog = Watchdog::spawn(
+            &root,
+            // SIGQUIT: immediate shutdown; the postmaster takes its children down with it.
+            &[Watched::new(
+                data_dir.join("postmaster.pid"),
+                Signal::SIGQUIT,
+                Duration::from_secs(10),
+            )],
+        )?;
 
-        // From here on, dropping `cluster` (on any error) stops whatever was started and
-        // removes the temp dir.
+        let password = match &builder.standby_of {
+            Some(primary) => primary.password.clone(),
+            None => os::random_password(),
+        };
+        let node = match &builder.standby_of {
+            Some(primary) => {
+                let options = BaseBackupOptions {
+                    slot: builder.slot.as_ref().map(|name| Slot {
+                        name: name.clone(),
+                        create: true,
+                    }),
+                    application_name: builder.application_name.clone(),
+                    ..BaseBackupOptions::standby_of(Source {
+                        host: HOST.to_owned(),
+                        port: primary.port,
+                        user: SUPERUSER.to_owned(),
+                        password: Some(Password::new(password.clone())),
+                    })
+                };
+                Node::base_backup(bin, user, &data_dir, &options, |_| {})?
+            }
+            None => {
+                let options = InitdbOptions {
+                    superuser: SUPERUSER.to_owned(),
+                    password: Some(Password::new(password.clone())),
+                    auth_local: Some(AuthMethod::Trust),
+                    auth_host: Some(AuthMethod::ScramSha256),
+                    encoding: Some("UTF8".to_owned()),
+                    locale: Some("C".to_owned()),
+                    data_checksums: builder.data_checksums,
+                    no_sync: true,
+                };
+                Node::initdb(bin, user, &data_dir, &options)?
+            }
+        }
+        .with_log_file(root.join("server.log"));
+
         let mut cluster = Cluster {
             tmp: Some(tmp),
-            data_dir: root.join("data"),
-            log_path: root.join("server.log"),
             root,
-            bin_dir,
+            node,
             port: 0,
-            password: match &builder.standby_of {
-                Some(primary) => primary.password.clone(),
-                None => os::random_password(),
-            },
-            user,
-            watchdog: None,
+            password,
+            application_name: builder.application_name.clone(),
+            watchdog: Some(watchdog),
             torn_down: false,
         };
-        user.chown(&cluster.root)?;
-        cluster.watchdog = Some(watchdog::spawn(&cluster.root)?);
-
-        match &builder.standby_of {
-            Some(primary) => cluster.base_backup(primary)?,
-            None => cluster.initdb(builder.data_checksums)?,
-        }
         for (relative, contents) in &builder.files {
             cluster.write_data_file(relative, contents)?;
         }
@@ -99,83 +144,22 @@ impl Cluster {
         Ok(cluster)
     }
 
-    /// `initdb` with a password file for the superuser, removed afterwards.
-    fn initdb(&self, data_checksums: bool) -> Result<(), ClusterError> {
-        let pwfile = self.root.join("pwfile");
-        os::write_private(
-            self.user,
-            &pwfile,
-            format!("{}\n", self.password).as_bytes(),
-        )?;
-        let mut cmd = os::command(&self.bin_dir, "initdb", &self.root, Some(self.user));
-        cmd.arg("-D")
-            .arg(&self.data_dir)
-            .args(["-U", SUPERUSER])
-            .args(["--auth-local=trust", "--auth-host=scram-sha-256"])
-            .arg(format!("--pwfile={}", pwfile.display()))
-            .args(["-E", "UTF8", "--locale=C", "-N"]);
-        if data_checksums {
-            cmd.arg("--data-checksums");
-        }
-        tracing::debug!(data_dir = %self.data_dir.display(), "initdb");
-        let result = os::run(&mut cmd);
-        let removed = fs::remove_file(&pwfile).map_err(|source| ClusterError::Io {
-            action: "remove",
-            path: pwfile.clone(),
-            source,
-        });
-        let out = result?;
-        if !out.status.success() {
-            return Err(ClusterError::InitdbFailed {
-                output: one_line(&os::combined(&out), 8),
-            });
-        }
-        removed
-    }
-
-    /// `pg_basebackup -X stream -R` from `primary` into the data dir, as the server user: the
-    /// copy gets `standby.signal` and a `primary_conninfo` with the superuser's password.
-    fn base_backup(&self, primary: &Primary) -> Result<(), ClusterError> {
-        let port = primary.port.to_string();
-        let mut cmd = os::command(&self.bin_dir, "pg_basebackup", &self.root, Some(self.user));
-        cmd.arg("-D")
-            .arg(&self.data_dir)
-            .args(["-h", HOST, "-p", &port, "-U", SUPERUSER])
-            .args(["-X", "stream", "-R", "-c", "fast", "--no-password"])
-            .env("PGPASSWORD", &primary.password)
-            .env("PGCONNECT_TIMEOUT", "10");
-        tracing::debug!(primary_port = primary.port, data_dir = %self.data_dir.display(), "pg_basebackup");
-        let out = os::run(&mut cmd)?;
-        if !out.status.success() {
-            return Err(ClusterError::BaseBackupFailed {
-                output: one_line(&os::combined(&out), 8),
-            });
-        }
-        Ok(())
-    }
-
     /// Writes one [`ClusterBuilder::file`] into the data dir.
     fn write_data_file(&self, relative: &str, contents: &[u8]) -> Result<(), ClusterError> {
         let relative = check_relative(relative)?;
-        let path = self.data_dir.join(relative);
-        let mut dir = self.data_dir.clone();
+        let data_dir = self.node.data_dir();
+        let path = data_dir.join(relative);
+        let mut dir = data_dir.to_owned();
         if let Some(parent) = relative.parent() {
             for component in parent.components() {
                 dir.push(component);
                 if !dir.is_dir() {
-                    fs::create_dir(&dir)
-                        .and_then(|()| fs::set_permissions(&dir, fs::Permissions::from_mode(0o700)))
-                        .map_err(|source| ClusterError::Io {
-                            action: "create directory",
-                            path: dir.clone(),
-                            source,
-                        })?;
-                    self.user.chown(&dir)?;
+                    self.node.user().create_dir(&dir, 0o700)?;
                 }
             }
         }
         tracing::debug!(path = %path.display(), "write data-dir file");
-        os::write_private(self.user, &path, contents)
+        Ok(self.node.user().write_file(&path, contents, 0o600)?)
     }
 
     /// Puts `lines` at the top of pg_hba.conf.
@@ -183,7 +167,7 @@ impl Cluster {
         if lines.is_empty() {
             return Ok(());
         }
-        let path = self.data_dir.join("pg_hba.conf");
+        let path = self.node.data_dir().join("pg_hba.conf");
         let old = read(&path)?;
         let mut new = String::from("# added by pgw-cluster\n");
         for line in lines {
@@ -193,60 +177,56 @@ impl Cluster {
         new.push('\n');
         new.push_str(&old);
         tracing::debug!(?lines, "prepend pg_hba.conf lines");
-        os::write_private(self.user, &path, new.as_bytes())
+        Ok(self.node.user().write_file(&path, new.as_bytes(), 0o600)?)
     }
 
-    /// Picks a free port, writes postgresql.conf and runs `pg_ctl start`; if the server could
-    /// not bind the port (someone took it first), tries another one.
+    /// Picks a free port, writes postgresql.conf and starts the server; if it could not bind
+    /// the port (someone took it first), tries another one.
     fn start_on_free_port(
         &mut self,
         settings: &[(String, String)],
         mut pick_port: impl FnMut() -> Result<u16, ClusterError>,
     ) -> Result<(), ClusterError> {
-        let conf_path = self.data_dir.join("postgresql.conf");
+        let conf_path = self.node.data_dir().join("postgresql.conf");
         let initdb_conf = read(&conf_path)?;
         let mut last_log = String::new();
         for attempt in 1..=PORT_ATTEMPTS {
             self.port = pick_port()?;
             let conf = self.conf(&initdb_conf, settings);
-            os::write_private(self.user, &conf_path, conf.as_bytes())?;
+            self.node
+                .user()
+                .write_file(&conf_path, conf.as_bytes(), 0o600)?;
 
-            let log_start = self.log_len();
-            let mut cmd = self.pg_ctl();
-            cmd.arg("-l").arg(&self.log_path).args([
-                "-w",
-                "-t",
-                &READY_TIMEOUT.as_secs().to_string(),
-                "start",
-            ]);
-            os::own_process_group(&mut cmd);
+            let log_start = self.node.log_len();
             tracing::debug!(port = self.port, attempt, "start server");
-            let out = os::run(&mut cmd)?;
-            if out.status.success() {
-                return self.wait_ready();
+            match self
+                .node
+                .start(&StartOptions::default().timeout(READY_TIMEOUT))
+            {
+                Ok(()) => return self.wait_ready(),
+                Err(NodeError::PgCtl {
+                    action: PgCtlAction::Start,
+                    output,
+                }) => {
+                    let log = self.node.log_since(log_start);
+                    if !PORT_TAKEN.iter().any(|p| log.contains(p)) {
+                        return Err(NodeError::PgCtl {
+                            action: PgCtlAction::Start,
+                            output,
+                        }
+                        .into());
+                    }
+                    tracing::debug!(
+                        port = self.port,
+                        attempt,
+                        "port taken by another process; retrying"
+                    );
+                    ports::release(self.port);
+                    self.port = 0;
+                    last_log = log;
+                }
+                Err(e) => return Err(e.into()),
             }
-
-            let output = os::combined(&out);
-            let log = self.log_since(log_start);
-            if output.contains("did not start in time") {
-                return Err(ClusterError::NotReady {
-                    secs: READY_TIMEOUT.as_secs(),
-                    log: one_line(&log, 12),
-                });
-            }
-            if !PORT_TAKEN.iter().any(|p| log.contains(p)) {
-                return Err(ClusterError::StartFailed {
-                    log: one_line(&format!("{output}\n{log}"), 12),
-                });
-            }
-            tracing::debug!(
-                port = self.port,
-                attempt,
-                "port taken by another process; retrying"
-            );
-            ports::release(self.port);
-            self.port = 0;
-            last_log = log;
         }
         Err(ClusterError::NoFreePort {
             attempts: PORT_ATTEMPTS,
@@ -261,7 +241,7 @@ impl Cluster {
             conf.push('\n');
         }
         conf.push_str("\n# pgw-cluster: loopback only, own port, own socket dir\n");
-        conf.push_str(&format!("listen_addresses = {}\n", conf_quote("127.0.0.1")));
+        conf.push_str(&format!("listen_addresses = {}\n", conf_quote(HOST)));
         conf.push_str(&format!("port = {}\n", self.port));
         conf.push_str(&format!(
             "unix_socket_directories = {}\n",

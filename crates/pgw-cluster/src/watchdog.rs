@@ -1,27 +1,34 @@
-//! The watchdog: a detached `sh` loop that stops a cluster's server and removes its temp dir
-//! once the owning process is gone, however it went (SIGKILL, `exit` with the `Cluster` in a
-//! `static`, a panic that aborts).
+//! [`Watchdog`]: a detached `sh` loop that stops a fixture's processes and removes its temp
+//! dir once the owning process is gone, however it went (SIGKILL, `exit` with the fixture in a
+//! `static`, a panic that aborts). Clusters use it for their postmaster; `pgw-testkit` for
+//! etcd and PgBouncer.
 //!
 //! It runs in its own process group (a Ctrl-C in the terminal does not reach it), ignores
-//! SIGHUP/SIGINT/SIGTERM, and runs as the current user: root can signal the postmaster owned
-//! by `postgres`, and a non-root owner runs the server as itself. When the `Cluster` drops
-//! normally it stops the server itself and then kills the watchdog (SIGKILL, which cannot be
-//! ignored); the watchdog also exits on its own once the temp dir is gone.
+//! SIGHUP/SIGINT/SIGTERM, and runs as the current user: root can signal processes owned by
+//! `postgres`, and a non-root owner runs them as itself. Each [`Watched`] process is named by a
+//! pid file (first line: the pid), read only when the owner is gone, so a process restarted in
+//! between is still found. When the fixture drops normally it stops its processes itself and
+//! then drops the `Watchdog`, which kills it (SIGKILL, which cannot be ignored); the watchdog
+//! also exits on its own once the temp dir is gone.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::time::Duration;
 
-use crate::os::own_process_group;
+use nix::sys::signal::Signal;
+use std::os::unix::process::CommandExt;
+
 use crate::ClusterError;
 
-/// `$1` = owner pid, `$2` = the cluster's temp dir (data dir is `$2/data`).
+/// `$1` = owner pid, `$2` = the temp dir, then triples: pid file, signal name, tenths of a
+/// second to wait before SIGKILL.
 const SCRIPT: &str = r#"
 trap '' HUP INT TERM PIPE
 owner=$1
 dir=$2
-pidfile="$dir/data/postmaster.pid"
+shift 2
 nap() { sleep "$1" 2>/dev/null || sleep 1; }
-# Alive and not a zombie (an exited postmaster nobody reaped still answers kill -0).
+# Alive and not a zombie (an exited process nobody reaped still answers kill -0).
 alive() {
   kill -0 "$1" 2>/dev/null || return 1
   [ -r "/proc/$1/stat" ] || return 0
@@ -31,40 +38,91 @@ alive() {
 while kill -0 "$owner" 2>/dev/null && [ -d "$dir" ]; do
   nap 0.5
 done
-if [ -f "$pidfile" ]; then
-  pm=$(head -n 1 "$pidfile" 2>/dev/null)
-  case "$pm" in ''|*[!0-9]*) pm= ;; esac
-  if [ -n "$pm" ] && alive "$pm"; then
-    # SIGQUIT: immediate shutdown; the postmaster takes its children down with it.
-    kill -QUIT "$pm" 2>/dev/null
-    i=0
-    while alive "$pm" && [ "$i" -lt 100 ]; do
-      nap 0.1
-      i=$((i + 1))
-    done
-    alive "$pm" && kill -KILL "$pm" 2>/dev/null
-  fi
-fi
+while [ "$#" -ge 3 ]; do
+  pidfile=$1 sig=$2 tenths=$3
+  shift 3
+  [ -f "$pidfile" ] || continue
+  pid=$(head -n 1 "$pidfile" 2>/dev/null)
+  case "$pid" in ''|*[!0-9]*) continue ;; esac
+  alive "$pid" || continue
+  kill -s "$sig" "$pid" 2>/dev/null
+  i=0
+  while alive "$pid" && [ "$i" -lt "$tenths" ]; do
+    nap 0.1
+    i=$((i + 1))
+  done
+  alive "$pid" && kill -s KILL "$pid" 2>/dev/null
+done
 rm -rf "$dir"
 "#;
 
-/// Spawns the watchdog for the cluster whose temp dir is `dir`, owned by this process.
-pub(crate) fn spawn(dir: &Path) -> Result<Child, ClusterError> {
-    let mut cmd = Command::new("/bin/sh");
-    cmd.arg("-c")
-        .arg(SCRIPT)
-        .arg("pgw-cluster-watchdog")
-        .arg(std::process::id().to_string())
-        .arg(dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .current_dir("/");
-    own_process_group(&mut cmd);
-    let child = cmd.spawn().map_err(|source| ClusterError::Spawn {
-        program: "/bin/sh (watchdog)".to_owned(),
-        source,
-    })?;
-    tracing::debug!(pid = child.id(), dir = %dir.display(), "spawned watchdog");
-    Ok(child)
+/// A process the watchdog stops when the owner dies.
+#[derive(Debug, Clone)]
+pub struct Watched {
+    /// A file whose first line is the process's pid (the postmaster's `postmaster.pid`, or
+    /// one the fixture writes); a missing file means nothing to stop.
+    pub pidfile: PathBuf,
+    /// The signal asking it to stop (SIGQUIT for a postmaster: immediate shutdown).
+    pub signal: Signal,
+    /// How long to wait for it before SIGKILL.
+    pub grace: Duration,
+}
+
+impl Watched {
+    /// The process in `pidfile`, asked to stop with `signal`, killed after `grace`.
+    pub fn new(pidfile: impl Into<PathBuf>, signal: Signal, grace: Duration) -> Watched {
+        Watched {
+            pidfile: pidfile.into(),
+            signal,
+            grace,
+        }
+    }
+}
+
+/// A running watchdog; dropping it kills it (the fixture cleaned up itself).
+#[derive(Debug)]
+pub struct Watchdog {
+    child: Child,
+}
+
+impl Watchdog {
+    /// Spawns a watchdog for the fixture whose temp dir is `dir`, owned by this process: when
+    /// this process is gone, it stops each of `watched` in order and removes `dir`.
+    pub fn spawn(dir: &Path, watched: &[Watched]) -> Result<Watchdog, ClusterError> {
+        let mut cmd = Command::new("/bin/sh");
+        cmd.arg("-c")
+            .arg(SCRIPT)
+            .arg("pgw-watchdog")
+            .arg(std::process::id().to_string())
+            .arg(dir);
+        for w in watched {
+            let name = w.signal.as_str().trim_start_matches("SIG");
+            let tenths = (w.grace.as_millis() / 100).max(1).to_string();
+            cmd.arg(&w.pidfile).arg(name).arg(tenths);
+        }
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .current_dir("/")
+            .process_group(0);
+        let child = cmd.spawn().map_err(|source| ClusterError::Spawn {
+            program: "/bin/sh (watchdog)".to_owned(),
+            source,
+        })?;
+        tracing::debug!(pid = child.id(), dir = %dir.display(), processes = watched.len(), "spawned watchdog");
+        Ok(Watchdog { child })
+    }
+
+    /// The watchdog's pid.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Watchdog {
+    fn drop(&mut self) {
+        tracing::debug!(pid = self.child.id(), "stop watchdog");
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

@@ -6,6 +6,7 @@
 mod basic;
 mod cleanup;
 mod errors;
+mod failover;
 mod standby;
 mod watchdog;
 
