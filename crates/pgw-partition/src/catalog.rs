@@ -215,7 +215,8 @@ pub struct CatalogPartition {
 }
 
 impl CatalogPartition {
-    fn read(
+    /// From the catalog's columns: the bound text parsed, its range literals kept.
+    pub(crate) fn read(
         schema: String,
         name: String,
         bound_text: String,
@@ -250,6 +251,9 @@ impl CatalogPartition {
 /// Every parent and its partitions in one statement: one row per `(schema, table, column)`
 /// asked for, in that order; None where there is no such table. Reads the catalog only, so
 /// no table lock is taken: a locked or dropped table cannot make it fail for the others.
+/// `pg_get_expr(relpartbound, 0)`: a bound holds constants only, so it needs no relation to
+/// deparse against; given the partition's oid, PostgreSQL would open it (ACCESS SHARE, a
+/// wait on a locked partition, and a relcache entry built for each one, most of the cost).
 const SETS_SQL: &str = "
 WITH busy AS MATERIALIZED (
     SELECT DISTINCT l.relation FROM pg_locks l
@@ -288,7 +292,7 @@ SELECT w.i, c.oid, c.relkind::\"char\", pg_get_userbyid(c.relowner)::text,
   LEFT JOIN LATERAL (
        SELECT array_agg(pn.nspname::text ORDER BY q.relname, q.oid) AS schemas,
               array_agg(q.relname::text ORDER BY q.relname, q.oid) AS names,
-              array_agg(pg_get_expr(q.relpartbound, q.oid) ORDER BY q.relname, q.oid) AS bounds,
+              array_agg(pg_get_expr(q.relpartbound, 0) ORDER BY q.relname, q.oid) AS bounds,
               array_agg(i.inhdetachpending ORDER BY q.relname, q.oid) AS detach,
               array_agg(q.oid IN (SELECT relation FROM busy) ORDER BY q.relname, q.oid) AS busy
          FROM pg_inherits i
@@ -395,9 +399,10 @@ pub async fn partitions(
     tz: &str,
 ) -> Result<Vec<Partition>, PartitionError> {
     let what = "read the partitions";
+    // pg_get_expr(.., 0): see SETS_SQL.
     let rows = client
         .query_typed(
-            "SELECT n.nspname::text, c.relname::text, pg_get_expr(c.relpartbound, c.oid),
+            "SELECT n.nspname::text, c.relname::text, pg_get_expr(c.relpartbound, 0),
                     i.inhdetachpending
                FROM pg_inherits i
                JOIN pg_class c ON c.oid = i.inhrelid

@@ -1,7 +1,7 @@
 //! `pgwarden partition maintain`: premake, default-partition rescue and retention, each
 //! action its own short transaction under lock_timeout.
 
-mod facts;
+pub(crate) mod facts;
 
 use serde::Serialize;
 use tokio_postgres::Client;

@@ -234,7 +234,8 @@ impl Probe<'_> {
         }
     }
 
-    fn expr(&self) -> String {
+    /// The SQL expression answering it (one column of the probe statement).
+    pub(crate) fn expr(&self) -> String {
         match self {
             Probe::HasRows { column, default } => format!(
                 "EXISTS (SELECT FROM {} WHERE {} IS NOT NULL)",

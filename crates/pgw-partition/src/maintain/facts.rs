@@ -46,6 +46,9 @@ struct Reading<'a> {
     parts: Vec<Partition>,
     /// Per partition of `parts`: another session holds or awaits ACCESS EXCLUSIVE on it.
     busy: Vec<bool>,
+    /// A table this set's probes read is busy: the set is read on its own, as it always was
+    /// (the highest key one partition at a time), so its lock wait holds up no other set.
+    alone: bool,
     newest: Option<Value>,
     default_rows: Vec<(Value, i64)>,
 }
@@ -119,12 +122,12 @@ pub(super) async fn read(
         r.busy = listed.iter().map(|p| p.busy).collect();
         r.parts = catalog::with_values(listed, r.kind, &values);
         r.newest = now.map(Value::Time);
+        r.alone = read_alone(r);
     }
 
     // 3. The tables: does each default partition hold rows, and integer sets' highest key.
     let probed = probe_all(client, &out).await;
     let mut grouped: Vec<usize> = Vec::new();
-    let mut rest: Vec<(usize, usize)> = Vec::new();
     for (i, result) in probed {
         let found = match result {
             Ok(found) => found,
@@ -134,21 +137,25 @@ pub(super) async fn read(
             }
         };
         let Ok(r) = &mut out[i] else { continue };
-        let mut answered = false;
         for f in found {
             match f {
                 Probed::HasRows(true) => grouped.push(i),
                 Probed::HasRows(false) => {}
-                Probed::Highest(m) => {
-                    answered = m.is_some();
-                    r.newest = m.map(Value::Int);
-                }
+                Probed::Highest(m) => r.newest = m.map(Value::Int),
             }
         }
-        if r.kind == KeyKind::Integer && !answered {
-            rest.push((i, HIGHEST_IN_BATCH));
-        }
     }
+    // Integer sets the probes did not answer: those read alone from their highest partition,
+    // the others below the partitions the probe looked in (when there are more).
+    let rest: Vec<(usize, usize)> = ok_where(&out, |r| {
+        r.interval.is_some() && r.kind == KeyKind::Integer && r.newest.is_none()
+    })
+    .into_iter()
+    .map(|i| match &out[i] {
+        Ok(r) if r.alone => (i, 0),
+        _ => (i, HIGHEST_IN_BATCH),
+    })
+    .collect();
 
     // 4. Only where needed: integer sets whose highest partitions are all empty, and the
     //    default partitions that hold rows.
@@ -229,6 +236,7 @@ fn reading<'a>(
         listed,
         parts: Vec::new(),
         busy: Vec::new(),
+        alone: false,
         newest: None,
         default_rows: Vec::new(),
     })
@@ -256,13 +264,20 @@ fn ok_where(
         .collect()
 }
 
-/// A range set's probes: its default partition's rows, and (integer keys) the highest key
-/// in its highest partitions; with whether one of those tables is busy.
-fn probes_of<'r>(r: &'r Reading<'_>) -> (Vec<Probe<'r>>, bool) {
-    let mut probes = Vec::new();
-    let mut busy = false;
+/// The highest partitions of an integer set that the probe statement looks in.
+fn highest_probed<'r>(r: &'r Reading<'_>) -> Vec<&'r Partition> {
+    highest_first(&r.parts)
+        .into_iter()
+        .take(HIGHEST_IN_BATCH)
+        .collect()
+}
+
+/// Whether a table the set's probes would read is held (or awaited) in ACCESS EXCLUSIVE
+/// mode by another session: its default partition, or (integer sets) a partition the
+/// probe statement would look in for the highest key.
+fn read_alone(r: &Reading<'_>) -> bool {
     if r.interval.is_none() {
-        return (probes, busy);
+        return false;
     }
     let busy_of = |p: &Partition| {
         r.parts
@@ -270,50 +285,42 @@ fn probes_of<'r>(r: &'r Reading<'_>) -> (Vec<Probe<'r>>, bool) {
             .zip(&r.busy)
             .any(|(q, &b)| b && std::ptr::eq(q, p))
     };
-    if r.kind == KeyKind::Integer {
-        let parts: Vec<&Partition> = highest_first(&r.parts)
-            .into_iter()
-            .take(HIGHEST_IN_BATCH)
-            .collect();
-        busy |= parts.iter().any(|p| busy_of(p));
+    let default_busy = r.parts.iter().find(|p| p.is_default).is_some_and(busy_of);
+    let highest_busy = r.kind == KeyKind::Integer && highest_probed(r).into_iter().any(busy_of);
+    default_busy || highest_busy
+}
+
+/// A range set's probes: its default partition's rows, and (integer keys, unless the set is
+/// read alone) the highest key in its highest partitions.
+fn probes_of<'r>(r: &'r Reading<'_>) -> Vec<Probe<'r>> {
+    let mut probes = Vec::new();
+    if r.interval.is_none() {
+        return probes;
+    }
+    if r.kind == KeyKind::Integer && !r.alone {
         probes.push(Probe::Highest {
             column: &r.cfg.column,
-            parts,
+            parts: highest_probed(r),
         });
     }
     if let Some(d) = r.parts.iter().find(|p| p.is_default) {
-        busy |= busy_of(d);
         probes.push(Probe::HasRows {
             column: &r.cfg.column,
             default: d,
         });
     }
-    (probes, busy)
+    probes
 }
 
-/// Every range set's probes: the sets whose tables are free in statements of at most
-/// [`PROBE_TABLES`] tables, each busy set on its own (it waits `lock_timeout` as before and
-/// is skipped if the lock stays, without holding the others up).
-async fn probe_all(
-    client: &Client,
-    out: &[Result<Reading<'_>, PartitionError>],
-) -> Vec<(usize, Result<Vec<Probed>, PartitionError>)> {
+/// The probe statements: sets in order, packed while their tables add up to at most
+/// `limit` (a set bigger than that has a statement of its own), then each set that is read
+/// alone in a statement of its own. `sets`: (index, tables its probes read, read alone).
+pub(crate) fn pack(sets: &[(usize, usize, bool)], limit: usize) -> Vec<Vec<usize>> {
     let mut chunks: Vec<Vec<usize>> = Vec::new();
     let mut tables = 0;
-    let mut alone: Vec<usize> = Vec::new();
-    for (i, r) in out.iter().enumerate() {
-        let Ok(r) = r else { continue };
-        let (probes, busy) = probes_of(r);
-        if probes.is_empty() {
-            continue;
-        }
-        if busy {
-            alone.push(i);
-            continue;
-        }
-        let n: usize = probes.iter().map(Probe::tables).sum();
+    for &(i, n, _) in sets.iter().filter(|s| !s.2) {
         match chunks.last_mut() {
-            Some(c) if tables + n <= PROBE_TABLES => {
+            Some(c) if tables + n <= limit => {
                 c.push(i);
                 tables += n;
             }
@@ -323,13 +330,34 @@ async fn probe_all(
             }
         }
     }
-    if !alone.is_empty() {
+    chunks.extend(sets.iter().filter(|s| s.2).map(|s| vec![s.0]));
+    chunks
+}
+
+/// Every range set's probes: the sets whose tables are free in statements of at most
+/// [`PROBE_TABLES`] tables, each busy set on its own (it waits `lock_timeout` as before and
+/// is skipped if the lock stays, without holding the others up).
+async fn probe_all(
+    client: &Client,
+    out: &[Result<Reading<'_>, PartitionError>],
+) -> Vec<(usize, Result<Vec<Probed>, PartitionError>)> {
+    let sizes: Vec<(usize, usize, bool)> = out
+        .iter()
+        .enumerate()
+        .filter_map(|(i, r)| {
+            let r = r.as_ref().ok()?;
+            let probes = probes_of(r);
+            (!probes.is_empty()).then(|| (i, probes.iter().map(Probe::tables).sum(), r.alone))
+        })
+        .collect();
+    let alone = sizes.iter().filter(|s| s.2).count();
+    if alone > 0 {
         tracing::debug!(
-            sets = alone.len(),
-            "tables held by another session: read per set"
+            sets = alone,
+            "tables held by another session: those sets read alone"
         );
     }
-    chunks.extend(alone.into_iter().map(|i| vec![i]));
+    let chunks = pack(&sizes, PROBE_TABLES);
     let mut found = Vec::new();
     for chunk in chunks {
         let got = batched(&chunk, move |ids: Vec<usize>| async move {
@@ -337,7 +365,7 @@ async fn probe_all(
             let mut counts = Vec::with_capacity(ids.len());
             for i in ids {
                 if let Ok(r) = &out[i] {
-                    let (p, _) = probes_of(r);
+                    let p = probes_of(r);
                     counts.push(p.len());
                     flat.extend(p);
                 }
@@ -356,7 +384,10 @@ async fn probe_all(
 
 /// `read` on all of `ids` in one go, one answer per id; if that fails, `read` on each id
 /// alone, so that a failure is only the failing set's.
-async fn batched<T: Default, F, Fut>(ids: &[usize], read: F) -> Vec<Result<T, PartitionError>>
+pub(crate) async fn batched<T: Default, F, Fut>(
+    ids: &[usize],
+    read: F,
+) -> Vec<Result<T, PartitionError>>
 where
     F: Fn(Vec<usize>) -> Fut,
     Fut: std::future::Future<Output = Result<Vec<T>, PartitionError>>,
