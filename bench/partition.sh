@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# bench/partition.sh: pgwarden partition versus pg_partman 4.7.2, in two parts:
-#   maintain  pgwarden partition maintain versus pg_partman's run_maintenance(), and
+# bench/partition.sh: pgwarden partition versus pg_partman 4.7.2, in three parts:
+#   maintain  pgwarden partition maintain versus pg_partman's run_maintenance(),
+#   noop      the same two again on the same sets with nothing left to do (a cron pass), and
 #   convert   converting a populated table into monthly partitions: pgwarden partition
 #             create versus pg_partman's partition_data_proc migration.
 #
@@ -22,6 +23,14 @@
 # checks that both left the same 26 range partitions per set (M-21..M+4) plus the default,
 # and prints the median wall time of each and the ratio. It prints figures; beyond the
 # outcome checks it asserts nothing about them.
+#
+# Part 1b, noop (runs after part 1, or alone with PARTS=noop). Each template is copied once
+# more (noop_partman, noop_pgwarden) and maintained once, untimed, as in part 1 (checked the
+# same way). Then NOOP_ROUNDS times, alternating which goes first, the same two commands run
+# again on those databases, where nothing is left to do, and are timed: a pass as cron runs
+# it every few minutes. After each it checks that nothing changed: the same partitions and
+# bounds as after the first run, and pgwarden's JSON report has no step, error or skip.
+# It prints each round and the medians (wall, server CPU, client CPU) and the ratio.
 #
 # Wall ms: the tool's process, start to exit. Server CPU ms: CPU of all server processes
 # during the run, from /proc (postmaster's reaped children + live children, as in
@@ -56,8 +65,9 @@
 # past the copied ids; it fails otherwise. It prints wall ms, server and client CPU ms and
 # rows per second, medians and the ratio. The copies are large (about 700 MB at 5M rows).
 #
-# Environment: PARTS=all|maintain|convert (default all)
+# Environment: PARTS=all|maintain|noop|convert (default all; maintain includes noop)
 #   SETS=200  ROUNDS=3          part 1: sets, rounds
+#   NOOP_ROUNDS=7               part 1b: timed passes with nothing to do (at least 5)
 #   CONVERT_ROWS=5000000  CONVERT_ROUNDS=$ROUNDS  CONVERT_BATCH=50000   part 2: rows, rounds,
 #   rows per batch; CONVERT_PARTMAN_INTERVAL='1 month' overrides pg_partman's batch span
 #   (p_interval; default: the span holding about CONVERT_BATCH rows, in hours)
@@ -77,22 +87,24 @@ ROOT=$(pwd)
 PARTS=${PARTS:-all}
 SETS=${SETS:-200}
 ROUNDS=${ROUNDS:-3}
+NOOP_ROUNDS=${NOOP_ROUNDS:-7}
 CONVERT_ROWS=${CONVERT_ROWS:-5000000}
 CONVERT_ROUNDS=${CONVERT_ROUNDS:-$ROUNDS}
 CONVERT_BATCH=${CONVERT_BATCH:-50000}
 case "$PARTS" in
-  maintain | convert | all) ;;
+  maintain | noop | convert | all) ;;
   *)
-    echo "partition.sh: PARTS must be maintain, convert or all (got '$PARTS')" >&2
+    echo "partition.sh: PARTS must be maintain, noop, convert or all (got '$PARTS')" >&2
     exit 2
     ;;
 esac
-for v in SETS ROUNDS CONVERT_ROWS CONVERT_ROUNDS CONVERT_BATCH; do
+for v in SETS ROUNDS NOOP_ROUNDS CONVERT_ROWS CONVERT_ROUNDS CONVERT_BATCH; do
   if ! [[ ${!v} =~ ^[1-9][0-9]*$ ]]; then
     echo "partition.sh: $v must be a whole number >= 1 (got '${!v}')" >&2
     exit 2
   fi
 done
+[ "$NOOP_ROUNDS" -ge 5 ] || { echo "partition.sh: NOOP_ROUNDS must be at least 5 (a median over a noisy machine)" >&2; exit 2; }
 [ "$SETS" -le 999 ] || { echo "partition.sh: SETS must be at most 999 (names are bench_NNN)" >&2; exit 2; }
 
 PG_BIN=/usr/lib/postgresql/15/bin
@@ -218,12 +230,19 @@ run_tool() {
 declare -a WALL_partman WALL_pgwarden SCPU_partman SCPU_pgwarden CCPU_partman CCPU_pgwarden
 RAW=()
 
-# timed TEMPLATE DB COMMAND...: copies TEMPLATE to a fresh DB, runs COMMAND, and sets
-# WALL_MS, SERVER_CPU_MS (the cluster's, from /proc) and CLIENT_CPU_MS.
+# timed TEMPLATE DB COMMAND...: copies TEMPLATE to a fresh DB, then runs COMMAND as
+# timed_cmd does.
 timed() {
-  local tpl=$1 db=$2 pm base b_ticks a_ticks b_cli a_cli s e
+  local tpl=$1 db=$2
   shift 2
   sql postgres -c "DROP DATABASE IF EXISTS $db" -c "CREATE DATABASE $db TEMPLATE $tpl" -c "CHECKPOINT"
+  timed_cmd "$@"
+}
+
+# timed_cmd COMMAND...: runs COMMAND and sets WALL_MS, SERVER_CPU_MS (the cluster's, from
+# /proc) and CLIENT_CPU_MS.
+timed_cmd() {
+  local pm base b_ticks a_ticks b_cli a_cli s e
   pm=$(postmaster_pid)
   base=$(child_count "$pm")
   b_ticks=$(ticks_now "$pm")
@@ -246,7 +265,7 @@ timed() {
 }
 
 measure() { # measure ROUND WHO
-  local round=$1 who=$2 db out wall scpu ccpu n
+  local round=$1 who=$2 db out wall scpu ccpu
   db=run_$who
   out=$DIR/$who.$round.out
   timed "tpl_$who" "$db" run_tool "$who" "$db" "$out"
@@ -262,16 +281,7 @@ measure() { # measure ROUND WHO
     summarize_json "$out" >"$out.summary" ||
       { cat "$out.summary" >&2; die "round $round: pgwarden exited 0 but its JSON report shows work not done (above; report in $out)"; }
   fi
-  # The outcome: SETS x (24 - 1 + 3) range partitions M-21..M+4, the default, the row.
-  n=$(total_partitions "$db")
-  [ "$n" = $((SETS * 27)) ] ||
-    { check_layout "$db" "$FIRST_AFTER" "$LAST_AFTER" || true; die "round $round: $who left $n partitions, expected $((SETS * 27)) ($SETS x (26 range + default))"; }
-  check_layout "$db" "$FIRST_AFTER" "$LAST_AFTER" ||
-    die "round $round: $who did not leave 26 monthly partitions $FIRST_AFTER..$LAST_AFTER + default per set (above)"
-  n=$(sql "$db" -c "SELECT count(*) FROM pg_class WHERE relnamespace = 'public'::regnamespace AND relname ~ '^bench_[0-9]{3}_' AND NOT relispartition AND relkind IN ('r', 'p')")
-  [ "$n" = 0 ] || die "round $round: $who left $n detached bench_* tables (retention should drop them)"
-  n=$(sql "$db" -c "$ROWS_SQL")
-  [ "$n" = "$SETS" ] || die "round $round: $who: the sets hold $n rows, expected $SETS"
+  check_maintained "$db" "round $round: $who"
   bounds "$db" >"$DIR/bounds.$who"
 
   declare -n W=WALL_$who S=SCPU_$who C=CCPU_$who
@@ -280,6 +290,21 @@ measure() { # measure ROUND WHO
   C+=("$ccpu")
   RAW+=("$(printf '%5s  %-9s  %9s  %14s  %14s' "$round" "$who" "$wall" "$scpu" "$ccpu")")
   say "round $round, $who: $wall ms wall, server CPU $scpu ms, client CPU $ccpu ms"
+}
+
+# check_maintained DB WHAT: the outcome of one maintenance run on a copy of a template:
+# SETS x (24 - 1 + 3) range partitions M-21..M+4, the default, the row; dies otherwise.
+check_maintained() {
+  local db=$1 what=$2 n
+  n=$(total_partitions "$db")
+  [ "$n" = $((SETS * 27)) ] ||
+    { check_layout "$db" "$FIRST_AFTER" "$LAST_AFTER" || true; die "$what left $n partitions, expected $((SETS * 27)) ($SETS x (26 range + default))"; }
+  check_layout "$db" "$FIRST_AFTER" "$LAST_AFTER" ||
+    die "$what did not leave 26 monthly partitions $FIRST_AFTER..$LAST_AFTER + default per set (above)"
+  n=$(sql "$db" -c "SELECT count(*) FROM pg_class WHERE relnamespace = 'public'::regnamespace AND relname ~ '^bench_[0-9]{3}_' AND NOT relispartition AND relkind IN ('r', 'p')")
+  [ "$n" = 0 ] || die "$what left $n detached bench_* tables (retention should drop them)"
+  n=$(sql "$db" -c "$ROWS_SQL")
+  [ "$n" = "$SETS" ] || die "$what: the sets hold $n rows, expected $SETS"
 }
 
 # summarize_json FILE: pgwarden maintain's JSON report as counts of steps by action and
@@ -431,6 +456,118 @@ maintain_report() {
     "$(median "${SCPU_partman[@]}")" "$(median "${CCPU_partman[@]}")"
   printf '%-44s  %9s  %14s  %14s\n' "pgwarden partition maintain (1 process)" "$pw" \
     "$(median "${SCPU_pgwarden[@]}")" "$(median "${CCPU_pgwarden[@]}")"
+  echo
+  awk -v a="$pm" -v b="$pw" 'BEGIN { if (b > 0) printf "speed-up: partman / pgwarden = %.2fx\n", a / b }'
+}
+
+# ================================================================ part 1b: nothing to do
+
+declare -a NWALL_partman NWALL_pgwarden NSCPU_partman NSCPU_pgwarden NCCPU_partman NCCPU_pgwarden
+NRAW=()
+
+# noop_json FILE: pgwarden maintain's JSON report of a pass with nothing to do: SETS sets,
+# not a dry run, no step, error or skip; fails otherwise.
+noop_json() {
+  python3 - "$1" "$SETS" <<'PY'
+import json, sys
+report = json.load(open(sys.argv[1]))
+sets = report.get("sets", [])
+problems = [f"{len(sets)} sets reported, expected {sys.argv[2]}"] if len(sets) != int(sys.argv[2]) else []
+if report.get("dry_run"):
+    problems.append("a dry run")
+for st in sets:
+    if st.get("error") or st.get("skipped") or st.get("steps"):
+        problems.append(f"{st.get('table')}: {len(st.get('steps') or [])} steps, error={st.get('error')!r} skipped={st.get('skipped')!r}")
+for p in problems[:20]:
+    print(p)
+sys.exit(1 if problems else 0)
+PY
+}
+
+# noop_setup: one copy of each template, maintained once (untimed, checked as in part 1).
+noop_setup() {
+  local who db out
+  for who in partman pgwarden; do
+    db=noop_$who
+    out=$DIR/noop.$who.first.out
+    sql postgres -c "DROP DATABASE IF EXISTS $db" -c "CREATE DATABASE $db TEMPLATE tpl_$who"
+    run_tool "$who" "$db" "$out"
+    if [ "$RC" != 0 ]; then
+      cat "$out" >&2
+      [ -s "$out.err" ] && cat "$out.err" >&2
+      die "no-op setup: the first $who run exited $RC (output above)"
+    fi
+    check_maintained "$db" "no-op setup: the first $who run"
+    bounds "$db" >"$DIR/noop.bounds.$who"
+    sql "$db" -c "VACUUM ANALYZE" -c "CHECKPOINT" >/dev/null
+  done
+  diff -u "$DIR/noop.bounds.partman" "$DIR/noop.bounds.pgwarden" >"$DIR/bounds.diff" ||
+    { head -n 40 "$DIR/bounds.diff" >&2; die "no-op setup: the bounds after the first run differ (- partman, + pgwarden)"; }
+  say "no-op databases ready: $((SETS * 27)) partitions each, maintained once"
+}
+
+noop_measure() { # noop_measure ROUND WHO
+  local round=$1 who=$2 db out
+  db=noop_$who
+  out=$DIR/noop.$who.$round.out
+  timed_cmd run_tool "$who" "$db" "$out"
+  if [ "$RC" != 0 ]; then
+    cat "$out" >&2
+    [ -s "$out.err" ] && cat "$out.err" >&2
+    die "no-op round $round: $who exited $RC (output above)"
+  fi
+  if [ "$who" = pgwarden ]; then
+    [ -s "$out.err" ] && { say "pgwarden wrote to stderr:"; cat "$out.err" >&2; }
+    noop_json "$out" >"$out.check" ||
+      { cat "$out.check" >&2; die "no-op round $round: pgwarden's report shows work or trouble on a pass that has nothing to do (report in $out)"; }
+  fi
+  bounds "$db" >"$DIR/noop.bounds.now"
+  diff -u "$DIR/noop.bounds.$who" "$DIR/noop.bounds.now" >"$DIR/bounds.diff" ||
+    { head -n 40 "$DIR/bounds.diff" >&2; die "no-op round $round: $who changed the partitions (diff above: - before, + after)"; }
+  declare -n W=NWALL_$who S=NSCPU_$who C=NCCPU_$who
+  W+=("$WALL_MS")
+  S+=("$SERVER_CPU_MS")
+  C+=("$CLIENT_CPU_MS")
+  NRAW+=("$(printf '%5s  %-9s  %9s  %14s  %14s' "$round" "$who" "$WALL_MS" "$SERVER_CPU_MS" "$CLIENT_CPU_MS")")
+  say "no-op round $round, $who: $WALL_MS ms wall, server CPU $SERVER_CPU_MS ms, client CPU $CLIENT_CPU_MS ms"
+}
+
+noop_run() {
+  local r who
+  local -a order
+  noop_setup
+  for ((r = 1; r <= NOOP_ROUNDS; r++)); do
+    if ((r % 2)); then order=(partman pgwarden); else order=(pgwarden partman); fi
+    for who in "${order[@]}"; do
+      noop_measure "$r" "$who"
+    done
+  done
+  sql postgres -c "DROP DATABASE noop_partman" -c "DROP DATABASE noop_pgwarden"
+}
+
+noop_report() {
+  local pw pm
+  pw=$(median "${NWALL_pgwarden[@]}")
+  pm=$(median "${NWALL_partman[@]}")
+  echo
+  echo "# A maintenance pass with nothing to do (as cron runs it): the same two, again"
+  echo
+  echo "data:      $SETS sets x 26 monthly partitions + default, each maintained once already"
+  echo "pgwarden:  partition maintain --yes --format json (one process: start, connect, read, plan nothing)"
+  echo "partman:   psql -c 'SELECT partman.run_maintenance()'"
+  echo
+  echo "## Per run (checked after each: partitions and bounds unchanged; pgwarden's report: no step)"
+  echo
+  printf '%5s  %-9s  %9s  %14s  %14s\n' round tool "wall ms" "server CPU ms" "client CPU ms"
+  printf '%s\n' "${NRAW[@]}"
+  echo
+  echo "## Median of $NOOP_ROUNDS round(s): $SETS sets, nothing to do"
+  echo
+  printf '%-44s  %9s  %14s  %14s\n' tool "wall ms" "server CPU ms" "client CPU ms"
+  printf '%-44s  %9s  %14s  %14s\n' "pg_partman run_maintenance() (1 transaction)" "$pm" \
+    "$(median "${NSCPU_partman[@]}")" "$(median "${NCCPU_partman[@]}")"
+  printf '%-44s  %9s  %14s  %14s\n' "pgwarden partition maintain (1 process)" "$pw" \
+    "$(median "${NSCPU_pgwarden[@]}")" "$(median "${NCCPU_pgwarden[@]}")"
   echo
   awk -v a="$pm" -v b="$pw" 'BEGIN { if (b > 0) printf "speed-up: partman / pgwarden = %.2fx\n", a / b }'
 }
@@ -663,15 +800,16 @@ echo "pg_partman: $(sed -n "s/^default_version = '\(.*\)'/\1/p" "$PARTMAN_CONTRO
 echo "pgwarden:  $("$PGWARDEN" --version)"
 echo "load avg:  $(cut -d' ' -f1-3 /proc/loadavg) at the start (other work on this machine adds noise)"
 
-if [ "$PARTS" != convert ]; then
-  maintain_setup
-  maintain_run
-fi
-if [ "$PARTS" != maintain ]; then
+case "$PARTS" in all | maintain | noop) maintain_setup ;; esac
+case "$PARTS" in all | maintain) maintain_run ;; esac
+case "$PARTS" in all | maintain | noop) noop_run ;; esac
+case "$PARTS" in all | convert)
   convert_setup
   convert_run
-fi
-[ "$PARTS" = convert ] || maintain_report
-[ "$PARTS" = maintain ] || convert_report
+  ;;
+esac
+case "$PARTS" in all | maintain) maintain_report ;; esac
+case "$PARTS" in all | maintain | noop) noop_report ;; esac
+case "$PARTS" in all | convert) convert_report ;; esac
 echo
 echo "load avg at the end: $(cut -d' ' -f1-3 /proc/loadavg); total time: $(($(date +%s) - T0))s"

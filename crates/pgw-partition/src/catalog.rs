@@ -2,10 +2,11 @@
 //! bound; the only SQL text chosen at run time is a constant per key type.
 
 use chrono::NaiveDateTime;
+use tokio_postgres::error::SqlState;
 use tokio_postgres::types::Type;
 use tokio_postgres::Client;
 
-use crate::bound::{Bound, Datum};
+use crate::bound::{Bound, BoundError, Datum};
 use crate::error::PartitionError;
 use crate::interval::{Interval, Retention, Value};
 use crate::model::{KeyKind, Partition, RetentionMode, SetConfig, Strategy, Template};
@@ -193,6 +194,188 @@ pub struct Parent {
     pub partitioned_by: Option<(Strategy, Vec<String>)>,
 }
 
+/// What the catalog says about one set: its parent and its partitions.
+#[derive(Debug, Clone)]
+pub struct SetCatalog {
+    pub parent: Parent,
+    /// The partitions in name order, or why one's bound cannot be read.
+    pub partitions: Result<Vec<CatalogPartition>, BoundError>,
+}
+
+/// A partition as the catalog shows it, before its range bounds are turned into values.
+#[derive(Debug, Clone)]
+pub struct CatalogPartition {
+    /// `lower` and `upper` still None: [`with_values`] fills them in.
+    pub partition: Partition,
+    /// Range partitions: the lower and upper bound literals (None: MINVALUE/MAXVALUE).
+    pub range: Option<[Option<String>; 2]>,
+    /// Whether another session holds or awaits ACCESS EXCLUSIVE on it, so that reading it
+    /// would wait for `lock_timeout`.
+    pub busy: bool,
+}
+
+impl CatalogPartition {
+    /// From the catalog's columns: the bound text parsed, its range literals kept.
+    pub(crate) fn read(
+        schema: String,
+        name: String,
+        bound_text: String,
+        detach_pending: bool,
+        busy: bool,
+    ) -> Result<CatalogPartition, BoundError> {
+        let bound = Bound::parse(&bound_text)?;
+        let literal = |d: &Datum| match d {
+            Datum::Literal(l) => Some(l.clone()),
+            Datum::MinValue | Datum::MaxValue => None,
+        };
+        let range = match &bound {
+            Bound::Range { lower, upper } => Some([literal(lower), literal(upper)]),
+            _ => None,
+        };
+        Ok(CatalogPartition {
+            partition: Partition {
+                schema,
+                name,
+                is_default: bound == Bound::Default,
+                lower: None,
+                upper: None,
+                bound: bound_text,
+                detach_pending,
+            },
+            range,
+            busy,
+        })
+    }
+}
+
+/// Every parent and its partitions in one statement: one row per `(schema, table, column)`
+/// asked for, in that order; None where there is no such table. Reads the catalog only, so
+/// no table lock is taken: a locked or dropped table cannot make it fail for the others.
+/// `pg_get_expr(relpartbound, 0)`: a bound holds constants only, so it needs no relation to
+/// deparse against; given the partition's oid, PostgreSQL would open it (ACCESS SHARE, a
+/// wait on a locked partition, and a relcache entry built for each one, most of the cost).
+const SETS_SQL: &str = "
+WITH busy AS MATERIALIZED (
+    SELECT DISTINCT l.relation FROM pg_locks l
+     WHERE l.locktype = 'relation' AND l.mode = 'AccessExclusiveLock'
+       AND l.pid <> pg_backend_pid()
+       AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())),
+want AS (SELECT * FROM unnest($1::text[], $2::text[], $3::text[]) WITH ORDINALITY AS w(nsp, rel, col, i))
+SELECT w.i, c.oid, c.relkind::\"char\", pg_get_userbyid(c.relowner)::text,
+       (SELECT format_type(a.atttypid, a.atttypmod) FROM pg_attribute a
+         WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+           AND (a.attname = w.col OR (w.col = '' AND a.attnum = pt.partattrs[0]))),
+       ARRAY(SELECT a.attname::text FROM pg_attribute a
+              WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+                AND a.attgenerated = '' ORDER BY a.attnum),
+       pt.partstrat::text,
+       ARRAY(SELECT a.attname::text FROM unnest(pt.partattrs::int2[]) k(n)
+              JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = k.n),
+       ARRAY(SELECT x.privilege_type || '|' ||
+                    CASE WHEN x.grantee = 0 THEN 'PUBLIC'
+                         ELSE pg_get_userbyid(x.grantee)::text END
+               FROM aclexplode(c.relacl) x
+              WHERE x.grantee <> c.relowner),
+       ARRAY(SELECT d.objid::regclass::text || '|' || a.attname
+               FROM pg_depend d
+               JOIN pg_class s ON s.oid = d.objid AND s.relkind = 'S'
+               JOIN pg_attribute a ON a.attrelid = d.refobjid
+                                  AND a.attnum = d.refobjsubid
+              WHERE d.refobjid = c.oid AND d.refclassid = 'pg_class'::regclass
+                AND d.classid = 'pg_class'::regclass AND d.deptype = 'a'),
+       coalesce(p.schemas, '{}'), coalesce(p.names, '{}'), coalesce(p.bounds, '{}'),
+       coalesce(p.detach, '{}'), coalesce(p.busy, '{}')
+  FROM want w
+  LEFT JOIN (pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace)
+         ON n.nspname = w.nsp AND c.relname = w.rel AND c.relkind IN ('r', 'p')
+  LEFT JOIN pg_partitioned_table pt ON pt.partrelid = c.oid
+  LEFT JOIN LATERAL (
+       SELECT array_agg(pn.nspname::text ORDER BY q.relname, q.oid) AS schemas,
+              array_agg(q.relname::text ORDER BY q.relname, q.oid) AS names,
+              array_agg(pg_get_expr(q.relpartbound, 0) ORDER BY q.relname, q.oid) AS bounds,
+              array_agg(i.inhdetachpending ORDER BY q.relname, q.oid) AS detach,
+              array_agg(q.oid IN (SELECT relation FROM busy) ORDER BY q.relname, q.oid) AS busy
+         FROM pg_inherits i
+         JOIN pg_class q ON q.oid = i.inhrelid
+         JOIN pg_namespace pn ON pn.oid = q.relnamespace
+        WHERE i.inhparent = c.oid) p ON c.oid IS NOT NULL
+ ORDER BY w.i";
+
+/// The parents `(schema, table, column)` (column "": the first partition key) with their
+/// partitions, in one round trip; None for each that does not exist.
+pub async fn sets(
+    client: &impl tokio_postgres::GenericClient,
+    which: &[(&str, &str, &str)],
+) -> Result<Vec<Option<SetCatalog>>, PartitionError> {
+    let (mut schemas, mut tables, mut columns) = (Vec::new(), Vec::new(), Vec::new());
+    for (s, t, c) in which {
+        schemas.push(*s);
+        tables.push(*t);
+        columns.push(*c);
+    }
+    tracing::debug!(sets = which.len(), sql = SETS_SQL, "read the catalog");
+    let rows = client
+        .query_typed(
+            SETS_SQL,
+            &[
+                (&schemas, Type::TEXT_ARRAY),
+                (&tables, Type::TEXT_ARRAY),
+                (&columns, Type::TEXT_ARRAY),
+            ],
+        )
+        .await
+        .map_err(|e| PartitionError::sql("read the tables from the catalog", e))?;
+    let mut out: Vec<Option<SetCatalog>> = vec![None; which.len()];
+    for row in &rows {
+        let i = usize::try_from(row.get::<_, i64>(0) - 1).unwrap_or(usize::MAX);
+        if let (Some(slot), Some(oid)) = (out.get_mut(i), row.get::<_, Option<u32>>(1)) {
+            *slot = Some(set_from_catalog(row, oid));
+        }
+    }
+    Ok(out)
+}
+
+fn set_from_catalog(row: &tokio_postgres::Row, oid: u32) -> SetCatalog {
+    let strategy = match row.get::<_, Option<String>>(6).as_deref() {
+        Some("r") => Some(Strategy::Range),
+        Some("l") => Some(Strategy::List),
+        Some("h") => Some(Strategy::Hash),
+        _ => None,
+    };
+    let pairs = |col: usize, split: fn(&str) -> Option<(&str, &str)>| -> Vec<(String, String)> {
+        row.get::<_, Vec<String>>(col)
+            .iter()
+            .filter_map(|g| split(g).map(|(a, b)| (a.to_string(), b.to_string())))
+            .collect()
+    };
+    let parent = Parent {
+        oid,
+        relkind: row.get(2),
+        owner: row.get(3),
+        key_type: row.get(4),
+        columns: row.get(5),
+        partitioned_by: strategy.map(|s| (s, row.get(7))),
+        grants: pairs(8, |g| g.split_once('|')),
+        owned_sequences: pairs(9, |g| g.rsplit_once('|')),
+    };
+    let schemas: Vec<String> = row.get(10);
+    let names: Vec<String> = row.get(11);
+    let bounds: Vec<Option<String>> = row.get(12);
+    let detach: Vec<bool> = row.get(13);
+    let busy: Vec<bool> = row.get(14);
+    let partitions = schemas
+        .into_iter()
+        .zip(names)
+        .zip(bounds)
+        .zip(detach.into_iter().zip(busy))
+        // No bound text: the partition was dropped while the catalog was read.
+        .filter_map(|(((schema, name), bound), (detach, busy))| {
+            bound.map(|b| CatalogPartition::read(schema, name, b, detach, busy))
+        })
+        .collect();
+    SetCatalog { parent, partitions }
+}
+
 /// The parent `schema.table` with its column `column`; None if there is no such table.
 pub async fn parent(
     client: &impl tokio_postgres::GenericClient,
@@ -200,77 +383,11 @@ pub async fn parent(
     table: &str,
     column: &str,
 ) -> Result<Option<Parent>, PartitionError> {
-    let what = "read the table from the catalog";
-    let Some(row) = client
-        .query_typed_opt(
-            "SELECT c.oid, c.relkind::\"char\", pg_get_userbyid(c.relowner)::text,
-                    (SELECT format_type(a.atttypid, a.atttypmod) FROM pg_attribute a
-                      WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
-                        AND (a.attname = $3 OR ($3 = '' AND a.attnum = pt.partattrs[0]))),
-                    ARRAY(SELECT a.attname::text FROM pg_attribute a
-                           WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
-                             AND a.attgenerated = '' ORDER BY a.attnum),
-                    pt.partstrat::text,
-                    ARRAY(SELECT a.attname::text FROM unnest(pt.partattrs::int2[]) k(n)
-                           JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = k.n),
-                    ARRAY(SELECT x.privilege_type || '|' ||
-                                 CASE WHEN x.grantee = 0 THEN 'PUBLIC'
-                                      ELSE pg_get_userbyid(x.grantee)::text END
-                            FROM aclexplode(c.relacl) x
-                           WHERE x.grantee <> c.relowner),
-                    ARRAY(SELECT d.objid::regclass::text || '|' || a.attname
-                            FROM pg_depend d
-                            JOIN pg_class s ON s.oid = d.objid AND s.relkind = 'S'
-                            JOIN pg_attribute a ON a.attrelid = d.refobjid
-                                               AND a.attnum = d.refobjsubid
-                           WHERE d.refobjid = c.oid AND d.refclassid = 'pg_class'::regclass
-                             AND d.classid = 'pg_class'::regclass AND d.deptype = 'a')
-               FROM pg_class c
-               JOIN pg_namespace n ON n.oid = c.relnamespace
-               LEFT JOIN pg_partitioned_table pt ON pt.partrelid = c.oid
-              WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p')",
-            &[
-                (&schema, Type::TEXT),
-                (&table, Type::TEXT),
-                (&column, Type::TEXT),
-            ],
-        )
-        .await
-        .map_err(|e| PartitionError::sql(what, e))?
-    else {
-        return Ok(None);
-    };
-    let strategy = match row.get::<_, Option<String>>(5).as_deref() {
-        Some("r") => Some(Strategy::Range),
-        Some("l") => Some(Strategy::List),
-        Some("h") => Some(Strategy::Hash),
-        _ => None,
-    };
-    let grants = row
-        .get::<_, Vec<String>>(7)
-        .into_iter()
-        .filter_map(|g| {
-            g.split_once('|')
-                .map(|(p, r)| (p.to_string(), r.to_string()))
-        })
-        .collect();
-    Ok(Some(Parent {
-        oid: row.get(0),
-        relkind: row.get(1),
-        owner: row.get(2),
-        key_type: row.get(3),
-        columns: row.get(4),
-        partitioned_by: strategy.map(|s| (s, row.get(6))),
-        grants,
-        owned_sequences: row
-            .get::<_, Vec<String>>(8)
-            .into_iter()
-            .filter_map(|g| {
-                g.rsplit_once('|')
-                    .map(|(s, c)| (s.to_string(), c.to_string()))
-            })
-            .collect(),
-    }))
+    Ok(sets(client, &[(schema, table, column)])
+        .await?
+        .pop()
+        .flatten()
+        .map(|s| s.parent))
 }
 
 /// The partitions of `parent_oid` with their bounds; range bounds turned into grid values
@@ -282,103 +399,147 @@ pub async fn partitions(
     tz: &str,
 ) -> Result<Vec<Partition>, PartitionError> {
     let what = "read the partitions";
+    // pg_get_expr(.., 0): see SETS_SQL.
     let rows = client
         .query_typed(
-            "SELECT n.nspname::text, c.relname::text, pg_get_expr(c.relpartbound, c.oid),
+            "SELECT n.nspname::text, c.relname::text, pg_get_expr(c.relpartbound, 0),
                     i.inhdetachpending
                FROM pg_inherits i
                JOIN pg_class c ON c.oid = i.inhrelid
                JOIN pg_namespace n ON n.oid = c.relnamespace
               WHERE i.inhparent = $1
-              ORDER BY c.relname",
+              ORDER BY c.relname, c.oid",
             &[(&parent_oid, Type::OID)],
         )
         .await
         .map_err(|e| PartitionError::sql(what, e))?;
-    let mut parts = Vec::with_capacity(rows.len());
-    let mut literals: Vec<String> = Vec::new();
-    let mut ranged: Vec<usize> = Vec::new();
-    for r in &rows {
-        let bound_text: String = r.get(2);
-        let bound = Bound::parse(&bound_text)?;
-        if let Bound::Range { lower, upper } = &bound {
-            ranged.push(parts.len());
-            for d in [lower, upper] {
-                literals.push(match d {
-                    Datum::Literal(l) => l.clone(),
-                    Datum::MinValue | Datum::MaxValue => String::new(),
-                });
-            }
-        }
-        parts.push(Partition {
-            schema: r.get(0),
-            name: r.get(1),
-            is_default: bound == Bound::Default,
-            lower: None,
-            upper: None,
-            bound: bound_text,
-            detach_pending: r.get(3),
-        });
-    }
-    if literals.is_empty() {
-        return Ok(parts);
-    }
-    let values = to_values(client, kind, tz, &literals).await?;
-    for (k, &i) in ranged.iter().enumerate() {
-        parts[i].lower = values.get(2 * k).copied().flatten();
-        parts[i].upper = values.get(2 * k + 1).copied().flatten();
-    }
-    Ok(parts)
+    let parts = rows
+        .iter()
+        .map(|r| CatalogPartition::read(r.get(0), r.get(1), r.get(2), r.get(3), false))
+        .collect::<Result<Vec<_>, _>>()?;
+    let asks = bound_asks(&parts, kind, tz);
+    let values = wall_values(client, &asks).await?;
+    Ok(with_values(parts, kind, &values))
 }
 
-/// Bound literals as grid values; empty strings (MINVALUE/MAXVALUE) give None.
-async fn to_values(
-    client: &impl tokio_postgres::GenericClient,
-    kind: KeyKind,
-    tz: &str,
-    literals: &[String],
-) -> Result<Vec<Option<Value>>, PartitionError> {
-    if kind == KeyKind::Integer {
-        return Ok(literals
-            .iter()
-            .map(|l| l.parse().ok().map(Value::Int))
-            .collect());
+/// What [`wall_values`] turns into a grid value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ask<'a> {
+    /// A range bound literal of a time key, as wall time in the zone (timestamptz keys).
+    Bound {
+        kind: KeyKind,
+        tz: &'a str,
+        literal: &'a str,
+    },
+    /// Now, as wall time in the zone.
+    Now { tz: &'a str },
+}
+
+/// The asks for the time bounds of `parts`, in order (lower then upper of each range
+/// partition with a literal there); nothing for integer keys, which need no server.
+pub fn bound_asks<'a>(parts: &'a [CatalogPartition], kind: KeyKind, tz: &'a str) -> Vec<Ask<'a>> {
+    if !kind.is_time() {
+        return Vec::new();
     }
-    // One constant statement per key type; the literals and the zone are bound.
-    let result = match kind {
-        KeyKind::Timestamptz => {
-            client
-                .query_typed(
-                    "SELECT CASE WHEN l = '' THEN NULL ELSE timezone($2, l::timestamptz) END
-                       FROM unnest($1::text[]) WITH ORDINALITY AS x(l, i) ORDER BY i",
-                    &[(&literals, Type::TEXT_ARRAY), (&tz, Type::TEXT)],
-                )
-                .await
-        }
-        KeyKind::Timestamp => {
-            client
-                .query_typed(
-                    "SELECT CASE WHEN l = '' THEN NULL ELSE l::timestamp END
-                       FROM unnest($1::text[]) WITH ORDINALITY AS x(l, i) ORDER BY i",
-                    &[(&literals, Type::TEXT_ARRAY)],
-                )
-                .await
-        }
-        _ => {
-            client
-                .query_typed(
-                    "SELECT CASE WHEN l = '' THEN NULL ELSE l::date::timestamp END
-                       FROM unnest($1::text[]) WITH ORDINALITY AS x(l, i) ORDER BY i",
-                    &[(&literals, Type::TEXT_ARRAY)],
-                )
-                .await
-        }
-    };
-    let rows = result.map_err(|e| PartitionError::sql("read the partition bounds", e))?;
-    Ok(rows
+    parts
         .iter()
-        .map(|r| r.get::<_, Option<NaiveDateTime>>(0).map(Value::Time))
-        .collect())
+        .flat_map(|p| p.range.iter().flatten().flatten())
+        .map(|literal| Ask::Bound { kind, tz, literal })
+        .collect()
+}
+
+/// `parts` with their range bounds as grid values; `values` answers [`bound_asks`] of the
+/// same parts, in order (time keys). Integer bounds are read here.
+pub fn with_values(
+    parts: Vec<CatalogPartition>,
+    kind: KeyKind,
+    values: &[NaiveDateTime],
+) -> Vec<Partition> {
+    let mut next = values.iter();
+    parts
+        .into_iter()
+        .map(|c| {
+            let mut p = c.partition;
+            if let Some([lower, upper]) = &c.range {
+                let mut value = |l: &Option<String>| match (l, kind) {
+                    (None, _) => None,
+                    (Some(l), KeyKind::Integer) => l.parse().ok().map(Value::Int),
+                    (Some(_), k) if k.is_time() => next.next().copied().map(Value::Time),
+                    (Some(_), _) => None,
+                };
+                p.lower = value(lower);
+                p.upper = value(upper);
+            }
+            p
+        })
+        .collect()
+}
+
+/// Answers every ask in one round trip, in order: bound literals and now() as wall times in
+/// their zones, through the server's own conversion (one constant statement; literals and
+/// zones are bound). A zone the server does not know fails the whole call.
+pub async fn wall_values(
+    client: &impl tokio_postgres::GenericClient,
+    asks: &[Ask<'_>],
+) -> Result<Vec<NaiveDateTime>, PartitionError> {
+    if asks.is_empty() {
+        return Ok(Vec::new());
+    }
+    let (mut how, mut zones, mut literals) = (Vec::new(), Vec::new(), Vec::new());
+    for a in asks {
+        let (h, z, l) = match *a {
+            Ask::Now { tz } => ("now", tz, ""),
+            Ask::Bound { kind, tz, literal } => match kind {
+                KeyKind::Timestamptz => ("timestamptz", tz, literal),
+                KeyKind::Timestamp => ("timestamp", "", literal),
+                _ => ("date", "", literal),
+            },
+        };
+        how.push(h);
+        zones.push(z);
+        literals.push(l);
+    }
+    let rows = client
+        .query_typed(
+            "SELECT CASE h WHEN 'now' THEN timezone(z, now())
+                           WHEN 'timestamptz' THEN timezone(z, l::timestamptz)
+                           WHEN 'timestamp' THEN l::timestamp
+                           ELSE l::date::timestamp END
+               FROM unnest($1::text[], $2::text[], $3::text[]) WITH ORDINALITY AS x(h, z, l, i)
+              ORDER BY i",
+            &[
+                (&how, Type::TEXT_ARRAY),
+                (&zones, Type::TEXT_ARRAY),
+                (&literals, Type::TEXT_ARRAY),
+            ],
+        )
+        .await
+        .map_err(|e| match zones_of(asks).as_slice() {
+            [tz] if e.code() == Some(&SqlState::INVALID_PARAMETER_VALUE) => {
+                PartitionError::TimeZone(tz.to_string())
+            }
+            _ => PartitionError::sql("read the partition bounds", e),
+        })?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
+/// The distinct zones the asks convert in.
+fn zones_of<'a>(asks: &[Ask<'a>]) -> Vec<&'a str> {
+    let mut zones: Vec<&str> = asks
+        .iter()
+        .filter_map(|a| match *a {
+            Ask::Now { tz }
+            | Ask::Bound {
+                kind: KeyKind::Timestamptz,
+                tz,
+                ..
+            } => Some(tz),
+            Ask::Bound { .. } => None,
+        })
+        .collect();
+    zones.sort_unstable();
+    zones.dedup();
+    zones
 }
 
 /// Now, as wall time in `tz` (also checks that the server knows the zone).

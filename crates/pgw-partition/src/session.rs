@@ -206,25 +206,135 @@ pub(crate) async fn newest(
             catalog::now_in(client, &cfg.time_zone).await?,
         )));
     }
-    // Highest partitions first: usually the first non-empty one answers, by its index.
+    let ranged = highest_first(parts);
+    Ok(highest(client, &cfg.column, &ranged).await?.map(Value::Int))
+}
+
+/// The partitions other than the default, highest first: where the highest key is looked
+/// for (usually the first non-empty one answers, by its index).
+pub(crate) fn highest_first(parts: &[Partition]) -> Vec<&Partition> {
     let mut ranged: Vec<&Partition> = parts.iter().filter(|p| !p.is_default).collect();
     ranged.sort_by_key(|p| std::cmp::Reverse(p.lower));
+    ranged
+}
+
+/// The highest `column` in the first of `ranged` that holds a row, one partition at a time
+/// (so only the partitions read are locked).
+pub(crate) async fn highest(
+    client: &Client,
+    column: &str,
+    ranged: &[&Partition],
+) -> Result<Option<i64>, PartitionError> {
     for p in ranged {
         let sql = format!(
             "SELECT max({})::bigint FROM {}",
-            sql::ident(&cfg.column),
+            sql::ident(column),
             qualified(&p.schema, &p.name)
         );
+        tracing::debug!(sql, "read the highest key");
         let max: Option<i64> = client
             .query_one(&sql, &[])
             .await
-            .map_err(|e| PartitionError::sql(format!("read the highest {}", cfg.column), e))?
+            .map_err(|e| PartitionError::sql(format!("read the highest {column}"), e))?
             .get(0);
-        if let Some(m) = max {
-            return Ok(Some(Value::Int(m)));
+        if max.is_some() {
+            return Ok(max);
         }
     }
     Ok(None)
+}
+
+/// A read of a set's tables that its plan needs; [`probe`] answers many in one statement.
+#[derive(Debug, Clone)]
+pub(crate) enum Probe<'a> {
+    /// Whether the default partition holds a row whose key is not NULL (only then is it
+    /// worth grouping its rows with [`default_rows`]).
+    HasRows {
+        column: &'a str,
+        default: &'a Partition,
+    },
+    /// The highest key in the first of these partitions that holds one (highest first).
+    Highest {
+        column: &'a str,
+        parts: Vec<&'a Partition>,
+    },
+}
+
+impl Probe<'_> {
+    /// The tables it reads (and locks, ACCESS SHARE, for the statement).
+    pub(crate) fn tables(&self) -> usize {
+        match self {
+            Probe::HasRows { .. } => 1,
+            Probe::Highest { parts, .. } => parts.len(),
+        }
+    }
+
+    /// The SQL expression answering it (one column of the probe statement).
+    pub(crate) fn expr(&self) -> String {
+        match self {
+            Probe::HasRows { column, default } => format!(
+                "EXISTS (SELECT FROM {} WHERE {} IS NOT NULL)",
+                qualified(&default.schema, &default.name),
+                sql::ident(column)
+            ),
+            // COALESCE stops at the first non-NULL: the lower partitions' maxima are not
+            // computed when a higher one answers.
+            Probe::Highest { column, parts } if !parts.is_empty() => format!(
+                "coalesce({})",
+                parts
+                    .iter()
+                    .map(|p| format!(
+                        "(SELECT max({})::bigint FROM {})",
+                        sql::ident(column),
+                        qualified(&p.schema, &p.name)
+                    ))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            Probe::Highest { .. } => "NULL::bigint".to_string(),
+        }
+    }
+}
+
+/// What a [`Probe`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Probed {
+    HasRows(bool),
+    Highest(Option<i64>),
+}
+
+/// Answers every probe in one statement, one column each (identifiers quoted, nothing else
+/// from outside in the text). It reads the tables under the session's `lock_timeout`: one
+/// busy or dropped table fails the whole statement, so a caller batching several sets asks
+/// again per set when it fails.
+pub(crate) async fn probe(
+    client: &Client,
+    probes: &[Probe<'_>],
+) -> Result<Vec<Probed>, PartitionError> {
+    if probes.is_empty() {
+        return Ok(Vec::new());
+    }
+    let sql = format!(
+        "SELECT {}",
+        probes
+            .iter()
+            .map(Probe::expr)
+            .collect::<Vec<_>>()
+            .join(",\n       ")
+    );
+    tracing::debug!(probes = probes.len(), sql, "read the sets' tables");
+    let row = client
+        .query_one(&sql, &[])
+        .await
+        .map_err(|e| PartitionError::sql("read the set's tables", e))?;
+    Ok(probes
+        .iter()
+        .enumerate()
+        .map(|(i, p)| match p {
+            Probe::HasRows { .. } => Probed::HasRows(row.get(i)),
+            Probe::Highest { .. } => Probed::Highest(row.get(i)),
+        })
+        .collect())
 }
 
 /// Grid cells that hold rows of the default partition, with their row counts.
@@ -244,6 +354,7 @@ pub(crate) async fn default_rows(
             "SELECT (floor({key}::numeric / $1::bigint) * $1::bigint)::bigint, count(*)
                FROM {table} WHERE {key} IS NOT NULL GROUP BY 1"
         );
+        tracing::debug!(sql, "group the default partition's rows");
         let rows = client
             .query(&sql, &[&n])
             .await
@@ -268,6 +379,7 @@ pub(crate) async fn default_rows(
             "SELECT date_trunc($1, {wall})::timestamp, count(*) FROM {table}
               WHERE {key} IS NOT NULL GROUP BY 1"
         );
+        tracing::debug!(sql, "group the default partition's rows");
         let rows = if kind == KeyKind::Timestamptz {
             client.query(&sql, &[&unit, &cfg.time_zone]).await
         } else {

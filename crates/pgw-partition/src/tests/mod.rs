@@ -1,9 +1,11 @@
 //! Unit tests of the pure parts: `interval`, `bound`, `model` naming, `plan`, `ddl`, `adopt`'s
-//! interval inference and `session::parse_table`. Table-driven: one small `check` per feature.
+//! interval inference, `session::parse_table`, and the pure parts of reading many sets at
+//! once (`catalog`'s bound values, `session`'s probe SQL, `maintain`'s packing). Table-driven: one small `check` per feature.
 
 mod adopt;
 mod bound;
 mod ddl;
+mod facts;
 mod interval;
 mod plan;
 
