@@ -411,9 +411,6 @@ pub(crate) async fn execute(
             format!("run `{}`", short(&first)),
         )
     };
-    for s in &sql.statements {
-        tracing::debug!(sql = %s, transactional = sql.transactional, "run");
-    }
     if sql.transactional {
         // One simple-query message: its statements run as one implicit transaction, rolled
         // back as a whole if any fails, in a single round trip.
