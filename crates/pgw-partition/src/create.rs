@@ -118,6 +118,18 @@ async fn create_in_span(
     if let Layout::Hash(0) = opts.layout {
         return Err(PartitionError::HashModulus);
     }
+    if opts.column.trim().is_empty() {
+        return Err(PartitionError::ColumnName(opts.column.clone()));
+    }
+    if opts.retention.is_some() && !matches!(opts.layout, Layout::Range(_)) {
+        return Err(PartitionError::RetentionNeedsRange);
+    }
+    if let Layout::List(lists) = &opts.layout {
+        let mut names = std::collections::HashSet::new();
+        if let Some((dup, _)) = lists.iter().find(|(n, _)| !names.insert(n.clone())) {
+            return Err(PartitionError::ListDuplicateName(dup.clone()));
+        }
+    }
     let range = match &opts.layout {
         Layout::Range(r) => Some(r.as_str()),
         _ => None,
@@ -233,7 +245,7 @@ async fn create_in_span(
                     .as_deref()
                     .map(|s| parse_start(s, kind))
                     .transpose()?;
-                let copy = convert::plan_copy(&client, &cfg, &parent).await?;
+                let copy = convert::plan_copy(&client, &cfg, parent.oid).await?;
                 if !opts.yes && !opts.dry_run {
                     return Err(PartitionError::NeedsConfirmation {
                         table: shown,
@@ -278,7 +290,7 @@ async fn create_in_span(
                     conversion: Some(conversion),
                 });
             }
-            sql.extend(recreate_partitioned(&cfg, &parent));
+            sql.extend(recreate_partitioned(&client, &cfg, &parent).await?);
             Vec::new()
         }
     };
@@ -391,11 +403,16 @@ fn finish_options(opts: &CreateOptions, resumed: bool) -> convert::Finish<'_> {
     }
 }
 
-/// An empty plain table re-created as a partitioned one with everything LIKE copies, under
-/// the same name: the old one is renamed, the new one made, sequences owned by the old
-/// columns handed over, and the old one dropped (which fails, rolling everything back, if
-/// a view or foreign key still depends on it).
-fn recreate_partitioned(cfg: &SetConfig, parent: &Parent) -> Vec<String> {
+/// An empty plain table re-created as a partitioned one with everything it can carry (keys
+/// that lack the partition column cannot be), under the same name: the old one is renamed,
+/// the new one made, sequences owned by the old columns handed over, and the old one
+/// dropped (which fails, rolling everything back, if a view or foreign key still depends
+/// on it).
+async fn recreate_partitioned(
+    client: &tokio_postgres::Client,
+    cfg: &SetConfig,
+    parent: &Parent,
+) -> Result<Vec<String>, PartitionError> {
     let table = qualified(&cfg.schema, &cfg.table);
     let old_name = crate::model::fill("{parent}_pgw_old", &cfg.table, "");
     let old = qualified(&cfg.schema, &old_name);
@@ -403,14 +420,8 @@ fn recreate_partitioned(cfg: &SetConfig, parent: &Parent) -> Vec<String> {
         "ALTER TABLE {table} RENAME TO {}",
         sql::ident(&old_name)
     )];
-    sql.extend(ddl::partitioned_like(
-        cfg,
-        &table,
-        &old,
-        &parent.owner,
-        &parent.grants,
-    ));
+    sql.extend(convert::partitioned_replacement(client, cfg, parent, &table, &old).await?);
     sql.extend(ddl::hand_over_sequences(&table, &parent.owned_sequences));
     sql.push(format!("DROP TABLE {old}"));
-    sql
+    Ok(sql)
 }

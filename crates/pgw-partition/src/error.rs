@@ -50,6 +50,10 @@ pub enum PartitionError {
         first: String,
         second: String,
     },
+    #[error("'{0}' is not a column name")]
+    ColumnName(String),
+    #[error("--list {0} is given twice: each list partition needs a name of its own")]
+    ListDuplicateName(String),
     #[error("--hash needs a modulus of 1 or more")]
     HashModulus,
     #[error("--retention is for range sets only")]
@@ -67,6 +71,21 @@ pub enum PartitionError {
     },
     #[error("the conversion record of {table} vanished while converting it (was pgwarden.conversion changed by hand?); nothing was swapped, run the command again")]
     ConversionLost { table: String },
+    #[error("another pgwarden run is converting {0} right now; let it finish")]
+    ConversionBusy(String),
+    #[error("could not take {table} for the swap in {attempts} tries (sessions holding it: {holders}); {kept}")]
+    SwapBusy {
+        table: String,
+        attempts: u32,
+        holders: String,
+        kept: &'static str,
+    },
+    #[error("the conversion of {0} was disturbed while it ran (its trigger disabled or dropped, or the table rewritten); nothing was swapped: run the command again, the copy starts over")]
+    ConversionDisturbed(String),
+    #[error("the copy of {table} does not match: {old} rows in the table, {new} copied; nothing was swapped, run the command again to copy anew")]
+    CopyMismatch { table: String, old: i64, new: i64 },
+    #[error("{0} is not being converted (nothing to abort)")]
+    NotConverting(String),
     #[error("{table} holds rows: converting a populated table is done for range sets; create the list or hash parent yourself and move the rows")]
     ConvertNeedsRange { table: String },
     #[error("{table} cannot be swapped for a partitioned table while these depend on it ({blockers}); drop them first and re-create them afterwards")]
@@ -126,6 +145,8 @@ impl Classify for PartitionError {
             | PartitionError::NamePattern(_)
             | PartitionError::ListOverlap { .. }
             | PartitionError::HashModulus
+            | PartitionError::ColumnName(_)
+            | PartitionError::ListDuplicateName(_)
             | PartitionError::RetentionNeedsRange
             | PartitionError::BadStart { .. }
             | PartitionError::ConversionInProgress { .. }
@@ -133,9 +154,14 @@ impl Classify for PartitionError {
             | PartitionError::ConvertBlocked { .. }
             | PartitionError::MultiColumnKey { .. }
             | PartitionError::IntervalUnknown(_)
-            | PartitionError::PartmanRetention { .. } => ErrorClass::Input,
+            | PartitionError::PartmanRetention { .. }
+            | PartitionError::NotConverting(_) => ErrorClass::Input,
             PartitionError::Bound(_)
             | PartitionError::ConversionLost { .. }
+            | PartitionError::ConversionBusy(_)
+            | PartitionError::SwapBusy { .. }
+            | PartitionError::ConversionDisturbed(_)
+            | PartitionError::CopyMismatch { .. }
             | PartitionError::BadConfig { .. }
             | PartitionError::LockTimeout { .. }
             | PartitionError::Sql { .. } => ErrorClass::Failed,

@@ -48,7 +48,7 @@ pub mod session;
 mod tests;
 
 pub use adopt::{adopt, AdoptOptions, AdoptReport};
-pub use convert::{CopyMode, CopyPlan, Observer};
+pub use convert::{abort_conversion, Aborted, CopyMode, CopyPlan, Observer};
 pub use create::{create, create_observed, CreateOptions, CreateReport, Layout};
 pub use error::PartitionError;
 pub use interval::{Interval, Retention, Value};

@@ -117,29 +117,44 @@ pub(crate) fn precheck(
     retention: Option<&str>,
     start: Option<&str>,
 ) -> Result<(), PartitionError> {
+    // Which kinds of key the flags allow: a time interval, a number, or (no --range) either.
+    let (mut time_ok, mut int_ok) = (true, true);
     if let Some(r) = range {
-        if let Err(time) = Interval::parse_time(r) {
-            if let Err(int) = Interval::parse_integer(r) {
-                // A number is an integer interval gone wrong; anything else a time one.
-                let numeric = r
-                    .trim()
-                    .starts_with(|c: char| c.is_ascii_digit() || c == '-')
-                    && r.trim().chars().skip(1).all(|c| c.is_ascii_digit());
-                return Err(if numeric { int } else { time }.into());
-            }
+        let time = Interval::parse_time(r);
+        let int = Interval::parse_integer(r);
+        (time_ok, int_ok) = (time.is_ok(), int.is_ok());
+        if let (Err(time), Err(int)) = (time, int) {
+            // A number is an integer interval gone wrong; anything else a time one.
+            let t = r.trim();
+            let numeric = t.starts_with(|c: char| c.is_ascii_digit() || c == '-')
+                && t.chars().skip(1).all(|c| c.is_ascii_digit());
+            return Err(if numeric { int } else { time }.into());
         }
     }
     if let Some(r) = retention {
-        if let Err(time) = Retention::parse(r, false) {
-            Retention::parse(r, true).map_err(|_| time)?;
+        match (time_ok, int_ok) {
+            (true, false) => drop(Retention::parse(r, false)?),
+            (false, true) => drop(Retention::parse(r, true)?),
+            _ => {
+                if let Err(time) = Retention::parse(r, false) {
+                    Retention::parse(r, true).map_err(|_| time)?;
+                }
+            }
         }
     }
     if let Some(t) = start {
-        if parse_start(t, KeyKind::Timestamp).is_err() {
-            parse_start(t, KeyKind::Integer).map_err(|_| PartitionError::BadStart {
-                text: t.to_string(),
-                expected: "date (YYYY-MM-DD or YYYY-MM-DD HH:MM) or a number",
-            })?;
+        let as_time = parse_start(t, KeyKind::Timestamp);
+        let as_int = parse_start(t, KeyKind::Integer);
+        match (time_ok, int_ok) {
+            (true, false) => drop(as_time?),
+            (false, true) => drop(as_int?),
+            _ if as_time.is_err() && as_int.is_err() => {
+                return Err(PartitionError::BadStart {
+                    text: t.to_string(),
+                    expected: "date (YYYY-MM-DD or YYYY-MM-DD HH:MM) or a number",
+                })
+            }
+            _ => {}
         }
     }
     Ok(())

@@ -56,9 +56,22 @@ pub fn convention(name: Option<&str>) -> Convention {
 /// `pgwarden --log debug doctor --bogus` is still a doctor usage error): clap's lenient
 /// parse, which skips global flags and their values wherever they sit.
 pub fn command_named(argv: &[std::ffi::OsString]) -> Option<String> {
-    Cli::command()
+    let lenient = Cli::command()
         .ignore_errors(true)
         .try_get_matches_from(argv)
         .ok()
-        .and_then(|m| m.subcommand_name().map(str::to_string))
+        .and_then(|m| m.subcommand_name().map(str::to_string));
+    // An unknown flag before the command (`pgwarden --bogus doctor`) stops clap early: then
+    // the first word that names a command is the command.
+    lenient.or_else(|| {
+        let names: Vec<String> = Cli::command()
+            .get_subcommands()
+            .map(|c| c.get_name().to_string())
+            .collect();
+        argv.iter()
+            .skip(1)
+            .filter_map(|a| a.to_str())
+            .find(|a| names.iter().any(|n| n == a))
+            .map(str::to_string)
+    })
 }

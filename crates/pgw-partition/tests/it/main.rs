@@ -3,6 +3,7 @@
 
 mod adopt;
 mod convert;
+mod convert_edges;
 mod maintain;
 mod partman;
 mod sets;

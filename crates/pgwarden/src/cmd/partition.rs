@@ -5,6 +5,7 @@
 use clap::{Args, Subcommand, ValueEnum};
 
 use pgw_common::output::table;
+use pgw_common::sql::{self, shown_qualified};
 
 use crate::args::OutputFormat;
 use crate::exit::{Failure, OrFail, Outcome, Usage};
@@ -40,6 +41,10 @@ pub enum PartitionCmd {
     /// renaming nothing; pg_partman's own maintenance of it is switched off.
     #[command(after_help = PARTITION_EXIT_CODES)]
     Adopt(Box<PartitionAdoptArgs>),
+    /// Abandon a conversion of a populated table that is in progress: its trigger and the
+    /// half-filled new table go; the table itself is left exactly as it is.
+    #[command(after_help = PARTITION_EXIT_CODES)]
+    Abort(PartitionAbortArgs),
 }
 
 #[derive(Debug, Args)]
@@ -123,6 +128,25 @@ pub struct PartitionCreateArgs {
     pub drop_old: bool,
     #[command(flatten)]
     pub run: PartitionRunArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct PartitionAbortArgs {
+    /// Database: conninfo string or URI.
+    #[arg(short = 'd', long)]
+    pub dsn: Option<String>,
+    /// The table whose conversion to abandon (it is left exactly as it is).
+    #[arg(long)]
+    pub table: String,
+    /// Drop the half-filled new table without asking (required when stdin is not a terminal).
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+    /// How long to wait for a lock on the table: 500ms, 2s, 1min.
+    #[arg(long, default_value = "2s", value_parser = parse_duration_ms)]
+    pub lock_timeout: u64,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+    pub format: OutputFormat,
 }
 
 #[derive(Debug, Args)]
@@ -258,6 +282,7 @@ pub async fn run(cmd: PartitionCmd) -> Result<Outcome, Failure> {
         PartitionCmd::Create(a) => create(*a).await,
         PartitionCmd::Maintain(a) => maintain(a).await,
         PartitionCmd::Adopt(a) => adopt(*a).await,
+        PartitionCmd::Abort(a) => abort(a).await,
         PartitionCmd::List(a) => {
             let sets = pgw_partition::list(a.dsn.as_deref(), a.table.as_deref())
                 .await
@@ -330,15 +355,16 @@ async fn create(a: PartitionCreateArgs) -> Result<Outcome, Failure> {
     Ok(Outcome::Done)
 }
 
-/// What the terminal shows of a conversion: before a copy that blocks writes, a warning
-/// saying so (on stderr, piped or not); then a progress bar on a terminal.
+/// What the terminal shows of a conversion: before a copy that blocks writes or cannot
+/// carry a key over, a warning saying so (on stderr, piped or not); then a progress bar on
+/// a terminal.
 struct Conversion<F> {
     bar: F,
 }
 
 impl<F: Fn(u64, u64) + Sync> pgw_partition::Observer for Conversion<F> {
     fn starts(&self, plan: &pgw_partition::CopyPlan) {
-        if plan.mode == pgw_partition::CopyMode::WritesBlocked {
+        if plan.needs_saying() {
             eprintln!("pgwarden: warning: converting {}", plan.summary());
         }
     }
@@ -401,6 +427,35 @@ async fn maintain(a: PartitionMaintainArgs) -> Result<Outcome, Failure> {
     })
 }
 
+async fn abort(a: PartitionAbortArgs) -> Result<Outcome, Failure> {
+    if !a.yes {
+        if !term::interactive() {
+            return Err(Failure::from_classified(Usage(
+                "refusing to drop the half-filled new table without confirmation: pass --yes (stdin is not a terminal)",
+            )));
+        }
+        let question = format!(
+            "Abandon the conversion of {}: drop its trigger and the half-filled new table (the table itself is kept as it is)?",
+            a.table
+        );
+        if !term::confirm(&question)? {
+            eprintln!("pgwarden: nothing changed (not confirmed)");
+            return Ok(Outcome::NotConfirmed);
+        }
+    }
+    let r = pgw_partition::abort_conversion(a.dsn.as_deref(), &a.table, a.lock_timeout)
+        .await
+        .or_fail("partition abort")?;
+    match a.format {
+        OutputFormat::Json => out(&json(&r)),
+        OutputFormat::Table => out(&format!(
+            "Abandoned the conversion of {} ({} blocks had been copied): dropped {} and the trigger; the table is as it was.\n",
+            r.table, r.blocks_copied, r.dropped
+        )),
+    }
+    Ok(Outcome::Done)
+}
+
 async fn adopt(a: PartitionAdoptArgs) -> Result<Outcome, Failure> {
     let opts = pgw_partition::AdoptOptions {
         dsn: a.dsn.clone(),
@@ -428,16 +483,15 @@ async fn adopt(a: PartitionAdoptArgs) -> Result<Outcome, Failure> {
 fn created(r: &pgw_partition::CreateReport) -> String {
     let c = &r.set;
     let mut out = format!(
-        "{} {}.{} by {} ({}){}\n",
+        "{} {} by {} ({}){}\n",
         if r.applied {
             "Created"
         } else {
             "Would create (dry run, nothing changed):"
         },
-        c.schema,
-        c.table,
+        shown_qualified(&c.schema, &c.table),
         c.strategy.as_str(),
-        c.column,
+        sql::shown(&c.column),
         match (&c.interval, &c.retention) {
             (Some(i), Some(ret)) => format!(
                 ", every {i}, premake {}, retention {ret} ({})",
@@ -467,13 +521,19 @@ fn created(r: &pgw_partition::CreateReport) -> String {
         ));
         if c.restarted {
             out.push_str(
-                "The copy started over: the table was written while the conversion was stopped.\n",
+                "The copy started over: the table was written, rewritten or its trigger disabled while the conversion was stopped.\n",
             );
+        }
+        if !c.cancelled.is_empty() {
+            out.push_str(&format!(
+                "Cancelled to end a deadlock with the swap (they read the table, then waited to write it): pid {}\n",
+                c.cancelled.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(", ")
+            ));
         }
         if let Some(advice) = &c.advice {
             out.push_str(&format!(
                 "The new table has no primary key (the old one lacked {}); its rows satisfy: {advice};\n",
-                r.set.column
+                sql::shown(&r.set.column)
             ));
         }
     }
@@ -588,7 +648,7 @@ pub(crate) fn listing(sets: &[pgw_partition::SetListing]) -> String {
             "{}: {} by {}{}{}, time zone {}\n",
             s.table,
             c.strategy.as_str(),
-            c.column,
+            sql::shown(&c.column),
             c.interval
                 .map(|i| format!(", every {i}, premake {}", c.premake))
                 .unwrap_or_default(),
@@ -648,16 +708,15 @@ pub(crate) fn listing(sets: &[pgw_partition::SetListing]) -> String {
 fn adopted(r: &pgw_partition::AdoptReport) -> String {
     let c = &r.set;
     let mut out = format!(
-        "{} {}.{} ({} by {}, {} partitions, nothing renamed)\n",
+        "{} {} ({} by {}, {} partitions, nothing renamed)\n",
         if r.applied {
             "Adopted"
         } else {
             "Would adopt (dry run, nothing changed):"
         },
-        c.schema,
-        c.table,
+        shown_qualified(&c.schema, &c.table),
         c.strategy.as_str(),
-        c.column,
+        sql::shown(&c.column),
         r.partitions
     );
     let mut rows = vec![

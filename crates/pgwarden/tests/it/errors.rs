@@ -186,6 +186,47 @@ fn flags_are_validated_before_connecting() {
         2,
         "a.b.c",
     );
+    assert_fails(
+        &create(&["--hash", "4", "--retention", "3 days"]),
+        2,
+        "--retention is for range sets only",
+    );
+    assert_fails(
+        &create(&["--range", "monthly", "--retention", "10"]),
+        2,
+        "'10' is a number",
+    );
+    assert_fails(
+        &create(&["--range", "10", "--start", "2024-01-01"]),
+        2,
+        "is not a number",
+    );
+    assert_fails(
+        &create(&["--list", "a=US", "--list", "a=CA"]),
+        2,
+        "given twice",
+    );
+    assert_fails(
+        &pgwarden(&[
+            "partition",
+            "create",
+            "-d",
+            dead,
+            "--table",
+            "t",
+            "--column",
+            "",
+            "--range",
+            "monthly",
+        ]),
+        2,
+        "not a column name",
+    );
+    assert_fails(
+        &pgwarden(&["partition", "abort", "-d", dead, "--table", "t"]),
+        2,
+        "--yes",
+    );
     // The same command with good flags reaches the server and fails there: 1.
     assert_fails(&create(&["--range", "monthly"]), 1, "connect to");
 }
@@ -204,6 +245,7 @@ fn doctor_failures_are_nagios_unknown() {
         3,
         "--bogus",
     );
+    assert_fails(&pgwarden(&["--bogus", "doctor"]), 3, "--bogus");
     assert_fails(&pgwarden(&["doctor", "--format", "xml"]), 3, "xml");
     assert_fails(&pgwarden(&["doctor", "--threshold", "nope=1"]), 3, "nope");
     assert_fails(

@@ -381,7 +381,7 @@ fn keyword_names_on_the_command_line() {
     let o = pgwarden(&["partition", "list", "-d", &dsn]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(
-        stdout(&o).contains(r#""user"."Line Items": range by order"#),
+        stdout(&o).contains(r#""user"."Line Items": range by "order""#),
         "{}",
         stdout(&o)
     );
