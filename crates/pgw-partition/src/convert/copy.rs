@@ -109,7 +109,7 @@ pub(super) async fn blocks(
                 .map_err(|e| PartitionError::sql("lock the table for a batch", e))?;
             let (now_total, now_filenode) = measure(&tx, &old).await?;
             if now_filenode != filenode {
-                tracing::warn!(
+                tracing::info!(
                     "{old} was rewritten during the copy (its blocks renumbered): copying again from block 0"
                 );
                 super::state::restart(&tx, cfg, now_total, now_filenode).await?;

@@ -453,7 +453,7 @@ async fn finish_locked(
     // A trigger found disabled or dropped may have missed writes: put it back (ALWAYS)
     // and mark the copy stale, in one transaction.
     if !trigger::intact(&*client, parent.oid, mirror).await? {
-        tracing::warn!(
+        tracing::info!(
             "{shown}: the conversion's trigger was disabled or dropped; it is put back and the copy starts over"
         );
         let stmts = install_trigger(client, &cfg, parent, &mode).await?;
@@ -513,7 +513,7 @@ async fn start_point(
     }
     let restarted = (state.dirty || rewritten) && state.next_block > 0;
     if restarted {
-        tracing::warn!(
+        tracing::info!(
             "{}: {}; the copy starts over",
             shown_qualified(&cfg.schema, &cfg.table),
             if state.dirty {
@@ -721,7 +721,7 @@ async fn blocked(
                     .map_err(|e| PartitionError::sql("swap the tables", e))?;
                 let trapped = swap::trapped_sessions(&ltx, &old).await?;
                 for pid in &trapped {
-                    tracing::warn!(pid, "{shown}: cancelling a session that read the table and waits to write it (a deadlock with the swap)");
+                    tracing::info!(pid, "{shown}: cancelling a session that read the table and waits to write it (a deadlock with the swap)");
                     ltx.query_one("SELECT pg_cancel_backend($1)", &[pid])
                         .await
                         .map_err(|e| PartitionError::sql("cancel a deadlocked session", e))?;
