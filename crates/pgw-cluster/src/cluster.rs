@@ -409,7 +409,7 @@ impl Drop for Cluster {
             );
         }
         if let Err(e) = self.teardown(StopMode::Immediate) {
-            tracing::warn!(port = self.port, error = %e, "cluster cleanup failed");
+            // Drop cannot return it: said once, on stderr (no tracing event as well).
             let _ = writeln!(
                 std::io::stderr(),
                 "pgw-cluster: cleanup of the cluster on port {} failed: {e}",

@@ -65,8 +65,9 @@
 //! - **No server outlives its owner:** as soon as the temp dir exists, a watchdog (`sh` in its
 //!   own process group, ignoring SIGHUP/SIGINT/SIGTERM) polls the owning process every 0.5 s.
 //!   When the owner is gone (SIGKILL, or a normal exit that never ran `Drop`) it sends SIGQUIT
-//!   to the postmaster from `postmaster.pid` (immediate shutdown), waits for it (SIGKILL after
-//!   10 s), and removes the temp dir. A normal drop stops the server first, then kills the
+//!   to the postmaster from `postmaster.pid` (immediate shutdown; only if that pid is a
+//!   process working in the data directory, so a stale file's pid, reused by another
+//!   process, is left alone), waits for it (SIGKILL after 10 s), and removes the temp dir. A normal drop stops the server first, then kills the
 //!   watchdog. The server itself runs in its own session (pg_ctl `setsid`s it, and pg_ctl is
 //!   started in its own process group), so a Ctrl-C in the terminal reaches neither.
 //!

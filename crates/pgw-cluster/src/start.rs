@@ -81,8 +81,10 @@ impl Cluster {
         let watchdog = Watchdog::spawn(
             &root,
             // SIGQUIT: immediate shutdown; the postmaster takes its children down with it.
+            // The postmaster works in its data directory: a stale pid names someone else.
             &[Watched::new(
                 data_dir.join("postmaster.pid"),
+                &data_dir,
                 Signal::SIGQUIT,
                 Duration::from_secs(10),
             )],

@@ -6,6 +6,13 @@
 //! on it, and returns one report. The cluster is stopped and removed when the demo
 //! ends, fails, or is cancelled (dropping the future drops the cluster guard).
 //!
+//! pgw-cluster is synchronous: its calls that wait (start, restart, stop, and the stop in
+//! its `Drop`) run on tokio's blocking pool, never on a runtime thread, so the runtime
+//! stays free and a Ctrl-C that aborts the demo takes effect at once. The cluster value
+//! moves into each blocking call and comes back from it: if the demo is cancelled
+//! meanwhile, the call still runs to its end and the cluster it returns is dropped there,
+//! which stops the server.
+//!
 //! Capabilities shown so far: `doctor` (with a handful of problems planted), `partition`
 //! (a monthly time series `metrics` with premake, retention, and rows rescued from its
 //! default partition) and `tune` (recommend, diff against the live server, apply with
@@ -63,6 +70,13 @@ pub enum DemoError {
     Doctor(#[from] pgw_doctor::DoctorError),
     #[error("partition the demo's time series")]
     Partition(#[from] pgw_partition::PartitionError),
+    /// The runtime shut down before a blocking step could run.
+    #[error("{what}: the runtime shut down first")]
+    Blocking {
+        what: &'static str,
+        #[source]
+        source: tokio::task::JoinError,
+    },
 }
 
 impl pgw_common::Classify for DemoError {
@@ -128,12 +142,71 @@ fn q(what: &'static str) -> impl FnOnce(tokio_postgres::Error) -> DemoError {
     move |source| DemoError::Query { what, source }
 }
 
+/// Runs blocking `f` on tokio's blocking pool and returns what it returns. If the caller's
+/// future is dropped first, `f` still runs to its end and its result is dropped on the pool
+/// (a [`Cluster`] in it is stopped by its `Drop`). A panic in `f` goes on in the caller.
+async fn blocking<T: Send + 'static>(
+    what: &'static str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, DemoError> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(value) => Ok(value),
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(source) => Err(DemoError::Blocking { what, source }),
+    }
+}
+
+/// The demo's cluster while the async side owns it. Dropped there (a step failed, or the
+/// demo's future was dropped), it hands the cluster to the blocking pool, whose thread
+/// stops the server and removes its files (the runtime's shutdown waits for it; the
+/// cluster's watchdog is the backstop). During a panic it is dropped in place, so that the
+/// server log is printed.
+struct Owned(Option<Cluster>);
+
+impl Owned {
+    fn new(cluster: Cluster) -> Owned {
+        Owned(Some(cluster))
+    }
+
+    /// The cluster, to move into a blocking call (which gives it back or drops it).
+    fn into_inner(mut self) -> Cluster {
+        self.0
+            .take()
+            .expect("an Owned holds its cluster until into_inner")
+    }
+}
+
+impl std::ops::Deref for Owned {
+    type Target = Cluster;
+    fn deref(&self) -> &Cluster {
+        self.0
+            .as_ref()
+            .expect("an Owned holds its cluster until into_inner")
+    }
+}
+
+impl Drop for Owned {
+    fn drop(&mut self) {
+        let Some(cluster) = self.0.take() else {
+            return;
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) if !std::thread::panicking() => {
+                // While the runtime shuts down, the pool drops the closure unrun, and the
+                // cluster is stopped right here instead.
+                drop(runtime.spawn_blocking(move || drop(cluster)));
+            }
+            _ => drop(cluster),
+        }
+    }
+}
+
 /// Runs the whole demo. Cancel-safe: dropping the future stops the cluster.
 pub async fn run(opts: &Options) -> Result<DemoReport, DemoError> {
     let started = Instant::now();
     let step = |n: u64, what: &str| (opts.on_step)(n, STEPS, what);
     step(1, "starting a throwaway PostgreSQL 15 cluster");
-    let cluster = Cluster::start()?;
+    let mut cluster = Owned::new(blocking("start the throwaway cluster", Cluster::start).await??);
 
     let (client, _params) = pgw_common::connect_dsn(Some(&cluster.dsn()))
         .await
@@ -185,7 +258,13 @@ pub async fn run(opts: &Options) -> Result<DemoReport, DemoError> {
 
     step(8, "restarting for the settings that need it");
     drop(client);
-    cluster.restart()?;
+    let restarting = cluster.into_inner();
+    cluster = Owned::new(
+        blocking("restart the throwaway cluster", move || {
+            restarting.restart().map(|()| restarting)
+        })
+        .await??,
+    );
     step(9, "checking every recommended setting is in effect");
     let after = pgw_tune::run::diff(&req).await?;
     let rows = after.diff.unwrap_or_default();
@@ -212,7 +291,8 @@ pub async fn run(opts: &Options) -> Result<DemoReport, DemoError> {
         },
         elapsed_ms: started.elapsed().as_millis(),
     };
-    cluster.stop()?;
+    let stopping = cluster.into_inner();
+    blocking("stop the throwaway cluster", move || stopping.stop()).await??;
     Ok(report)
 }
 
@@ -434,4 +514,71 @@ async fn partition(client: &Client, dsn: &str) -> Result<PartitionDemo, DemoErro
         second_run_steps,
         listing,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::*;
+
+    /// Polls `cond` every 50 ms until it holds or `limit` passes.
+    async fn eventually(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+        let deadline = Instant::now() + limit;
+        while !cond() {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        true
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_cluster_dropped_on_the_async_side_is_stopped_and_removed() {
+        let cluster = blocking("start", Cluster::start)
+            .await
+            .unwrap()
+            .unwrap_or_else(|e| panic!("a throwaway cluster is needed: {e}"));
+        let data_dir = cluster.data_dir().to_owned();
+        let pid_file = data_dir.join("postmaster.pid");
+        assert!(pid_file.exists());
+        // As when a step fails or the demo's future is dropped.
+        drop(Owned::new(cluster));
+        assert!(
+            eventually(Duration::from_secs(30), || !data_dir.exists()).await,
+            "{} is still there",
+            data_dir.display()
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_blocking_call_outlives_a_dropped_caller_and_its_result_is_dropped() {
+        struct Flag(Arc<AtomicBool>);
+        impl Drop for Flag {
+            fn drop(&mut self) {
+                self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
+        let dropped = Arc::new(AtomicBool::new(false));
+        let (started_tx, started_rx) = std::sync::mpsc::channel();
+        let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+        let flag = Flag(dropped.clone());
+        let caller = tokio::spawn(blocking("hold", move || {
+            started_tx.send(()).unwrap();
+            let _ = go_rx.recv();
+            flag
+        }));
+        started_rx.recv().unwrap();
+        caller.abort();
+        let _ = caller.await;
+        assert!(!dropped.load(std::sync::atomic::Ordering::SeqCst));
+        drop(go_tx);
+        assert!(
+            eventually(Duration::from_secs(30), || dropped
+                .load(std::sync::atomic::Ordering::SeqCst))
+            .await,
+            "the blocking call's result was never dropped"
+        );
+    }
 }

@@ -195,6 +195,16 @@ pub enum NodeError {
         data_dir: PathBuf,
     },
 
+    /// `postmaster.pid` names a live process that is not this data directory's postmaster
+    /// (the file outlived its server and the pid was reused); nothing was signalled.
+    #[error("{}/postmaster.pid is stale: pid {pid} is not this data directory's postmaster (nothing was signalled; remove the file if no server runs)", data_dir.display())]
+    StalePidFile {
+        /// The pid the file names.
+        pid: u32,
+        /// The data directory.
+        data_dir: PathBuf,
+    },
+
     /// The operation needs a stopped server and one runs on the data directory.
     #[error("a server (pid {pid}) is running on {}", data_dir.display())]
     Running {
@@ -304,6 +314,10 @@ pub enum PidFileProblem {
         /// The text found.
         value: String,
     },
+    /// The pid line names 0 or 1, which no postmaster has (signalling 0 would reach our own
+    /// process group, 1 is init).
+    #[error("line 1 (pid) is {0}, which cannot be a postmaster's")]
+    ImpossiblePid(u32),
 }
 
 /// The last `lines` non-empty lines of `text`, joined with `" | "` so that they fit on one line;

@@ -266,10 +266,43 @@ impl Node {
     }
 
     /// The pid of the postmaster running on the data directory, if one does: `postmaster.pid`
-    /// names a live process. (An unreadable or half-written file counts as none.)
+    /// names a live process that is this directory's postmaster (a `postgres` whose working
+    /// directory is the data directory). An unreadable or half-written file counts as none, and
+    /// so does a stale one whose pid now belongs to another process: every signal pgw-node
+    /// sends to a postmaster goes to a pid this returned, so that process is never signalled.
     pub fn running_pid(&self) -> Option<u32> {
         let pid = self.postmaster_pid().ok().flatten()?.pid;
-        process::alive(pid).then_some(pid)
+        if self.is_postmaster(pid) {
+            return Some(pid);
+        }
+        if process::alive(pid) {
+            tracing::debug!(
+                pid,
+                data_dir = %self.data_dir.display(),
+                "stale postmaster.pid: the pid belongs to a process that is not this data directory's postmaster"
+            );
+        }
+        None
+    }
+
+    /// [`NodeError::StalePidFile`] if `postmaster.pid` names a live process that is not this
+    /// data directory's postmaster: checked before a `pg_ctl` action that would signal the pid
+    /// in the file itself. (A dead pid is left to pg_ctl, which reports no server running.)
+    pub(crate) fn refuse_stale_pid_file(&self) -> Result<(), NodeError> {
+        match self.postmaster_pid() {
+            Ok(Some(file)) if process::alive(file.pid) && !self.is_postmaster(file.pid) => {
+                Err(NodeError::StalePidFile {
+                    pid: file.pid,
+                    data_dir: self.data_dir.clone(),
+                })
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Whether `pid` is, right now, the live postmaster of this data directory.
+    pub(crate) fn is_postmaster(&self, pid: u32) -> bool {
+        process::is_postmaster_of(pid, &self.data_dir)
     }
 
     /// Whether a server runs on the data directory.
@@ -278,8 +311,10 @@ impl Node {
     }
 
     /// Sends `signal` to the postmaster (SIGHUP reloads, SIGTERM/SIGINT/SIGQUIT are smart,
-    /// fast and immediate shutdown).
+    /// fast and immediate shutdown). [`NodeError::NotRunning`] if none runs, also when
+    /// `postmaster.pid` is stale and names another process (which is left alone).
     pub fn signal(&self, signal: Signal) -> Result<(), NodeError> {
+        self.refuse_stale_pid_file()?;
         let pid = self.running_pid().ok_or_else(|| self.not_running())?;
         if process::signal(pid, signal) {
             Ok(())
@@ -291,7 +326,8 @@ impl Node {
     /// Crashes the server: SIGKILL to the postmaster and all its children at once (as when the
     /// machine is lost), then waits until they are gone, so that a start right after does not
     /// find the old shared memory in use. The data stays; the next start runs crash recovery.
-    /// Returns whether a server was running.
+    /// Returns whether a server was running (a stale `postmaster.pid` naming another process
+    /// counts as none: nothing is signalled).
     pub fn kill(&self) -> Result<bool, NodeError> {
         let Some(pid) = self.running_pid() else {
             return Ok(false);

@@ -207,7 +207,8 @@ impl Node {
         ]);
         tracing::debug!(pid, mode = options.mode.as_str(), "stop server");
         let ran = run(&mut cmd, Tool::PgCtl);
-        if !process::alive(pid) {
+        // Gone, or (its pid reused meanwhile) no longer our postmaster: nothing to signal.
+        if !self.is_postmaster(pid) {
             return Ok(StopOutcome::Stopped);
         }
         match &ran {
@@ -230,8 +231,11 @@ impl Node {
 
     /// `pg_ctl restart -w`: a stop in `stop_mode`, then a start with the options of the last
     /// start (pg_ctl keeps them in `postmaster.opts`) unless `options` give server arguments.
+    /// [`NodeError::StalePidFile`] (nothing signalled) if `postmaster.pid` names a process
+    /// that is not this directory's postmaster.
     pub fn restart(&self, stop_mode: StopMode, options: &StartOptions) -> Result<(), NodeError> {
         self.bin.require(&[Tool::PgCtl, Tool::Postgres])?;
+        self.refuse_stale_pid_file()?;
         self.ensure_log_file()?;
         let log_start = self.log_len();
         let mut cmd = self.pg_ctl();
@@ -253,7 +257,10 @@ impl Node {
     }
 
     /// `pg_ctl reload`: the server re-reads its configuration files (asynchronously).
+    /// [`NodeError::StalePidFile`] (nothing signalled) if `postmaster.pid` names a process
+    /// that is not this directory's postmaster.
     pub fn reload(&self) -> Result<(), NodeError> {
+        self.refuse_stale_pid_file()?;
         let mut cmd = self.pg_ctl();
         cmd.arg("reload");
         tracing::debug!(data_dir = %self.data_dir.display(), "reload server");
@@ -262,8 +269,10 @@ impl Node {
     }
 
     /// `pg_ctl promote -w`: ends recovery on a standby and waits until it accepts writes or
-    /// `timeout` passes.
+    /// `timeout` passes. [`NodeError::StalePidFile`] (nothing signalled) if `postmaster.pid`
+    /// names a process that is not this directory's postmaster.
     pub fn promote(&self, timeout: Duration) -> Result<(), NodeError> {
+        self.refuse_stale_pid_file()?;
         let log_start = self.log_len();
         let mut cmd = self.pg_ctl();
         cmd.args(["-w", "-t", &secs(timeout).to_string(), "promote"]);
@@ -272,19 +281,22 @@ impl Node {
         self.check_pg_ctl(PgCtlAction::Promote, &out, log_start, timeout)
     }
 
-    /// `pg_ctl status`.
+    /// `pg_ctl status`; a pid that is not this directory's postmaster (a stale
+    /// `postmaster.pid` whose pid was reused) is [`ServerStatus::Stopped`].
     pub fn status(&self) -> Result<ServerStatus, NodeError> {
         let mut cmd = self.pg_ctl();
         cmd.arg("status");
         let out = run(&mut cmd, Tool::PgCtl)?;
         let text = combined(&out);
         match out.status.code() {
-            Some(0) => parse_status_pid(&text)
-                .map(|pid| ServerStatus::Running { pid })
-                .ok_or_else(|| NodeError::PgCtl {
+            Some(0) => match parse_status_pid(&text) {
+                Some(pid) if self.is_postmaster(pid) => Ok(ServerStatus::Running { pid }),
+                Some(_) => Ok(ServerStatus::Stopped),
+                None => Err(NodeError::PgCtl {
                     action: PgCtlAction::Status,
                     output: one_line(&text, ERROR_LINES),
                 }),
+            },
             Some(3) => Ok(ServerStatus::Stopped),
             _ => Err(NodeError::PgCtl {
                 action: PgCtlAction::Status,

@@ -37,11 +37,12 @@ impl PmStatus {
 
 /// What `postmaster.pid` says about the server that wrote it.
 ///
-/// The file outlives a crashed server: check [`Node::is_running`](crate::Node::is_running)
-/// before trusting `pid`.
+/// The file outlives a crashed server, and its pid may since belong to another process: use
+/// [`Node::running_pid`](crate::Node::running_pid), which checks that the process is this data
+/// directory's postmaster, before signalling `pid`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PostmasterPid {
-    /// The postmaster's process id.
+    /// The postmaster's process id (never 0 or 1: the parser refuses those).
     pub pid: u32,
     /// The data directory it runs on.
     pub data_dir: PathBuf,
@@ -83,8 +84,13 @@ impl PostmasterPid {
                 .filter(|l| !l.is_empty())
                 .map(|l| l.to_string())
         };
+        let pid: u32 = num(&lines, 1, "pid")?;
+        // kill(0) would signal our own process group, kill(1) init: never a postmaster.
+        if pid <= 1 {
+            return Err(PidFileProblem::ImpossiblePid(pid));
+        }
         Ok(PostmasterPid {
-            pid: num(&lines, 1, "pid")?,
+            pid,
             data_dir: PathBuf::from(lines[1]),
             start_time: num(&lines, 3, "start time")?,
             port: num(&lines, 4, "port")?,
@@ -146,8 +152,28 @@ mod tests {
             })
         );
         assert!(
-            PostmasterPid::parse("1\n/d\n1\n99999\n").is_err(),
+            PostmasterPid::parse("7\n/d\n1\n99999\n").is_err(),
             "port out of range"
+        );
+    }
+
+    #[test]
+    fn pid_0_and_1_are_refused() {
+        // kill(0, …) signals the caller's own process group, and pid 1 is init.
+        for pid in [0u32, 1] {
+            assert_eq!(
+                PostmasterPid::parse(&format!("{pid}\n/d\n1\n5433\n")),
+                Err(PidFileProblem::ImpossiblePid(pid))
+            );
+        }
+        assert_eq!(PostmasterPid::parse("2\n/d\n1\n5433\n").unwrap().pid, 2);
+        assert_eq!(
+            PostmasterPid::parse("-1\n/d\n1\n5433\n"),
+            Err(PidFileProblem::NotANumber {
+                line: 1,
+                field: "pid",
+                value: "-1".into()
+            })
         );
     }
 }

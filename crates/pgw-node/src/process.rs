@@ -1,7 +1,11 @@
-//! Processes by pid: whether one is alive (a zombie is not), signalling it, and its children
-//! (read from `/proc`, so Linux only; elsewhere a postmaster's children are found by nobody
-//! and exit by themselves when they notice it died).
+//! Processes by pid: whether one is alive (a zombie is not), whether it is a data directory's
+//! postmaster, signalling it, and its children (read from `/proc`, so Linux only; elsewhere a
+//! postmaster's children are found by nobody and exit by themselves when they notice it died,
+//! and no pid is taken for a postmaster, so nothing named by `postmaster.pid` is signalled).
 
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{kill, Signal};
@@ -19,6 +23,57 @@ pub(crate) fn alive(pid: u32) -> bool {
         Ok(stat) => stat_state(&stat) != Some('Z'),
         Err(_) => true,
     }
+}
+
+/// Whether the live process `pid` is the postmaster of `data_dir`, and not some process that
+/// got the pid of a stale `postmaster.pid`: it runs a program named `postgres` (or
+/// `postmaster`), and its working directory is the data directory (the postmaster changes
+/// into it before it writes `postmaster.pid`, and never leaves). Where the working directory
+/// cannot be read, its command line must name the data directory with `-D`. Never true for
+/// pid 0 or 1.
+pub(crate) fn is_postmaster_of(pid: u32, data_dir: &Path) -> bool {
+    if pid <= 1 || !alive(pid) {
+        return false;
+    }
+    let Ok(want) = std::fs::canonicalize(data_dir) else {
+        return false;
+    };
+    let named_postgres = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| stat_comm(&s).map(str::to_owned))
+        .is_some_and(|comm| comm == "postgres" || comm == "postmaster");
+    if !named_postgres {
+        return false;
+    }
+    match std::fs::read_link(format!("/proc/{pid}/cwd")) {
+        Ok(cwd) => cwd == want,
+        Err(_) => std::fs::read(format!("/proc/{pid}/cmdline"))
+            .is_ok_and(|cmdline| cmdline_names_data_dir(&cmdline, data_dir, &want)),
+    }
+}
+
+/// Whether a NUL-separated `/proc/<pid>/cmdline` has `-D <dir>` (or `-D<dir>`) where `<dir>`
+/// is `data_dir` as given or resolves to `canonical`.
+fn cmdline_names_data_dir(cmdline: &[u8], data_dir: &Path, canonical: &Path) -> bool {
+    let args: Vec<&OsStr> = cmdline
+        .split(|b| *b == 0)
+        .filter(|a| !a.is_empty())
+        .map(OsStr::from_bytes)
+        .collect();
+    let names = |dir: &OsStr| {
+        let dir = Path::new(dir);
+        dir == data_dir || std::fs::canonicalize(dir).is_ok_and(|d| d == canonical)
+    };
+    args.iter().enumerate().any(|(i, arg)| {
+        let bytes = arg.as_bytes();
+        if bytes == b"-D" {
+            args.get(i + 1).is_some_and(|dir| names(dir))
+        } else if let Some(rest) = bytes.strip_prefix(b"-D") {
+            names(OsStr::from_bytes(rest))
+        } else {
+            false
+        }
+    })
 }
 
 /// Whether `pid` names a process at all, a zombie included (what PostgreSQL's own check of a
@@ -89,6 +144,12 @@ fn stat_state(stat: &str) -> Option<char> {
     rest.split_whitespace().next()?.chars().next()
 }
 
+/// The command name (`comm`) of a `/proc/<pid>/stat` line: between the first `(` and the
+/// last `)`.
+fn stat_comm(stat: &str) -> Option<&str> {
+    stat.get(stat.find('(')? + 1..stat.rfind(')')?)
+}
+
 /// The parent pid of a `/proc/<pid>/stat` line.
 fn stat_ppid(stat: &str) -> Option<u32> {
     let rest = &stat[stat.rfind(')')? + 1..];
@@ -104,7 +165,45 @@ mod tests {
         let stat = "4242 (postgres: a) b) S 4200 4242 4242 0 -1";
         assert_eq!(stat_state(stat), Some('S'));
         assert_eq!(stat_ppid(stat), Some(4200));
+        assert_eq!(stat_comm(stat), Some("postgres: a) b"));
         assert_eq!(stat_state("garbage"), None);
+        assert_eq!(stat_comm("garbage"), None);
+    }
+
+    #[test]
+    fn command_line_naming_the_data_dir() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        std::fs::create_dir(&data).unwrap();
+        let canonical = std::fs::canonicalize(&data).unwrap();
+        let check = |cmdline: String| cmdline_names_data_dir(cmdline.as_bytes(), &data, &canonical);
+        let d = data.display();
+        assert!(check(format!(
+            "/usr/lib/postgresql/15/bin/postgres\0-D\0{d}\0"
+        )));
+        assert!(check(format!("postgres\0-c\0port=5433\0-D{d}\0")));
+        assert!(check(format!("postgres\0-D\0{d}/.\0")), "resolved");
+        assert!(!check(format!("postgres\0-D\0{d}x\0")));
+        assert!(!check(format!("postgres\0{d}\0")), "no -D");
+        assert!(!check("postgres\0-D\0".to_owned()), "-D without a value");
+    }
+
+    #[test]
+    fn pid_0_1_and_others_are_no_postmaster() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(!is_postmaster_of(0, dir.path()));
+        assert!(!is_postmaster_of(1, dir.path()));
+        // A live process whose working directory is the directory, but not postgres.
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .current_dir(dir.path())
+            .spawn()
+            .unwrap();
+        assert!(alive(child.id()));
+        assert!(!is_postmaster_of(child.id(), dir.path()));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(!is_postmaster_of(std::process::id(), dir.path()));
     }
 
     #[test]

@@ -71,7 +71,7 @@ impl Node {
             let Some(pid_file) = self.postmaster_pid().ok().flatten() else {
                 return Err(self.died(log_start));
             };
-            if !crate::process::alive(pid_file.pid) {
+            if !self.is_postmaster(pid_file.pid) {
                 return Err(self.died(log_start));
             }
             let port = options.port.unwrap_or(pid_file.port);

@@ -70,7 +70,15 @@ impl EtcdBuilder {
         let names: Vec<String> = (0..self.members).map(|i| format!("m{i}")).collect();
         let watched: Vec<Watched> = names
             .iter()
-            .map(|n| Watched::new(root.join(format!("{n}.pid")), Signal::SIGTERM, STOP_GRACE))
+            // Every member runs in `root` (`member_spec`'s cwd).
+            .map(|n| {
+                Watched::new(
+                    root.join(format!("{n}.pid")),
+                    &root,
+                    Signal::SIGTERM,
+                    STOP_GRACE,
+                )
+            })
             .collect();
         let watchdog = Watchdog::spawn(&root, &watched)?;
         let mut etcd = Etcd {

@@ -101,7 +101,8 @@ impl PgBouncerBuilder {
         let pidfile = root.join("pgbouncer.pid");
         let watchdog = Watchdog::spawn(
             &root,
-            &[Watched::new(&pidfile, Signal::SIGTERM, STOP_GRACE)],
+            // PgBouncer runs in `root` (its Spec's cwd, below).
+            &[Watched::new(&pidfile, &root, Signal::SIGTERM, STOP_GRACE)],
         )?;
         let ini = root.join("pgbouncer.ini");
         user.write_file(

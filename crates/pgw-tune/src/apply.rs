@@ -432,15 +432,13 @@ pub async fn execute_apply(
 }
 
 /// Puts the entries of `written` back to what postgresql.auto.conf held before; returns
-/// the names that could not be put back.
+/// the names that could not be put back (the caller's error carries them, and the binary
+/// prints it once: each failure is only a debug event here).
 async fn undo(client: &Client, written: &[Change]) -> Result<(), String> {
     let mut failed = Vec::new();
     for c in written.iter().rev() {
-        if alter_system(client, &c.name, c.previous_auto.as_deref())
-            .await
-            .is_err()
-        {
-            tracing::warn!(setting = %c.name, "could not put the entry back");
+        if let Err(e) = alter_system(client, &c.name, c.previous_auto.as_deref()).await {
+            tracing::debug!(setting = %c.name, error = %e, "could not put the entry back");
             failed.push(c.name.clone());
         }
     }

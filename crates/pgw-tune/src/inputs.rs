@@ -253,6 +253,13 @@ pub enum InputError {
     UnknownStorage(String),
     #[error("unknown database size '{0}' (expected less_ram, mid_ram or greater_ram)")]
     UnknownDbSize(String),
+    /// A `--set` value the setting's type does not take (checked offline, see [`crate::known`]).
+    #[error("--set {name}={value}: {name} takes {expected}")]
+    InvalidSetting {
+        name: String,
+        value: String,
+        expected: crate::known::Kind,
+    },
 }
 
 impl Inputs {

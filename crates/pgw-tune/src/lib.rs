@@ -6,7 +6,11 @@
 //!   [`Setting`]s, each with a one-line reason and an [`Origin`], plus warnings; rendered
 //!   as a postgresql.conf snippet or `ALTER SYSTEM` statements.
 //! - [`units`]: PostgreSQL memory and time units: PGTune's kB formatting, the `--memory`
-//!   parser, conversion and display of `pg_settings` values, and value comparison.
+//!   parser, the server's own reading of postgresql.conf numbers, conversion and display of
+//!   `pg_settings` values, and value comparison.
+//! - [`known`]: the type and range of every setting pgwarden recommends, and the offline
+//!   check of `--set` values (a value the server would refuse is an [`InputError`]; a name
+//!   pgwarden does not know is a warning, left for the server to check).
 //!
 //! - [`resolve`]: flags + server facts + host facts -> [`Inputs`], recording where each
 //!   input came from and which were assumed (pure).
@@ -30,6 +34,7 @@
 pub mod apply;
 pub mod host;
 pub mod inputs;
+pub mod known;
 pub mod live;
 pub mod recommend;
 pub mod resolve;

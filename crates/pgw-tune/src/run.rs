@@ -10,6 +10,7 @@ use crate::inputs::InputError;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::apply::{self, ApplyPlan, ApplyReport};
+use crate::known;
 use crate::live::{self, DiffRow, LiveError};
 use crate::recommend::{recommend, Origin, Recommendation, Setting};
 use crate::resolve::{resolve, Facts, Given, InputReport, ResolveError};
@@ -87,13 +88,24 @@ async fn gather_from_server(dsn: Option<&str>) -> Result<(Facts, Session), TuneE
     Ok((facts, Session { client, params }))
 }
 
-/// Settles the inputs and recommends.
-fn build_report(req: &Request, facts: &Facts) -> Result<TuneReport, TuneError> {
+/// Checks the `--set` values offline (before anything connects); returns the warnings for
+/// names pgwarden does not know.
+fn check_overrides(req: &Request) -> Result<Vec<String>, TuneError> {
+    Ok(known::check_overrides(&req.overrides)?)
+}
+
+/// Settles the inputs and recommends; `override_warnings` from [`check_overrides`].
+fn build_report(
+    req: &Request,
+    facts: &Facts,
+    override_warnings: Vec<String>,
+) -> Result<TuneReport, TuneError> {
     let (inputs, input_report) = resolve(&req.given, facts)?;
     tracing::debug!(?inputs, "inputs resolved");
     let mut rec = recommend(&inputs)?;
     tracing::debug!(settings = rec.settings.len(), "recommended");
     live::apply_overrides(&mut rec, &req.overrides);
+    rec.warnings.extend(override_warnings);
     if let Some(server) = &facts.server {
         adapt_to_server(&mut rec, server);
     }
@@ -143,23 +155,25 @@ pub fn adapt_to_server(rec: &mut Recommendation, server: &live::ServerFacts) {
 /// from this host. Returns the session when a server was used.
 #[tracing::instrument(name = "recommend", skip_all, fields(use_server = req.use_server))]
 pub async fn recommend_for(req: &Request) -> Result<(TuneReport, Option<Session>), TuneError> {
+    let warnings = check_overrides(req)?;
     if req.use_server {
         let (facts, session) = gather_from_server(req.dsn.as_deref()).await?;
-        Ok((build_report(req, &facts)?, Some(session)))
+        Ok((build_report(req, &facts, warnings)?, Some(session)))
     } else {
         let facts = Facts {
             host: HostFacts::detect_self(),
             ..Facts::default()
         };
-        Ok((build_report(req, &facts)?, None))
+        Ok((build_report(req, &facts, warnings)?, None))
     }
 }
 
 /// Recommends and diffs against the live server.
 #[tracing::instrument(name = "diff", skip_all)]
 pub async fn diff(req: &Request) -> Result<TuneReport, TuneError> {
+    let warnings = check_overrides(req)?;
     let (facts, session) = gather_from_server(req.dsn.as_deref()).await?;
-    let mut report = build_report(req, &facts)?;
+    let mut report = build_report(req, &facts, warnings)?;
     report.diff = Some(live::diff(&session.client, &report.recommendation).await?);
     Ok(report)
 }
@@ -167,8 +181,9 @@ pub async fn diff(req: &Request) -> Result<TuneReport, TuneError> {
 /// Recommends, then validates every change against the server; writes nothing.
 #[tracing::instrument(name = "plan_apply", skip_all)]
 pub async fn plan_apply(req: &Request) -> Result<(TuneReport, ApplyPlan, Session), TuneError> {
+    let warnings = check_overrides(req)?;
     let (facts, session) = gather_from_server(req.dsn.as_deref()).await?;
-    let report = build_report(req, &facts)?;
+    let report = build_report(req, &facts, warnings)?;
     let plan = apply::plan_apply(&session.client, &report.recommendation).await?;
     Ok((report, plan, session))
 }

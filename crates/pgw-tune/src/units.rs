@@ -147,16 +147,50 @@ fn parse_setting_unit(unit: &str) -> Option<Unit> {
     }
 }
 
-/// Splits a value such as `10280kB`, `2 ms`, `-1` or `0.9` into its number and unit suffix.
+/// Splits a value such as `10280kB`, `2 ms`, `-1`, `0.9` or `1e3` into its number and unit
+/// suffix (no unit starts with `e`, so an exponent is never mistaken for one).
 fn split_number(value: &str) -> Option<(f64, &str)> {
     let v = value.trim();
-    let end = v
+    let mut end = v
         .char_indices()
         .find(|&(i, c)| !(c.is_ascii_digit() || c == '.' || ((c == '-' || c == '+') && i == 0)))
         .map_or(v.len(), |(i, _)| i);
+    let rest = &v.as_bytes()[end..];
+    if matches!(rest.first(), Some(b'e' | b'E')) {
+        let sign = usize::from(matches!(rest.get(1), Some(b'+' | b'-')));
+        let digits = rest[1 + sign..]
+            .iter()
+            .take_while(|b| b.is_ascii_digit())
+            .count();
+        if digits > 0 {
+            end += 1 + sign + digits;
+        }
+    }
     let (number, suffix) = v.split_at(end);
     let n: f64 = number.parse().ok()?;
     n.is_finite().then_some((n, suffix.trim()))
+}
+
+/// The units postgresql.conf takes, spelled as the server wants them (case matters there).
+const CONF_UNITS: [&str; 11] = [
+    "B", "kB", "MB", "GB", "TB", "us", "ms", "s", "min", "h", "d",
+];
+
+/// Parses a postgresql.conf number as the server does for a setting whose `pg_settings.unit`
+/// is `unit` (`kB`, `8kB`, `MB`, `ms`, `s`, or `""` for none): a number, a fraction allowed
+/// (PostgreSQL 12+ rounds it), followed, for a setting that has a unit, by an optional unit
+/// of the same kind written as the server writes it (`64MB`, `30s`, `2 ms`; `64mb` and `16G`
+/// are refused, as the server refuses them). A bare number is in `unit` already. Returns the
+/// value in `unit`, unrounded; `None` for text the server would refuse.
+pub fn parse_conf_number(value: &str, unit: &str) -> Option<f64> {
+    let (n, suffix) = split_number(value)?;
+    if suffix.is_empty() {
+        return Some(n);
+    }
+    if unit.is_empty() || !CONF_UNITS.contains(&suffix) {
+        return None;
+    }
+    to_unit(value, unit)
 }
 
 /// Converts a postgresql.conf value (`2GB`, `10280kB`, `30s`, `1min`, `0.9`, `-1`) into a

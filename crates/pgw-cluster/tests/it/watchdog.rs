@@ -1,5 +1,6 @@
 //! The watchdog stops the server and removes its files when the owner dies without dropping
-//! the `Cluster`: SIGKILL, or a `static` that is never dropped.
+//! the `Cluster`: SIGKILL, or a `static` that is never dropped. It never signals a process a
+//! stale pid file names.
 //!
 //! Each test runs this same test binary as a child, selecting an `#[ignore]`d helper that
 //! starts a cluster and prints `PORT=<n> DIR=<path>`; the helpers do nothing unless
@@ -11,6 +12,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::Duration;
 
+use nix::sys::signal::Signal;
+use pgw_cluster::watchdog::{Watchdog, Watched};
 use pgw_cluster::Cluster;
 
 use crate::{accepts, eventually, start};
@@ -86,6 +89,56 @@ fn static_cluster_is_cleaned_up_at_exit() {
     assert!(status.success(), "helper failed: {status}");
 
     assert_cleaned_up(port, &dir);
+}
+
+fn sleeper(cwd: &Path) -> Child {
+    Command::new("sleep")
+        .arg("60")
+        .current_dir(cwd)
+        .spawn()
+        .expect("spawn sleep")
+}
+
+#[test]
+fn stale_pid_files_are_not_signalled() {
+    // The watchdog wakes when its fixture's temp dir is gone (as when its owner dies), and
+    // works through the pid files in order: the last one names the process really meant.
+    let fixture = tempfile::tempdir().unwrap();
+    let files = tempfile::tempdir().unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let mut stranger = sleeper(Path::new("/"));
+    let mut meant = sleeper(home.path());
+    let grace = Duration::from_millis(200);
+    let mut watched = Vec::new();
+    for (name, pid) in [
+        ("zero", "0".to_owned()),
+        ("one", "1".to_owned()),
+        ("stranger", stranger.id().to_string()),
+        ("meant", meant.id().to_string()),
+    ] {
+        let pidfile = files.path().join(format!("{name}.pid"));
+        std::fs::write(&pidfile, format!("{pid}\n")).unwrap();
+        watched.push(Watched::new(pidfile, home.path(), Signal::SIGTERM, grace));
+    }
+    let watchdog = Watchdog::spawn(fixture.path(), &watched).unwrap();
+    fixture.close().unwrap();
+
+    assert!(
+        eventually(Duration::from_secs(15), || meant
+            .try_wait()
+            .unwrap()
+            .is_some()),
+        "the watchdog (pid {}) did not stop the process its pid file meant",
+        watchdog.pid()
+    );
+    assert_eq!(
+        stranger.try_wait().unwrap(),
+        None,
+        "a process working elsewhere was signalled"
+    );
+    drop(watchdog);
+    stranger.kill().unwrap();
+    stranger.wait().unwrap();
 }
 
 #[test]

@@ -96,7 +96,7 @@ pub(super) async fn config_audit(ctx: &Ctx<'_>) -> Result<Vec<Finding>, tokio_po
                 "{name} is off (set by {}): {why}",
                 source.as_deref().unwrap_or("?")
             ),
-            remediation: format!("ALTER SYSTEM SET {name} = on; {apply}"),
+            remediation: format!("ALTER SYSTEM SET {} = on; {apply}", sql::ident(&name)),
             perfdata: None,
         });
     }

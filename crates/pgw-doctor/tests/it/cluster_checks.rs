@@ -359,7 +359,7 @@ async fn risky_settings_found_and_fixed() {
     let f = found(&r, "config_audit", "fsync")[0];
     assert_eq!(
         f.remediation,
-        "ALTER SYSTEM SET fsync = on; SELECT pg_reload_conf();"
+        "ALTER SYSTEM SET \"fsync\" = on; SELECT pg_reload_conf();"
     );
 
     // The risky settings; the info findings are tuning advice, tested on their own.

@@ -7,6 +7,7 @@
 mod adopt;
 mod lifecycle;
 mod replication;
+mod stale_pid;
 
 use std::net::{Ipv4Addr, TcpListener};
 use std::path::{Path, PathBuf};

@@ -191,3 +191,36 @@ fn same_value_table() {
         assert_eq!(same_value(rec, cur, unit), want, "{rec} vs {cur} ({unit})");
     }
 }
+
+#[test]
+fn conf_numbers_are_read_as_the_server_reads_them() {
+    let cases: [(&str, &str, Option<f64>); 18] = [
+        ("1e3", "kB", Some(1000.0)),
+        ("2.5E-1", "", Some(0.25)),
+        ("64MB", "kB", Some(65536.0)),
+        ("64 MB", "kB", Some(65536.0)),
+        ("1.5GB", "kB", Some(1572864.0)),
+        ("4096", "kB", Some(4096.0)),
+        ("128MB", "8kB", Some(16384.0)),
+        ("1GB", "MB", Some(1024.0)),
+        ("-1", "8kB", Some(-1.0)),
+        ("30s", "s", Some(30.0)),
+        ("1min", "s", Some(60.0)),
+        ("2ms", "ms", Some(2.0)),
+        ("0.5", "", Some(0.5)),
+        // The server's units are case-sensitive, and only its own spellings.
+        ("64mb", "kB", None),
+        ("16G", "kB", None),
+        // Another kind of unit, a unit on a unitless setting, no number.
+        ("30s", "kB", None),
+        ("5MB", "", None),
+        ("abc", "kB", None),
+    ];
+    for (value, unit, want) in cases {
+        assert_eq!(
+            parse_conf_number(value, unit),
+            want,
+            "{value:?} in {unit:?}"
+        );
+    }
+}

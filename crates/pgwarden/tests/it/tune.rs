@@ -355,7 +355,7 @@ fn apply_is_all_or_nothing_when_the_server_rejects_a_value() {
         "postgresql.auto.conf is as it was"
     );
     assert_eq!(settings(&c, &names), before_settings);
-    // A value outside the server's range is caught before anything is written.
+    // A value outside the setting's range is caught offline, before connecting (input: 2).
     let o = pgwarden(&[
         "tune",
         "apply",
@@ -367,7 +367,11 @@ fn apply_is_all_or_nothing_when_the_server_rejects_a_value() {
         "max_connections=300000",
         "--yes",
     ]);
-    assert_fails(&o, 1, "max_connections");
+    assert_fails(
+        &o,
+        2,
+        "max_connections takes a whole number from 1 to 262143",
+    );
     assert_eq!(auto_conf(&c), before_auto);
     // A user-context value the server's check hook refuses is caught before writing too.
     let o = pgwarden(&[
@@ -383,7 +387,8 @@ fn apply_is_all_or_nothing_when_the_server_rejects_a_value() {
     ]);
     assert_fails(&o, 1, "timezone");
     assert_eq!(auto_conf(&c), before_auto);
-    // An unknown parameter, and a value of the wrong type.
+    // An unknown parameter (the server refuses it), and a value of the wrong type (refused
+    // offline: input).
     let o = pgwarden(&[
         "tune",
         "apply",
@@ -407,7 +412,7 @@ fn apply_is_all_or_nothing_when_the_server_rejects_a_value() {
         "--set",
         "work_mem=banana",
     ]);
-    assert_fails(&o, 1, "work_mem");
+    assert_fails(&o, 2, "--set work_mem=banana: work_mem takes a memory size");
     assert_eq!(auto_conf(&c), before_auto);
     assert_eq!(settings(&c, &names), before_settings);
 }
