@@ -203,7 +203,7 @@ pub(super) async fn idle_in_transaction(
                 detail: format!(
                     "idle in transaction for {idle:.0}s ({}), last query: {}; it holds its locks and \
                      vacuum's horizon; fix the application, and let the server end such sessions with \
-                     idle_in_transaction_session_timeout (ALTER SYSTEM SET idle_in_transaction_session_timeout = '5min')",
+                     idle_in_transaction_session_timeout (ALTER SYSTEM SET \"idle_in_transaction_session_timeout\" = '5min')",
                     s.who(),
                     snippet(s.query.as_deref()),
                 ),

@@ -79,7 +79,7 @@ fn preload_sql(current: &[String]) -> String {
         .map(sql::literal)
         .collect();
     format!(
-        "ALTER SYSTEM SET shared_preload_libraries = {};",
+        "ALTER SYSTEM SET \"shared_preload_libraries\" = {};",
         values.join(", ")
     )
 }
@@ -266,11 +266,11 @@ mod tests {
         assert!(!is_pgss("pg_stat_kcache"));
         assert_eq!(
             preload_sql(&[]),
-            "ALTER SYSTEM SET shared_preload_libraries = 'pg_stat_statements';"
+            "ALTER SYSTEM SET \"shared_preload_libraries\" = 'pg_stat_statements';"
         );
         assert_eq!(
             preload_sql(&parse_list("auto_explain, \"it's\"")),
-            "ALTER SYSTEM SET shared_preload_libraries = 'auto_explain', 'it''s', \
+            "ALTER SYSTEM SET \"shared_preload_libraries\" = 'auto_explain', 'it''s', \
              'pg_stat_statements';"
         );
     }

@@ -288,7 +288,7 @@ async fn slow_queries_missing_library_enabled() {
     // The other preloaded library is kept.
     assert_eq!(
         f.remediation,
-        "ALTER SYSTEM SET shared_preload_libraries = 'auto_explain', 'pg_stat_statements';"
+        "ALTER SYSTEM SET \"shared_preload_libraries\" = 'auto_explain', 'pg_stat_statements';"
     );
     assert!(f.detail.contains("restart"), "{}", f.detail);
     assert!(
