@@ -37,7 +37,7 @@ pub(super) struct Copied {
 /// Copies blocks `next..total` of the old table into the new one.
 ///
 /// Online (`key` given), rows are locked FOR SHARE while copied and rows the mirror wrote
-/// first are skipped (an anti-join on the key). Each batch first takes ACCESS SHARE and checks
+/// first are skipped (`ON CONFLICT (key)` when `on_conflict`, else an anti-join on the key). Each batch first takes ACCESS SHARE and checks
 /// the old table's file node against `filenode`: a rewrite in between (VACUUM FULL,
 /// CLUSTER, pg_repack) renumbers the blocks, so the copy goes back to block 0 (rows already
 /// there are skipped; the mirror kept them current). With writes blocked (`key` None) the
@@ -52,6 +52,7 @@ pub(super) async fn blocks(
     mut filenode: u32,
     batch_rows: u64,
     key: Option<&[String]>,
+    on_conflict: bool,
     observer: &dyn Observer,
 ) -> Result<Copied, PartitionError> {
     let (new_name, _) = names(&cfg.table);
@@ -73,9 +74,15 @@ pub(super) async fn blocks(
         .iter()
         .map(|c| format!("o.{}", sql::ident(c)))
         .collect();
-    // Online, a row the mirror already wrote is skipped by an anti-join on the key (not ON
-    // CONFLICT, which refuses a table that also has a deferrable unique key).
-    let (skip, lock) = match key {
+    // Online, a row the mirror already wrote is skipped: by ON CONFLICT on the key, or,
+    // where a deferrable unique key on the same columns rules that out, by an anti-join on
+    // it (index probes forced: a hash join would read the whole new table every batch).
+    let (skip, lock, tail) = match key {
+        Some(k) if on_conflict => (
+            String::new(),
+            " FOR SHARE OF o",
+            format!(" ON CONFLICT ({}) DO NOTHING", ident_list(k)),
+        ),
         Some(k) => (
             format!(
                 " AND NOT EXISTS (SELECT FROM {new} n WHERE {})",
@@ -85,13 +92,14 @@ pub(super) async fn blocks(
                     .join(" AND ")
             ),
             " FOR SHARE OF o",
+            String::new(),
         ),
-        None => (String::new(), ""),
+        None => (String::new(), "", String::new()),
     };
     let copy = format!(
         "INSERT INTO {new} ({cols}) OVERRIDING SYSTEM VALUE
          SELECT {} FROM ONLY {old} o
-          WHERE o.ctid >= ('(' || $1::bigint || ',0)')::tid AND o.ctid < ('(' || $2::bigint || ',0)')::tid{skip}{lock}",
+          WHERE o.ctid >= ('(' || $1::bigint || ',0)')::tid AND o.ctid < ('(' || $2::bigint || ',0)')::tid{skip}{lock}{tail}",
         src_cols.join(", ")
     );
     tracing::debug!(sql = %copy, step, "batch copy");
@@ -121,6 +129,11 @@ pub(super) async fn blocks(
                 observer.copied(0, total as u64);
                 continue;
             }
+        }
+        if key.is_some() && !on_conflict {
+            tx.batch_execute("SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off")
+                .await
+                .map_err(|e| PartitionError::sql("set up the batch", e))?;
         }
         tx.execute(&copy, &[&next, &end])
             .await

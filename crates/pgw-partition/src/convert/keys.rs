@@ -22,6 +22,8 @@ pub(super) struct Key {
     pub(super) expressions: bool,
     pub(super) primary: bool,
     pub(super) exclusion: bool,
+    /// Checked at commit, not at once (DEFERRABLE): cannot be an ON CONFLICT arbiter.
+    pub(super) deferrable: bool,
     /// Valid, not partial, not deferrable, no expressions, every column NOT NULL: fit to
     /// identify a row (and to be an ON CONFLICT arbiter).
     pub(super) identifies: bool,
@@ -68,7 +70,7 @@ pub(super) async fn keys(
                                              ON a.attrelid = i.indrelid AND a.attnum = k.n
                                      WHERE k.o <= i.indnkeyatts
                                        AND (k.n = 0 OR NOT a.attnotnull)),
-                    i.indexrelid
+                    i.indexrelid, NOT i.indimmediate
                FROM pg_index i
                JOIN pg_class c ON c.oid = i.indexrelid
                LEFT JOIN pg_constraint con
@@ -90,8 +92,25 @@ pub(super) async fn keys(
             exclusion: r.get(4),
             identifies: r.get(5),
             index: r.get(6),
+            deferrable: r.get(7),
         })
         .collect())
+}
+
+/// Whether `ON CONFLICT (key)` can skip rows already copied: not when a deferrable unique
+/// key has the same columns (PostgreSQL refuses it as an arbiter).
+pub(super) async fn arbiter_ok(
+    client: &impl GenericClient,
+    oid: u32,
+    key: &[String],
+) -> Result<bool, PartitionError> {
+    let mut want = key.to_vec();
+    want.sort();
+    Ok(!keys(client, oid).await?.iter().any(|k| {
+        let mut cols = k.columns.clone();
+        cols.sort();
+        k.deferrable && !k.expressions && cols == want
+    }))
 }
 
 /// The key that identifies rows for the online mode, if one exists.

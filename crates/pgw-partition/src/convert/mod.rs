@@ -579,6 +579,7 @@ async fn online(
         filenode,
         how.batch_rows,
         Some(&key),
+        keys::arbiter_ok(&*client, parent.oid, &key).await?,
         observer,
     )
     .await?;
@@ -672,6 +673,7 @@ async fn blocked(
         filenode,
         how.batch_rows,
         None,
+        false,
         observer,
     )
     .await?;
