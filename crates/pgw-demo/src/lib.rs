@@ -68,6 +68,8 @@ pub enum DemoError {
     Tune(#[from] TuneError),
     #[error("run doctor on the demo cluster")]
     Doctor(#[from] pgw_doctor::DoctorError),
+    #[error("the demo lost hold of its cluster")]
+    ClusterGone,
     #[error("partition the demo's time series")]
     Partition(#[from] pgw_partition::PartitionError),
     /// The runtime shut down before a blocking step could run.
@@ -169,19 +171,8 @@ impl Owned {
     }
 
     /// The cluster, to move into a blocking call (which gives it back or drops it).
-    fn into_inner(mut self) -> Cluster {
-        self.0
-            .take()
-            .expect("an Owned holds its cluster until into_inner")
-    }
-}
-
-impl std::ops::Deref for Owned {
-    type Target = Cluster;
-    fn deref(&self) -> &Cluster {
-        self.0
-            .as_ref()
-            .expect("an Owned holds its cluster until into_inner")
+    fn into_inner(mut self) -> Result<Cluster, DemoError> {
+        self.0.take().ok_or(DemoError::ClusterGone)
     }
 }
 
@@ -206,9 +197,16 @@ pub async fn run(opts: &Options) -> Result<DemoReport, DemoError> {
     let started = Instant::now();
     let step = |n: u64, what: &str| (opts.on_step)(n, STEPS, what);
     step(1, "starting a throwaway PostgreSQL 15 cluster");
-    let mut cluster = Owned::new(blocking("start the throwaway cluster", Cluster::start).await??);
+    let started_cluster = blocking("start the throwaway cluster", Cluster::start).await??;
+    // The cluster keeps its port, data dir and password across the restart.
+    let (dsn, port, data_dir) = (
+        started_cluster.dsn(),
+        started_cluster.port(),
+        started_cluster.data_dir().display().to_string(),
+    );
+    let mut cluster = Owned::new(started_cluster);
 
-    let (client, _params) = pgw_common::connect_dsn(Some(&cluster.dsn()))
+    let (client, _params) = pgw_common::connect_dsn(Some(&dsn))
         .await
         .map_err(|e| DemoError::Tune(TuneError::Connect(e)))?;
     let version: String = client
@@ -232,7 +230,7 @@ pub async fn run(opts: &Options) -> Result<DemoReport, DemoError> {
     step(4, "doctor: planting problems, then checking every database");
     plant(&client).await?;
     let doctor = pgw_doctor::run(&pgw_doctor::Options {
-        dsn: Some(cluster.dsn()),
+        dsn: Some(dsn.clone()),
         ..pgw_doctor::Options::default()
     })
     .await?;
@@ -241,12 +239,12 @@ pub async fn run(opts: &Options) -> Result<DemoReport, DemoError> {
         5,
         "partition: a monthly time series with premake, retention and default-partition rescue",
     );
-    let partition = partition(&client, &cluster.dsn()).await?;
+    let partition = partition(&client, &dsn).await?;
 
     step(6, "tune: recommend and diff against the live server");
     let req = Request {
         use_server: true,
-        dsn: Some(cluster.dsn()),
+        dsn: Some(dsn.clone()),
         ..Request::default()
     };
     let tune = pgw_tune::run::diff(&req).await?;
@@ -258,7 +256,7 @@ pub async fn run(opts: &Options) -> Result<DemoReport, DemoError> {
 
     step(8, "restarting for the settings that need it");
     drop(client);
-    let restarting = cluster.into_inner();
+    let restarting = cluster.into_inner()?;
     cluster = Owned::new(
         blocking("restart the throwaway cluster", move || {
             restarting.restart().map(|()| restarting)
@@ -277,8 +275,8 @@ pub async fn run(opts: &Options) -> Result<DemoReport, DemoError> {
     let report = DemoReport {
         cluster: ClusterInfo {
             version,
-            port: cluster.port(),
-            data_dir: cluster.data_dir().display().to_string(),
+            port,
+            data_dir,
         },
         tables,
         doctor,
@@ -291,7 +289,7 @@ pub async fn run(opts: &Options) -> Result<DemoReport, DemoError> {
         },
         elapsed_ms: started.elapsed().as_millis(),
     };
-    let stopping = cluster.into_inner();
+    let stopping = cluster.into_inner()?;
     blocking("stop the throwaway cluster", move || stopping.stop()).await??;
     Ok(report)
 }

@@ -146,12 +146,12 @@ pub async fn adopt(opts: &AdoptOptions) -> Result<AdoptReport, PartitionError> {
     let (schema, table) = parse_table(&opts.table)?;
     let shown = shown_qualified(&schema, &table);
     ddl::check_template(&opts.template)?;
-    if let Some(p) = &opts.name_pattern {
-        if !p.contains("{suffix}") {
-            return Err(PartitionError::NamePattern(p.clone()));
-        }
-    }
-    precheck(opts.range.as_deref(), opts.retention.as_deref(), None)?;
+    precheck(
+        opts.range.as_deref(),
+        opts.retention.as_deref(),
+        None,
+        opts.name_pattern.as_deref(),
+    )?;
     let client = crate::session::open(opts.dsn.as_deref(), 10_000).await?;
     if !catalog::load_sets(&client, Some((&schema, &table)))
         .await?

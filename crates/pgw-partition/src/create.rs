@@ -65,8 +65,8 @@ pub struct CreateReport {
     pub applied: bool,
     /// Set when a populated table was converted (or a conversion resumed).
     pub conversion: Option<crate::convert::Conversion>,
-    /// Converting (or, in a dry run, about to convert) a populated table: how the copy
-    /// treats writes, and the keys that cannot be carried over.
+    /// A dry run of converting a populated table: how the copy would treat writes, and the
+    /// keys that cannot be carried over (a conversion that ran says so in `conversion`).
     pub copy: Option<crate::convert::CopyPlan>,
 }
 
@@ -98,9 +98,6 @@ async fn create_in_span(
         .name_pattern
         .clone()
         .unwrap_or_else(|| DEFAULT_NAME_PATTERN.to_string());
-    if !name_pattern.contains("{suffix}") {
-        return Err(PartitionError::NamePattern(name_pattern));
-    }
     if let Layout::List(lists) = &opts.layout {
         let mut seen = std::collections::HashMap::new();
         for (suffix, values) in lists {
@@ -134,7 +131,12 @@ async fn create_in_span(
         Layout::Range(r) => Some(r.as_str()),
         _ => None,
     };
-    precheck(range, opts.retention.as_deref(), opts.start.as_deref())?;
+    precheck(
+        range,
+        opts.retention.as_deref(),
+        opts.start.as_deref(),
+        opts.name_pattern.as_deref(),
+    )?;
     let mut client = open(opts.dsn.as_deref(), opts.lock_timeout_ms).await?;
     if let Some(state) = convert::in_progress(&client, &schema, &table).await? {
         // A conversion an earlier run started: finish it with the options it started with.
@@ -161,7 +163,7 @@ async fn create_in_span(
             actions: Vec::new(),
             sql: Vec::new(),
             applied: true,
-            copy: Some(conversion.plan.clone()),
+            copy: None,
             conversion: Some(conversion),
         });
     }
@@ -286,7 +288,7 @@ async fn create_in_span(
                     actions: Vec::new(),
                     sql: stmts,
                     applied: true,
-                    copy: Some(copy),
+                    copy: None,
                     conversion: Some(conversion),
                 });
             }

@@ -296,13 +296,14 @@ impl Target<'_> {
     }
 }
 
-/// A partitioned parent `new` made `LIKE` the plain table `like` (defaults, constraints,
-/// indexes, identity, storage, comments), partitioned by the set's strategy and column, with
-/// the plain table's owner and grants (LIKE copies neither).
+/// A partitioned parent `new` made `LIKE` the plain table `like` with `like_options`
+/// (`INCLUDING ALL`, or with some parts excluded), partitioned by the set's strategy and
+/// column, with the plain table's owner and grants (LIKE copies neither).
 pub fn partitioned_like(
     cfg: &SetConfig,
     new: &str,
     like: &str,
+    like_options: &str,
     owner: &str,
     grants: &[(String, String)],
 ) -> Vec<String> {
@@ -313,7 +314,7 @@ pub fn partitioned_like(
     };
     let mut sql = vec![
         format!(
-            "CREATE TABLE {new} (LIKE {like} INCLUDING ALL) PARTITION BY {by} ({})",
+            "CREATE TABLE {new} (LIKE {like} {like_options}) PARTITION BY {by} ({})",
             sql::ident(&cfg.column)
         ),
         format!("ALTER TABLE {new} OWNER TO {}", sql::ident(owner)),

@@ -108,7 +108,7 @@ pub fn parse_table(text: &str) -> Result<(String, String), PartitionError> {
     }
 }
 
-/// Checks `--range`, `--retention` and `--start` before anything connects: each must be
+/// Checks `--range`, `--retention`, `--start` and `--name-pattern` before anything connects: each must be
 /// valid for a time key or for an integer key (which one the key is, only the catalog
 /// says, and it is checked again against it). So `--range fortnightly` is bad input even
 /// when the server is down.
@@ -116,7 +116,11 @@ pub(crate) fn precheck(
     range: Option<&str>,
     retention: Option<&str>,
     start: Option<&str>,
+    name_pattern: Option<&str>,
 ) -> Result<(), PartitionError> {
+    if let Some(p) = name_pattern.filter(|p| !p.contains("{suffix}")) {
+        return Err(PartitionError::NamePattern(p.to_string()));
+    }
     // Which kinds of key the flags allow: a time interval, a number, or (no --range) either.
     let (mut time_ok, mut int_ok) = (true, true);
     if let Some(r) = range {

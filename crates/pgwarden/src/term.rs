@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::exit::{Failure, Prompt};
+use crate::exit::{Failure, Prompt, Usage};
 
 /// Whether a person is there to answer a prompt and watch a progress bar.
 pub fn interactive() -> bool {
@@ -20,6 +20,23 @@ pub fn confirm(question: &str) -> Result<bool, Failure> {
             let dialoguer::Error::IO(io) = e;
             Failure::from_classified(Prompt(io))
         })
+}
+
+/// Whether to go ahead with something destructive: yes with `--yes`; else the answer to
+/// `question` on a terminal (a no is said on stderr); without a terminal, the usage error
+/// `refusal` (pass --yes).
+pub fn go_ahead(yes: bool, question: &str, refusal: &'static str) -> Result<bool, Failure> {
+    if yes {
+        return Ok(true);
+    }
+    if !interactive() {
+        return Err(Failure::from_classified(Usage(refusal)));
+    }
+    let ok = confirm(question)?;
+    if !ok {
+        eprintln!("pgwarden: nothing changed (not confirmed)");
+    }
+    Ok(ok)
 }
 
 /// A spinner with a step counter on stderr, for a job of `steps` named steps (indicatif

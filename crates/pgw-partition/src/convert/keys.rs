@@ -223,13 +223,13 @@ pub(super) async fn new_parent(
 ) -> Result<NewParent, PartitionError> {
     let keys = keys(client, oid).await?;
     let all_carried = keys.iter().all(|k| k.carried(&cfg.column));
-    let mut before = crate::ddl::partitioned_like(cfg, new, like, owner, grants);
-    let excluding = if all_carried {
-        "INCLUDING ALL EXCLUDING CONSTRAINTS)"
+    // CHECK constraints are added from their definitions below, so NOT VALID ones stay so.
+    let like_options = if all_carried {
+        "INCLUDING ALL EXCLUDING CONSTRAINTS"
     } else {
-        "INCLUDING ALL EXCLUDING CONSTRAINTS EXCLUDING INDEXES)"
+        "INCLUDING ALL EXCLUDING CONSTRAINTS EXCLUDING INDEXES"
     };
-    before[0] = before[0].replace("INCLUDING ALL)", excluding);
+    let mut before = crate::ddl::partitioned_like(cfg, new, like, like_options, owner, grants);
     let mut at_swap = Vec::new();
     let constraints = client
         .query(

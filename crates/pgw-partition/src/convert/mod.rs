@@ -542,6 +542,49 @@ async fn start_point(
     Ok((0, blocks, filenode, restarted))
 }
 
+/// Phase 2 from where `state` (read under the mode's lock) says: the start point, the
+/// observer told, the batches. Online (`key`) rows the mirror wrote are skipped by it.
+/// Returns the copy and whether it started over.
+#[allow(clippy::too_many_arguments)]
+async fn copy_rows(
+    client: &mut Client,
+    cfg: &SetConfig,
+    parent: &Parent,
+    state: &InProgress,
+    key: Option<&[String]>,
+    how: &Finish<'_>,
+    plan: &CopyPlan,
+    observer: &dyn Observer,
+) -> Result<(copy::Copied, bool), PartitionError> {
+    let (next, total, filenode, restarted) = start_point(client, cfg, state, key.is_some()).await?;
+    observer.starts(plan);
+    tracing::info!(
+        from_block = next,
+        total,
+        restarted,
+        writes_blocked = key.is_none(),
+        "copy"
+    );
+    let on_conflict = match key {
+        Some(k) => keys::arbiter_ok(&*client, parent.oid, k).await?,
+        None => false,
+    };
+    let copied = copy::blocks(
+        client,
+        cfg,
+        parent,
+        next,
+        total,
+        filenode,
+        how.batch_rows,
+        key,
+        on_conflict,
+        observer,
+    )
+    .await?;
+    Ok((copied, restarted))
+}
+
 /// Online: copy (writes mirrored), then the swap under ACCESS EXCLUSIVE.
 async fn online(
     client: &mut Client,
@@ -560,26 +603,14 @@ async fn online(
         });
     };
     let state = current(&*client, cfg).await?;
-    // A stale mirror (dirty) empties the new table; a rewrite alone only resets the position
-    // (rows already copied are skipped by the key).
-    let (next, total, filenode, restarted) = start_point(client, cfg, &state, true).await?;
-    observer.starts(&copy_plan);
-    tracing::info!(
-        from_block = next,
-        total,
-        restarted,
-        "copy (writes continue)"
-    );
-    let copied = copy::blocks(
+    let (copied, restarted) = copy_rows(
         client,
         cfg,
         parent,
-        next,
-        total,
-        filenode,
-        how.batch_rows,
+        &state,
         Some(&key),
-        keys::arbiter_ok(&*client, parent.oid, &key).await?,
+        how,
+        &copy_plan,
         observer,
     )
     .await?;
@@ -656,27 +687,8 @@ async fn blocked(
         .map_err(|e| lock_or(e, &shown, how.lock_timeout_ms, "block writes to the table"))?;
     // Under the lock no write can come; read whether one came while nobody held it.
     let state = current(&ltx, cfg).await?;
-    let (next, total, filenode, restarted) = start_point(client, cfg, &state, false).await?;
-    observer.starts(&copy_plan);
-    tracing::info!(
-        from_block = next,
-        total,
-        restarted,
-        "copy with writes blocked"
-    );
-    let copied = copy::blocks(
-        client,
-        cfg,
-        parent,
-        next,
-        total,
-        filenode,
-        how.batch_rows,
-        None,
-        false,
-        observer,
-    )
-    .await?;
+    let (copied, restarted) =
+        copy_rows(client, cfg, parent, &state, None, how, &copy_plan, observer).await?;
     // Every row exactly once: the same count on both sides before anything is swapped.
     let (new_name, _) = names(&cfg.table);
     let counts = ltx

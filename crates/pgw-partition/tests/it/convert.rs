@@ -440,33 +440,7 @@ async fn a_keyless_conversion_cut_off_resumes_or_starts_over() {
         let mut o = range(&dsn, "metrics", "at", "1 month");
         o.batch_rows = 300;
         o.yes = true;
-        let first = {
-            let o = o.clone();
-            tokio::spawn(async move { pgw_partition::create(&o).await })
-        };
-        let mut waited = 0;
-        loop {
-            let started = sql(&db, "SELECT to_regclass('pgwarden.conversion') IS NOT NULL") == "t"
-                && sql(
-                    &db,
-                    "SELECT coalesce(max(next_block), 0) > 0 FROM pgwarden.conversion",
-                ) == "t";
-            if started {
-                break;
-            }
-            waited += 1;
-            assert!(waited < 1500, "the copy never started");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        first.abort();
-        let _ = first.await;
-        // The cut-off run's sessions are gone (and with them the lock).
-        let mut waited = 0;
-        while sql(&db, "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation WHERE c.relname = 'metrics' AND l.mode = 'ShareLock'") != "0" {
-            waited += 1;
-            assert!(waited < 500, "the lock outlived the cut-off run");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        crate::cut_off(&db, &o).await;
         assert_eq!(
             sql(&db, "SELECT relkind::text || ' ' || (SELECT dirty FROM pgwarden.conversion) FROM pg_class WHERE relname = 'metrics'"),
             "r false",

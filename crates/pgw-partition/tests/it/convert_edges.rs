@@ -10,7 +10,7 @@ use std::time::Duration;
 use pgw_common::{Classify, ErrorClass};
 use pgw_partition::{CopyMode, PartitionError};
 
-use crate::{database, range, sql};
+use crate::{cut_off, database, range, sql};
 
 /// `t(id, at, v)` with `rows` rows over the last year; `key` is its key clause.
 fn setup(key: &str, rows: u32) -> String {
@@ -27,49 +27,6 @@ const SUM: &str =
 
 fn sum(db: &str) -> String {
     sql(db, &format!("{SUM} FROM t"))
-}
-
-/// Starts a conversion of `t` with small batches, waits until the copy is under way, and
-/// cuts it off (as a crash would).
-async fn cut_off(db: &str, o: &pgw_partition::CreateOptions) {
-    let first = {
-        let o = o.clone();
-        tokio::spawn(async move { pgw_partition::create(&o).await })
-    };
-    let mut waited = 0;
-    while !(sql(db, "SELECT to_regclass('pgwarden.conversion') IS NOT NULL") == "t"
-        && sql(
-            db,
-            "SELECT coalesce(max(next_block), 0) > 0 FROM pgwarden.conversion",
-        ) == "t")
-    {
-        waited += 1;
-        assert!(waited < 1500, "the copy never started");
-        if first.is_finished() {
-            panic!(
-                "the conversion ended before it was cut off: {:?}",
-                first.await
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    first.abort();
-    let _ = first.await;
-    // Its sessions (and their locks) are gone.
-    let mut waited = 0;
-    while sql(
-        db,
-        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() AND backend_type = 'client backend'",
-    ) != "0"
-    {
-        waited += 1;
-        assert!(waited < 500, "the cut-off run's sessions stayed");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert_eq!(
-        sql(db, "SELECT relkind FROM pg_class WHERE relname = 't'"),
-        "r"
-    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

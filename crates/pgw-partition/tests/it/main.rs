@@ -10,6 +10,7 @@ mod sets;
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::OnceLock;
+use std::time::Duration;
 
 use pgw_cluster::Cluster;
 use pgw_partition::{
@@ -97,4 +98,54 @@ pub fn partitions(db: &str, parent: &str) -> Vec<String> {
 /// The number of actions a report ran or planned.
 pub fn steps(r: &MaintainReport) -> usize {
     r.sets.iter().map(|s| s.steps.len()).sum()
+}
+
+/// Starts the conversion `o`, waits until its copy is under way, and cuts it off (as a crash
+/// would): its sessions, and with them its locks, are gone when this returns.
+pub async fn cut_off(db: &str, o: &pgw_partition::CreateOptions) {
+    let first = {
+        let o = o.clone();
+        tokio::spawn(async move { pgw_partition::create(&o).await })
+    };
+    let mut waited = 0;
+    while !(sql(db, "SELECT to_regclass('pgwarden.conversion') IS NOT NULL") == "t"
+        && sql(
+            db,
+            "SELECT coalesce(max(next_block), 0) > 0 FROM pgwarden.conversion",
+        ) == "t")
+    {
+        waited += 1;
+        assert!(waited < 1500, "the copy never started");
+        if first.is_finished() {
+            panic!(
+                "the conversion ended before it was cut off: {:?}",
+                first.await
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    first.abort();
+    let _ = first.await;
+    // Its sessions (and their locks) are gone.
+    let mut waited = 0;
+    while sql(
+        db,
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() AND backend_type = 'client backend'",
+    ) != "0"
+    {
+        waited += 1;
+        assert!(waited < 500, "the cut-off run's sessions stayed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        sql(
+            db,
+            &format!(
+                "SELECT relkind FROM pg_class WHERE oid = '{}'::regclass",
+                o.table
+            )
+        ),
+        "r",
+        "not swapped"
+    );
 }

@@ -428,20 +428,13 @@ async fn maintain(a: PartitionMaintainArgs) -> Result<Outcome, Failure> {
 }
 
 async fn abort(a: PartitionAbortArgs) -> Result<Outcome, Failure> {
-    if !a.yes {
-        if !term::interactive() {
-            return Err(Failure::from_classified(Usage(
-                "refusing to drop the half-filled new table without confirmation: pass --yes (stdin is not a terminal)",
-            )));
-        }
-        let question = format!(
-            "Abandon the conversion of {}: drop its trigger and the half-filled new table (the table itself is kept as it is)?",
-            a.table
-        );
-        if !term::confirm(&question)? {
-            eprintln!("pgwarden: nothing changed (not confirmed)");
-            return Ok(Outcome::NotConfirmed);
-        }
+    let question = format!(
+        "Abandon the conversion of {}: drop its trigger and the half-filled new table (the table itself is kept as it is)?",
+        a.table
+    );
+    let refusal = "refusing to drop the half-filled new table without confirmation: pass --yes (stdin is not a terminal)";
+    if !term::go_ahead(a.yes, &question, refusal)? {
+        return Ok(Outcome::NotConfirmed);
     }
     let r = pgw_partition::abort_conversion(a.dsn.as_deref(), &a.table, a.lock_timeout)
         .await
@@ -537,7 +530,7 @@ fn created(r: &pgw_partition::CreateReport) -> String {
             ));
         }
     }
-    if let (Some(copy), false) = (&r.copy, r.applied) {
+    if let Some(copy) = &r.copy {
         out.push_str(&format!("Converting {}\n", copy.summary()));
     }
     let rows: Vec<Vec<String>> = r

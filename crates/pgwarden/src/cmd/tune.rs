@@ -191,21 +191,15 @@ async fn apply(args: &TuneArgs, yes: bool, format: OutputFormat) -> Result<Outco
     if format == OutputFormat::Table {
         out(&format!("{}\n{}", inputs(&report), plan_table(&plan)));
     }
-    if !yes {
-        if !term::interactive() {
-            return Err(Failure::from_classified(Usage(
-                "refusing to change the server without confirmation: pass --yes (stdin is not a terminal)",
-            )));
-        }
-        let target = session.params.target();
-        let question = format!(
-            "Write {} setting(s) to {target} with ALTER SYSTEM and reload?",
-            plan.changes.len()
-        );
-        if !term::confirm(&question)? {
-            eprintln!("pgwarden: nothing changed (not confirmed)");
-            return Ok(Outcome::NotConfirmed);
-        }
+    let question = format!(
+        "Write {} setting(s) to {} with ALTER SYSTEM and reload?",
+        plan.changes.len(),
+        session.params.target()
+    );
+    let refusal =
+        "refusing to change the server without confirmation: pass --yes (stdin is not a terminal)";
+    if !term::go_ahead(yes, &question, refusal)? {
+        return Ok(Outcome::NotConfirmed);
     }
     // From here on Ctrl-C (or SIGTERM) must not kill the process between two ALTER
     // SYSTEMs: it sets a flag, and apply puts back what it wrote before it stops.
