@@ -74,18 +74,35 @@ pub struct Finding {
     pub object: Option<String>,
     /// One line: what is wrong, with the figures.
     pub detail: String,
-    /// The SQL that fixes it (identifiers quoted), or the action to take.
-    pub remediation: String,
+    /// What fixes it, one step per element, in order: each is either one SQL statement
+    /// (identifiers quoted, ending in `;`, runnable on its own: no step holds two
+    /// statements, so each can be sent as one query), or an action for a person, starting
+    /// with `action:`. A JSON list.
+    pub remediation: Vec<String>,
     /// The measured value and its limits, for Nagios perfdata (`label=value;warn;crit`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub perfdata: Option<String>,
 }
 
-/// A check that did not run, and why (missing privilege, missing extension, ...).
+impl Finding {
+    /// The remediation's SQL statements, without the actions.
+    pub fn statements(&self) -> impl Iterator<Item = &str> {
+        self.remediation
+            .iter()
+            .map(String::as_str)
+            .filter(|s| !s.starts_with("action:"))
+    }
+}
+
+/// A check that did not run, or an object a check could not judge, and why (missing
+/// privilege, missing extension, ...). A check that ran but could not see some objects lists
+/// each of them here, so a clean report never means "healthy by omission".
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Skipped {
     pub check: String,
     pub database: Option<String>,
+    /// The object not checked (quoted as SQL names it); None when the whole check did not run.
+    pub object: Option<String>,
     pub reason: String,
 }
 

@@ -121,6 +121,7 @@ pub async fn run(opts: &Options) -> Result<Report, DoctorError> {
                         report.skipped.push(Skipped {
                             check: check.id.to_string(),
                             database: Some(db.clone()),
+                            object: None,
                             reason: format!("cannot connect: {}", pgw_common::report(&e)),
                         });
                     }
@@ -149,15 +150,22 @@ fn collect(
     report: &mut Report,
     id: &str,
     database: Option<&str>,
-    result: Result<Vec<crate::Finding>, tokio_postgres::Error>,
+    result: Result<checks::Outcome, tokio_postgres::Error>,
 ) {
     if !report.checks_run.iter().any(|c| c == id) {
         report.checks_run.push(id.to_string());
     }
     match result {
-        Ok(mut findings) => {
-            tracing::debug!(check = id, database, findings = findings.len(), "checked");
-            report.findings.append(&mut findings)
+        Ok(mut outcome) => {
+            tracing::debug!(
+                check = id,
+                database,
+                findings = outcome.findings.len(),
+                not_checked = outcome.skipped.len(),
+                "checked"
+            );
+            report.findings.append(&mut outcome.findings);
+            report.skipped.append(&mut outcome.skipped);
         }
         Err(e) => {
             tracing::info!(check = id, database, error = %error_line(&e), "check skipped");
@@ -172,6 +180,7 @@ fn collect(
             report.skipped.push(Skipped {
                 check: id.to_string(),
                 database: database.map(str::to_string),
+                object: None,
                 reason,
             });
         }

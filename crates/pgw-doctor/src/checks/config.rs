@@ -13,7 +13,7 @@
 
 use pgw_common::sql;
 
-use super::{CheckInfo, Ctx, Scope};
+use super::{CheckInfo, Ctx, Outcome, Scope};
 use crate::model::{Finding, Severity};
 
 /// The checks of this module, in the order they run.
@@ -25,12 +25,9 @@ pub(super) const CHECKS: &[CheckInfo] = &[CheckInfo {
 }];
 
 /// Runs check `id` if it is one of this module's.
-pub(super) async fn run(
-    id: &str,
-    ctx: &Ctx<'_>,
-) -> Option<Result<Vec<Finding>, tokio_postgres::Error>> {
+pub(super) async fn run(id: &str, ctx: &Ctx<'_>) -> Option<Result<Outcome, tokio_postgres::Error>> {
     Some(match id {
-        "config_audit" => config_audit(ctx).await,
+        "config_audit" => config_audit(ctx).await.map(Outcome::from),
         _ => return None,
     })
 }
@@ -83,7 +80,7 @@ pub(super) async fn config_audit(ctx: &Ctx<'_>) -> Result<Vec<Finding>, tokio_po
             continue;
         };
         let apply = if context == "postmaster" {
-            "-- then restart the server".to_string()
+            "action: restart the server (the setting needs a restart)".to_string()
         } else {
             "SELECT pg_reload_conf();".to_string()
         };
@@ -96,7 +93,10 @@ pub(super) async fn config_audit(ctx: &Ctx<'_>) -> Result<Vec<Finding>, tokio_po
                 "{name} is off (set by {}): {why}",
                 source.as_deref().unwrap_or("?")
             ),
-            remediation: format!("ALTER SYSTEM SET {} = on; {apply}", sql::ident(&name)),
+            remediation: vec![
+                format!("ALTER SYSTEM SET {} = on;", sql::ident(&name)),
+                apply,
+            ],
             perfdata: None,
         });
     }
@@ -116,7 +116,7 @@ async fn tuning_advice(ctx: &Ctx<'_>) -> Vec<Finding> {
     use pgw_tune::live::{self, Needs};
     use pgw_tune::resolve::{resolve, Facts};
 
-    let info = |object: Option<String>, detail: String, remediation: String| Finding {
+    let info = |object: Option<String>, detail: String, remediation: Vec<String>| Finding {
         check: "config_audit".to_string(),
         severity: Severity::Info,
         database: None,
@@ -135,8 +135,8 @@ async fn tuning_advice(ctx: &Ctx<'_>) -> Vec<Finding> {
             "tuning advice needs the server host's memory and cores, which cannot be read from \
              here: the server runs on another host"
                 .to_string(),
-            "pgwarden doctor --check config_audit -d <this server> --memory <its RAM> --cpus <its cores>"
-                .to_string(),
+            vec!["action: pgwarden doctor --check config_audit -d <this server> --memory <its RAM> --cpus <its cores>"
+                .to_string()],
         )];
     }
     // The data directory's storage class only means something on this machine.
@@ -181,9 +181,9 @@ async fn tuning_advice(ctx: &Ctx<'_>) -> Vec<Finding> {
         .map(|r| {
             let current = r.current.clone().unwrap_or_default();
             let then = if r.needs == Needs::Restart {
-                " -- then restart the server".to_string()
+                "action: restart the server (the setting needs a restart)".to_string()
             } else {
-                " SELECT pg_reload_conf();".to_string()
+                "SELECT pg_reload_conf();".to_string()
             };
             info(
                 Some(r.name.clone()),
@@ -191,11 +191,14 @@ async fn tuning_advice(ctx: &Ctx<'_>) -> Vec<Finding> {
                     "{} is {current}; pgwarden tune recommends {} {basis}: {}",
                     r.name, r.recommended, r.reason
                 ),
-                format!(
-                    "ALTER SYSTEM SET {} = {};{then}",
-                    sql::ident(&r.name),
-                    sql::literal(&r.recommended)
-                ),
+                vec![
+                    format!(
+                        "ALTER SYSTEM SET {} = {};",
+                        sql::ident(&r.name),
+                        sql::literal(&r.recommended)
+                    ),
+                    then,
+                ],
             )
         })
         .collect()

@@ -3,7 +3,7 @@
 
 use pgw_common::sql::{self, qualified, shown_qualified};
 
-use super::{CheckInfo, Ctx, Scope};
+use super::{CheckInfo, Ctx, Outcome, Scope};
 use crate::model::{Finding, Severity};
 
 /// The checks of this module, in the order they run.
@@ -29,14 +29,11 @@ pub(super) const CHECKS: &[CheckInfo] = &[
 ];
 
 /// Runs check `id` if it is one of this module's.
-pub(super) async fn run(
-    id: &str,
-    ctx: &Ctx<'_>,
-) -> Option<Result<Vec<Finding>, tokio_postgres::Error>> {
+pub(super) async fn run(id: &str, ctx: &Ctx<'_>) -> Option<Result<Outcome, tokio_postgres::Error>> {
     Some(match id {
-        "invalid_index" => invalid_index(ctx).await,
-        "duplicate_index" => duplicate_index(ctx).await,
-        "missing_fk_index" => missing_fk_index(ctx).await,
+        "invalid_index" => invalid_index(ctx).await.map(Outcome::from),
+        "duplicate_index" => duplicate_index(ctx).await.map(Outcome::from),
+        "missing_fk_index" => missing_fk_index(ctx).await.map(Outcome::from),
         _ => return None,
     })
 }
@@ -93,7 +90,7 @@ pub(super) async fn invalid_index(ctx: &Ctx<'_>) -> Result<Vec<Finding>, tokio_p
                      every write; after dropping it, fix the cause and re-create it with: {def};",
                     shown_qualified(&tschema, &table)
                 ),
-                remediation,
+                remediation: vec![remediation],
                 perfdata: None,
             }
         })
@@ -205,7 +202,7 @@ pub(super) async fn duplicate_index(ctx: &Ctx<'_>) -> Result<Vec<Finding>, tokio
                     shown_qualified(&tschema, &table),
                     shown_qualified(&kschema, &kept)
                 ),
-                remediation,
+                remediation: vec![remediation],
                 perfdata: Some(format!("{schema}.{index}_bytes={bytes}B")),
             }
         })
@@ -293,7 +290,7 @@ pub(super) async fn missing_fk_index(ctx: &Ctx<'_>) -> Result<Vec<Finding>, toki
                     sql::shown(&conname),
                     shown_qualified(&rschema, &rtable)
                 ),
-                remediation: format!("{create} {name} ({collist});"),
+                remediation: vec![format!("{create} {name} ({collist});")],
                 perfdata: None,
             }
         })

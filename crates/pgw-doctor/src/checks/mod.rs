@@ -1,6 +1,7 @@
 //! The registry of checks and their dispatch. One module per family; each check is an
 //! async function over a [`Ctx`] that runs one query and returns findings.
 
+mod bloat;
 mod config;
 mod indexes;
 mod replication;
@@ -13,7 +14,7 @@ mod wraparound;
 
 use tokio_postgres::Client;
 
-use crate::model::Finding;
+use crate::model::{Finding, Skipped};
 use crate::thresholds::Thresholds;
 
 /// Where a check looks: once per server, or once per database.
@@ -38,6 +39,7 @@ pub struct CheckInfo {
 pub fn all() -> Vec<&'static CheckInfo> {
     [
         tables::CHECKS,
+        bloat::CHECKS,
         indexes::CHECKS,
         usage::CHECKS,
         sequences::CHECKS,
@@ -89,12 +91,29 @@ fn one_line_sql(sql: &str) -> String {
     sql.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
+/// What one check run gives: its findings, and the objects it could not judge (each with
+/// why), which the report lists as skipped so that a clean result never hides them.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    pub findings: Vec<Finding>,
+    pub skipped: Vec<Skipped>,
+}
+
+impl From<Vec<Finding>> for Outcome {
+    fn from(findings: Vec<Finding>) -> Self {
+        Outcome {
+            findings,
+            skipped: Vec::new(),
+        }
+    }
+}
+
 /// Runs the check `id`.
-pub(crate) async fn run_check(
-    id: &str,
-    ctx: &Ctx<'_>,
-) -> Result<Vec<Finding>, tokio_postgres::Error> {
+pub(crate) async fn run_check(id: &str, ctx: &Ctx<'_>) -> Result<Outcome, tokio_postgres::Error> {
     if let Some(r) = tables::run(id, ctx).await {
+        return r;
+    }
+    if let Some(r) = bloat::run(id, ctx).await {
         return r;
     }
     if let Some(r) = indexes::run(id, ctx).await {
@@ -121,7 +140,7 @@ pub(crate) async fn run_check(
     if let Some(r) = config::run(id, ctx).await {
         return r;
     }
-    Ok(Vec::new())
+    Ok(Outcome::default())
 }
 
 /// The registry entry for `id`.

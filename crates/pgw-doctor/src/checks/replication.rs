@@ -17,7 +17,7 @@
 
 use pgw_common::sql;
 
-use super::{CheckInfo, Ctx, Scope};
+use super::{CheckInfo, Ctx, Outcome, Scope};
 use crate::model::{Finding, Severity};
 use crate::thresholds::Thresholds;
 
@@ -38,13 +38,10 @@ pub(super) const CHECKS: &[CheckInfo] = &[
 ];
 
 /// Runs check `id` if it is one of this module's.
-pub(super) async fn run(
-    id: &str,
-    ctx: &Ctx<'_>,
-) -> Option<Result<Vec<Finding>, tokio_postgres::Error>> {
+pub(super) async fn run(id: &str, ctx: &Ctx<'_>) -> Option<Result<Outcome, tokio_postgres::Error>> {
     Some(match id {
-        "replication_lag" => replication_lag(ctx).await,
-        "replication_slot" => replication_slot(ctx).await,
+        "replication_lag" => replication_lag(ctx).await.map(Outcome::from),
+        "replication_slot" => replication_slot(ctx).await.map(Outcome::from),
         _ => return None,
     })
 }
@@ -134,10 +131,10 @@ fn lag_finding(t: &Thresholds, r: &tokio_postgres::Row) -> Option<Finding> {
             database: None,
             object: Some(name),
             detail,
-            remediation: format!(
-                "on {who}, run `pgwarden doctor --check replication_lag` to see why replay is behind \
+            remediation: vec![format!(
+                "action: on {who}, run `pgwarden doctor --check replication_lag` to see why replay is behind \
                  (paused replay, recovery conflicts, I/O); check the network between the two"
-            ),
+            )],
             perfdata,
         });
     }
@@ -153,7 +150,7 @@ fn lag_finding(t: &Thresholds, r: &tokio_postgres::Row) -> Option<Finding> {
             detail: format!(
                 "WAL replay is paused; {effective:.0} ms and {mb:.1} MB of received WAL not yet replayed"
             ),
-            remediation: "SELECT pg_wal_replay_resume();".to_string(),
+            remediation: vec!["SELECT pg_wal_replay_resume();".to_string()],
             perfdata,
         });
     }
@@ -168,10 +165,10 @@ fn lag_finding(t: &Thresholds, r: &tokio_postgres::Row) -> Option<Finding> {
                  cannot be measured and grows while it stays so",
                 state.as_deref().unwrap_or("not running")
             ),
-            remediation: "check that the primary in primary_conninfo is up and reachable and accepts \
+            remediation: vec!["action: check that the primary in primary_conninfo is up and reachable and accepts \
                           replication connections from this host; this server's log says why the \
                           WAL receiver stopped"
-                .to_string(),
+                .to_string()],
             perfdata: None,
         });
     }
@@ -191,9 +188,11 @@ fn lag_finding(t: &Thresholds, r: &tokio_postgres::Row) -> Option<Finding> {
         database: None,
         object: Some(name),
         detail,
-        remediation: "look for replay waiting on queries (pg_stat_database_conflicts, \
+        remediation: vec![
+            "action: look for replay waiting on queries (pg_stat_database_conflicts, \
                       max_standby_streaming_delay) and for I/O or CPU saturation on this standby"
-            .to_string(),
+                .to_string(),
+        ],
         perfdata,
     })
 }
@@ -262,7 +261,7 @@ pub(super) async fn replication_slot(ctx: &Ctx<'_>) -> Result<Vec<Finding>, toki
                 database: None,
                 object: Some(name.clone()),
                 detail,
-                remediation: format!("SELECT pg_drop_replication_slot({});", sql::literal(&name)),
+                remediation: vec![format!("SELECT pg_drop_replication_slot({});", sql::literal(&name))],
                 perfdata: Some(format!(
                     "retained={:.0}B;;{:.0}",
                     retained.unwrap_or(0.0),

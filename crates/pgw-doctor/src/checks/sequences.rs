@@ -2,7 +2,7 @@
 
 use pgw_common::sql::{self, qualified, shown_qualified};
 
-use super::{CheckInfo, Ctx, Scope};
+use super::{CheckInfo, Ctx, Outcome, Scope};
 use crate::model::{Finding, Severity};
 
 /// The checks of this module, in the order they run.
@@ -14,12 +14,9 @@ pub(super) const CHECKS: &[CheckInfo] = &[CheckInfo {
 }];
 
 /// Runs check `id` if it is one of this module's.
-pub(super) async fn run(
-    id: &str,
-    ctx: &Ctx<'_>,
-) -> Option<Result<Vec<Finding>, tokio_postgres::Error>> {
+pub(super) async fn run(id: &str, ctx: &Ctx<'_>) -> Option<Result<Outcome, tokio_postgres::Error>> {
     Some(match id {
-        "sequence_exhaustion" => sequence_exhaustion(ctx).await,
+        "sequence_exhaustion" => sequence_exhaustion(ctx).await.map(Outcome::from),
         _ => return None,
     })
 }
@@ -134,24 +131,24 @@ pub(super) async fn sequence_exhaustion(
         let at_bigint_limit: bool = row.get(16);
         let (remediation, advice) = match &owner {
             Some((tbl, c, column)) if small_col => (
-                format!(
-                    "ALTER TABLE {tbl} ALTER COLUMN {c} TYPE bigint; \
-                     ALTER SEQUENCE {seq} AS bigint {no_bound};"
-                ),
+                vec![
+                    format!("ALTER TABLE {tbl} ALTER COLUMN {c} TYPE bigint;"),
+                    format!("ALTER SEQUENCE {seq} AS bigint {no_bound};"),
+                ],
                 format!(
                     "; widening {column} rewrites the table under an ACCESS EXCLUSIVE lock \
                      (plan a window, or migrate to a new bigint column)"
                 ),
             ),
             _ if at_bigint_limit && !small_col => (
-                format!(
-                    "the bigint range of {object} is nearly used up: plan a new key scheme \
-                     (e.g. uuid) or, if old values are gone, ALTER SEQUENCE {seq} RESTART;"
-                ),
+                vec![format!(
+                    "action: the bigint range of {object} is nearly used up: plan a new key \
+                     scheme (e.g. uuid) or, if old values are gone, ALTER SEQUENCE {seq} RESTART"
+                )],
                 String::new(),
             ),
             _ => (
-                format!("ALTER SEQUENCE {seq} AS bigint {no_bound};"),
+                vec![format!("ALTER SEQUENCE {seq} AS bigint {no_bound};")],
                 String::new(),
             ),
         };
@@ -200,9 +197,9 @@ pub(super) async fn sequence_exhaustion(
                 "some sequences in schema(s) {schemas} were not checked: this role lacks \
                  SELECT or USAGE on them (pg_monitor does not grant it)"
             ),
-            remediation: format!(
+            remediation: vec![format!(
                 "GRANT SELECT ON ALL SEQUENCES IN SCHEMA {schemas} TO CURRENT_USER;"
-            ),
+            )],
             perfdata: None,
         });
     }

@@ -12,7 +12,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 
 use tokio_postgres::Row;
 
-use super::{CheckInfo, Ctx, Scope};
+use super::{CheckInfo, Ctx, Outcome, Scope};
 use crate::model::{Finding, Severity};
 
 /// The checks of this module, in the order they run.
@@ -50,15 +50,12 @@ pub(super) const CHECKS: &[CheckInfo] = &[
 ];
 
 /// Runs check `id` if it is one of this module's.
-pub(super) async fn run(
-    id: &str,
-    ctx: &Ctx<'_>,
-) -> Option<Result<Vec<Finding>, tokio_postgres::Error>> {
+pub(super) async fn run(id: &str, ctx: &Ctx<'_>) -> Option<Result<Outcome, tokio_postgres::Error>> {
     Some(match id {
-        "long_transaction" => long_transaction(ctx).await,
-        "idle_in_transaction" => idle_in_transaction(ctx).await,
-        "blocked_queries" => blocked_queries(ctx).await,
-        "connection_saturation" => connection_saturation(ctx).await,
+        "long_transaction" => long_transaction(ctx).await.map(Outcome::from),
+        "idle_in_transaction" => idle_in_transaction(ctx).await.map(Outcome::from),
+        "blocked_queries" => blocked_queries(ctx).await.map(Outcome::from),
+        "connection_saturation" => connection_saturation(ctx).await.map(Outcome::from),
         _ => return None,
     })
 }
@@ -161,7 +158,7 @@ pub(super) async fn long_transaction(ctx: &Ctx<'_>) -> Result<Vec<Finding>, toki
                     snippet(s.query.as_deref()),
                     s.pid,
                 ),
-                remediation: format!("SELECT pg_terminate_backend({});", s.pid),
+                remediation: vec![format!("SELECT pg_terminate_backend({});", s.pid)],
                 perfdata: Some(format!(
                     "age={age:.0}s;{};{}",
                     t.long_transaction_warning_secs, t.long_transaction_critical_secs
@@ -207,7 +204,7 @@ pub(super) async fn idle_in_transaction(
                     s.who(),
                     snippet(s.query.as_deref()),
                 ),
-                remediation: format!("SELECT pg_terminate_backend({});", s.pid),
+                remediation: vec![format!("SELECT pg_terminate_backend({});", s.pid)],
                 perfdata: Some(format!(
                     "idle={idle:.0}s;{};{}",
                     t.idle_in_transaction_warning_secs, t.idle_in_transaction_critical_secs
@@ -286,7 +283,7 @@ pub(super) async fn blocked_queries(ctx: &Ctx<'_>) -> Result<Vec<Finding>, tokio
         }
         let remediation = match root {
             Some(0) => {
-                "a prepared transaction blocks it: COMMIT PREPARED or ROLLBACK PREPARED its gid \
+                "action: a prepared transaction blocks it: COMMIT PREPARED or ROLLBACK PREPARED its gid \
                         (SELECT gid FROM pg_prepared_xacts)"
                     .to_string()
             }
@@ -299,7 +296,7 @@ pub(super) async fn blocked_queries(ctx: &Ctx<'_>) -> Result<Vec<Finding>, tokio
             database: s.datname.clone(),
             object: Some(format!("pid {pid}")),
             detail,
-            remediation,
+            remediation: vec![remediation],
             perfdata: Some(format!(
                 "waited={waited:.0}s;{};{}",
                 t.blocked_query_warning_secs, t.blocked_query_critical_secs
@@ -368,9 +365,9 @@ pub(super) async fn connection_saturation(
             share * 100.0,
             (max - reserved).max(0),
         ),
-        remediation: "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE state = 'idle' \
+        remediation: vec!["SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE state = 'idle' \
                       AND backend_type = 'client backend' AND pid <> pg_backend_pid();"
-            .to_string(),
+            .to_string()],
         perfdata: Some(format!(
             "connections={used};{:.0};{:.0};0;{max}",
             t.connections_warning_share * max as f64,

@@ -4,7 +4,7 @@
 
 use pgw_common::sql;
 
-use super::{CheckInfo, Ctx, Scope};
+use super::{CheckInfo, Ctx, Outcome, Scope};
 use crate::model::{Finding, Severity};
 
 /// The library (and extension) name.
@@ -27,12 +27,9 @@ pub(super) const CHECKS: &[CheckInfo] = &[CheckInfo {
 }];
 
 /// Runs check `id` if it is one of this module's.
-pub(super) async fn run(
-    id: &str,
-    ctx: &Ctx<'_>,
-) -> Option<Result<Vec<Finding>, tokio_postgres::Error>> {
+pub(super) async fn run(id: &str, ctx: &Ctx<'_>) -> Option<Result<Outcome, tokio_postgres::Error>> {
     Some(match id {
-        "slow_queries" => slow_queries(ctx).await,
+        "slow_queries" => slow_queries(ctx).await.map(Outcome::from),
         _ => return None,
     })
 }
@@ -137,7 +134,7 @@ pub(super) async fn slow_queries(ctx: &Ctx<'_>) -> Result<Vec<Finding>, tokio_po
                  CREATE EXTENSION pg_stat_statements; in database {}",
                 sql::shown(ctx.database)
             ),
-            remediation: preload_sql(&libs),
+            remediation: vec![preload_sql(&libs)],
             perfdata: None,
         }]);
     }
@@ -152,7 +149,7 @@ pub(super) async fn slow_queries(ctx: &Ctx<'_>) -> Result<Vec<Finding>, tokio_po
                  where doctor reads it",
                 sql::shown(ctx.database)
             ),
-            remediation: "CREATE EXTENSION pg_stat_statements;".to_string(),
+            remediation: vec!["CREATE EXTENSION pg_stat_statements;".to_string()],
             perfdata: None,
         }]);
     };
@@ -219,7 +216,7 @@ pub(super) async fn slow_queries(ctx: &Ctx<'_>) -> Result<Vec<Finding>, tokio_po
             (
                 Severity::Warning,
                 format!("mean {mean:.1} ms > {} ms", t.slow_query_ms),
-                "EXPLAIN (ANALYZE, BUFFERS) the statement with typical parameters and index \
+                "action: EXPLAIN (ANALYZE, BUFFERS) the statement with typical parameters and index \
                  the columns it filters, joins or sorts on (CREATE INDEX CONCURRENTLY), or \
                  rewrite it"
                     .to_string(),
@@ -228,7 +225,7 @@ pub(super) async fn slow_queries(ctx: &Ctx<'_>) -> Result<Vec<Finding>, tokio_po
             (
                 Severity::Info,
                 format!("#{rank} by total time, mean {mean:.1} ms"),
-                "EXPLAIN (ANALYZE, BUFFERS) the statement: it is among the biggest consumers \
+                "action: EXPLAIN (ANALYZE, BUFFERS) the statement: it is among the biggest consumers \
                  of server time"
                     .to_string(),
             )
@@ -239,7 +236,7 @@ pub(super) async fn slow_queries(ctx: &Ctx<'_>) -> Result<Vec<Finding>, tokio_po
             database: datname,
             object: Some(object),
             detail: format!("{what}, {calls} calls, {total:.0} ms total ({who}): {text}"),
-            remediation,
+            remediation: vec![remediation],
             perfdata: Some(format!(
                 "{}_mean_ms={mean:.3}ms;{}",
                 queryid.map_or("unknown".to_string(), |q| format!("queryid_{q}")),

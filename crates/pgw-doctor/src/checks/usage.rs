@@ -4,7 +4,7 @@
 
 use pgw_common::sql::{qualified, shown_qualified};
 
-use super::{CheckInfo, Ctx, Scope};
+use super::{CheckInfo, Ctx, Outcome, Scope};
 use crate::model::{Finding, Severity};
 
 /// seq_scan_heavy: tables read by fewer sequential scans than this are never reported
@@ -30,13 +30,10 @@ pub(super) const CHECKS: &[CheckInfo] = &[
 ];
 
 /// Runs check `id` if it is one of this module's.
-pub(super) async fn run(
-    id: &str,
-    ctx: &Ctx<'_>,
-) -> Option<Result<Vec<Finding>, tokio_postgres::Error>> {
+pub(super) async fn run(id: &str, ctx: &Ctx<'_>) -> Option<Result<Outcome, tokio_postgres::Error>> {
     Some(match id {
-        "unused_index" => unused_index(ctx).await,
-        "seq_scan_heavy" => seq_scan_heavy(ctx).await,
+        "unused_index" => unused_index(ctx).await.map(Outcome::from),
+        "seq_scan_heavy" => seq_scan_heavy(ctx).await.map(Outcome::from),
         _ => return None,
     })
 }
@@ -89,7 +86,10 @@ pub(super) async fn unused_index(ctx: &Ctx<'_>) -> Result<Vec<Finding>, tokio_po
                      dropping",
                     shown_qualified(&schema, &table)
                 ),
-                remediation: format!("DROP INDEX CONCURRENTLY {};", qualified(&schema, &index)),
+                remediation: vec![format!(
+                    "DROP INDEX CONCURRENTLY {};",
+                    qualified(&schema, &index)
+                )],
                 perfdata: Some(format!("{schema}.{index}_bytes={bytes}B")),
             }
         })
@@ -138,10 +138,10 @@ pub(super) async fn seq_scan_heavy(ctx: &Ctx<'_>) -> Result<Vec<Finding>, tokio_
                     share * 100.0,
                     t.seq_scan_share * 100.0
                 ),
-                remediation: format!(
+                remediation: vec![format!(
                     "find the queries that scan {object} (pg_stat_statements, EXPLAIN) and \
                      index the columns they filter or join on with CREATE INDEX CONCURRENTLY"
-                ),
+                )],
                 perfdata: Some(format!(
                     "{schema}.{table}_seq_share={share:.4};{}",
                     t.seq_scan_share

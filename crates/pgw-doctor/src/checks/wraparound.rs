@@ -4,7 +4,7 @@
 
 use pgw_common::sql::{self, qualified, shown_qualified};
 
-use super::{CheckInfo, Ctx, Scope};
+use super::{CheckInfo, Ctx, Outcome, Scope};
 use crate::model::{Finding, Severity};
 
 /// Transaction IDs a database can age before the server refuses new ones (2^31 - 1).
@@ -24,12 +24,9 @@ pub(super) const CHECKS: &[CheckInfo] = &[CheckInfo {
 }];
 
 /// Runs check `id` if it is one of this module's.
-pub(super) async fn run(
-    id: &str,
-    ctx: &Ctx<'_>,
-) -> Option<Result<Vec<Finding>, tokio_postgres::Error>> {
+pub(super) async fn run(id: &str, ctx: &Ctx<'_>) -> Option<Result<Outcome, tokio_postgres::Error>> {
     Some(match id {
-        "xid_wraparound" => xid_wraparound(ctx).await,
+        "xid_wraparound" => xid_wraparound(ctx).await.map(Outcome::from),
         _ => return None,
     })
 }
@@ -128,7 +125,7 @@ pub(super) async fn xid_wraparound(ctx: &Ctx<'_>) -> Result<Vec<Finding>, tokio_
                 pct(db_age),
                 WRAPAROUND_LIMIT - db_age
             ),
-            remediation: "VACUUM (FREEZE);".to_string(),
+            remediation: vec!["VACUUM (FREEZE);".to_string()],
             perfdata: Some(format!("{}_xid_age={db_age};{warn};{crit}", ctx.database)),
         });
     }
@@ -173,7 +170,7 @@ pub(super) async fn xid_wraparound(ctx: &Ctx<'_>) -> Result<Vec<Finding>, tokio_
                 pct(age),
                 WRAPAROUND_LIMIT - age
             ),
-            remediation: format!("VACUUM (FREEZE, VERBOSE) {name};"),
+            remediation: vec![format!("VACUUM (FREEZE, VERBOSE) {name};")],
             perfdata: Some(format!("{nsp}.{rel}_xid_age={age};{warn};{crit}")),
         });
     }

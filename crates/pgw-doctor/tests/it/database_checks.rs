@@ -36,7 +36,7 @@ async fn dead_tuples_found_and_vacuumed() {
     assert_eq!(f.database.as_deref(), Some("postgres"));
     assert_eq!(f.object.as_deref(), Some("\"user\".\"Dead\""));
     assert!(f.detail.contains("10000 dead"), "{}", f.detail);
-    assert_eq!(f.remediation, "VACUUM (ANALYZE) \"user\".\"Dead\";");
+    assert_eq!(f.remediation, ["VACUUM (ANALYZE) \"user\".\"Dead\";"]);
     assert!(
         f.perfdata
             .as_deref()
@@ -91,7 +91,7 @@ async fn invalid_index_in_another_database() {
     assert!(f.detail.contains("CREATE UNIQUE INDEX"), "{}", f.detail);
     assert_eq!(
         f.remediation,
-        "DROP INDEX CONCURRENTLY \"public\".\"Dup \"\"v\"\" uq\";"
+        ["DROP INDEX CONCURRENTLY \"public\".\"Dup \"\"v\"\" uq\";"]
     );
     assert!(found(&report, "invalid_index", "dup_v").is_empty());
     assert_eq!(report.findings.len(), 1, "{:#?}", report.findings);
@@ -152,7 +152,7 @@ async fn duplicate_index_found_and_dropped() {
     assert!(f.detail.contains("\"T_pkey\""), "{}", f.detail);
     assert_eq!(
         f.remediation,
-        "DROP INDEX CONCURRENTLY \"public\".\"t_id_plain\";"
+        ["DROP INDEX CONCURRENTLY \"public\".\"t_id_plain\";"]
     );
     let f = found(&report, "duplicate_index", "t_a_b_copy")[0];
     assert!(f.detail.contains("public.\"T_a_b\""), "{}", f.detail);
@@ -237,7 +237,7 @@ async fn missing_fk_index_found_and_created() {
     assert!(f.detail.contains("public.parent"), "{}", f.detail);
     assert_eq!(
         f.remediation,
-        "CREATE INDEX CONCURRENTLY ON \"public\".\"Child\" (\"Parent Id\");"
+        ["CREATE INDEX CONCURRENTLY ON \"public\".\"Child\" (\"Parent Id\");"]
     );
     let f = found(&report, "missing_fk_index", "line item");
     assert_eq!(f.len(), 1, "{:#?}", report.findings);
@@ -245,7 +245,7 @@ async fn missing_fk_index_found_and_created() {
     assert!(f[0].detail.contains("(\"order\")"), "{}", f[0].detail);
     assert_eq!(
         f[0].remediation,
-        "CREATE INDEX CONCURRENTLY ON \"user\".\"line item\" (\"order\");"
+        ["CREATE INDEX CONCURRENTLY ON \"user\".\"line item\" (\"order\");"]
     );
     assert_eq!(found(&report, "missing_fk_index", "partial_child").len(), 1);
 
@@ -300,8 +300,10 @@ async fn sequence_exhaustion_found_and_widened() {
     assert_eq!(ser.object.as_deref(), Some("public.\"Ser_id_seq\""));
     assert_eq!(
         ser.remediation,
-        "ALTER TABLE \"public\".\"Ser\" ALTER COLUMN \"id\" TYPE bigint; \
-         ALTER SEQUENCE \"public\".\"Ser_id_seq\" AS bigint NO MAXVALUE;"
+        [
+            "ALTER TABLE \"public\".\"Ser\" ALTER COLUMN \"id\" TYPE bigint;",
+            "ALTER SEQUENCE \"public\".\"Ser_id_seq\" AS bigint NO MAXVALUE;"
+        ]
     );
     assert!(ser.detail.contains("ACCESS EXCLUSIVE"), "{}", ser.detail);
     let ident = get("ident_id_seq");
@@ -313,14 +315,14 @@ async fn sequence_exhaustion_found_and_widened() {
     assert_eq!(down.severity, Severity::Critical, "{down:#?}");
     assert_eq!(
         down.remediation,
-        "ALTER SEQUENCE \"public\".\"down\" AS bigint NO MINVALUE;"
+        ["ALTER SEQUENCE \"public\".\"down\" AS bigint NO MINVALUE;"]
     );
     let small = get("Small");
     assert_eq!(small.severity, Severity::Warning, "{small:#?}");
     assert_eq!(small.database.as_deref(), Some("seqs"));
     assert_eq!(
         small.remediation,
-        "ALTER SEQUENCE \"user\".\"Small \"\"q\"\"\" AS bigint NO MAXVALUE;"
+        ["ALTER SEQUENCE \"user\".\"Small \"\"q\"\"\" AS bigint NO MAXVALUE;"]
     );
     for quiet in ["fresh", "unused", "cyc"] {
         assert!(
@@ -386,12 +388,11 @@ async fn database_checks_run_as_pg_monitor() {
                     .collect();
                 assert_eq!(info.len(), 1, "{:#?}", report.findings);
                 assert_eq!(info[0].severity, Severity::Info);
-                assert!(info[0]
-                    .remediation
+                assert!(info[0].remediation[0]
                     .starts_with("GRANT SELECT ON ALL SEQUENCES IN SCHEMA \"public\""));
                 // Once granted, the role sees the sequence.
                 let mut grant = info[0].clone();
-                grant.remediation = grant.remediation.replace("CURRENT_USER", "mon");
+                grant.remediation = vec![grant.remediation[0].replace("CURRENT_USER", "mon")];
                 remediate(&c, &grant);
                 let report = pgw_doctor::run(&opts).await.expect("doctor runs as mon");
                 let f = found(&report, check, "Ser_id_seq");

@@ -47,11 +47,17 @@ pub fn found<'a>(r: &'a Report, check: &str, needle: &str) -> Vec<&'a Finding> {
         .collect()
 }
 
-/// Runs a finding's remediation SQL in its database, as a DBA would paste it into psql.
+/// Runs a finding's remediation SQL in its database, each statement as a query of its own
+/// (as a tool sending them one by one would), in order. Fails on a finding without SQL.
 pub fn remediate(c: &Cluster, f: &Finding) {
     let db = f.database.as_deref().unwrap_or("postgres");
-    c.psql(db, &f.remediation)
-        .unwrap_or_else(|e| panic!("remediation failed: {}\n{e}", f.remediation));
+    let statements: Vec<&str> = f.statements().collect();
+    assert!(!statements.is_empty(), "no SQL to run in {f:?}");
+    for sql in statements {
+        assert!(sql.trim_end().ends_with(';'), "not one statement: {sql}");
+        c.psql(db, sql)
+            .unwrap_or_else(|e| panic!("remediation step failed: {sql}\n{e}"));
+    }
 }
 
 /// How long a test waits for statistics: backends flush them at most once a second after

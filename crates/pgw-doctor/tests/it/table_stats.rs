@@ -51,7 +51,7 @@ async fn vacuum_stale_found_and_vacuumed() {
     assert!(f.detail.contains("8000 dead rows"), "{}", f.detail);
     assert!(f.detail.contains("trigger of 4050"), "{}", f.detail);
     assert!(f.detail.contains("disabled for this table"), "{}", f.detail);
-    assert_eq!(f.remediation, "VACUUM (ANALYZE) \"public\".\"Stale\";");
+    assert_eq!(f.remediation, ["VACUUM (ANALYZE) \"public\".\"Stale\";"]);
     assert!(
         found(&report, "vacuum_stale", "churn").is_empty(),
         "{:#?}",
@@ -130,7 +130,7 @@ async fn analyze_stale_found_and_analyzed() {
     assert_eq!(f.object.as_deref(), Some("public.\"Unanalyzed\""));
     assert!(f.detail.contains("20000 rows changed"), "{}", f.detail);
     assert!(f.detail.contains("never"), "{}", f.detail);
-    assert_eq!(f.remediation, "ANALYZE \"public\".\"Unanalyzed\";");
+    assert_eq!(f.remediation, ["ANALYZE \"public\".\"Unanalyzed\";"]);
     // Analyzed moments ago: not stale with the default 24 hours ...
     assert!(
         found(&report, "analyze_stale", "changed").is_empty(),
@@ -193,8 +193,10 @@ async fn autovacuum_large_table_found_and_tuned() {
     );
     assert_eq!(
         f.remediation,
-        "ALTER TABLE \"order\".\"Big \"\"one\"\"\" SET (autovacuum_vacuum_scale_factor = 0, \
+        [
+            "ALTER TABLE \"order\".\"Big \"\"one\"\"\" SET (autovacuum_vacuum_scale_factor = 0, \
          autovacuum_vacuum_threshold = 10000, autovacuum_analyze_scale_factor = 0.01);"
+        ]
     );
     // Not a large table with the default of a million rows.
     let report = doctor(&c, "autovacuum_large_table", &[]).await;
@@ -241,10 +243,14 @@ async fn cache_hit_ratio_low_on_table_larger_than_cache() {
     assert_eq!(f.severity, Severity::Critical, "{f:#?}");
     assert_eq!(f.database.as_deref(), Some("postgres"));
     assert!(f.detail.contains("heap cache hit ratio"), "{}", f.detail);
-    assert!(f.remediation.starts_with("action: "), "{}", f.remediation);
     assert!(
-        f.remediation.contains("public.\"Cold\""),
-        "{}",
+        f.remediation.join(" ").starts_with("action: "),
+        "{:?}",
+        f.remediation
+    );
+    assert!(
+        f.remediation.join(" ").contains("public.\"Cold\""),
+        "{:?}",
         f.remediation
     );
     // Too few block requests on hot to judge.
@@ -261,8 +267,8 @@ async fn cache_hit_ratio_low_on_table_larger_than_cache() {
         db.detail
     );
     assert!(
-        db.remediation.contains("shared_buffers"),
-        "{}",
+        db.remediation.join(" ").contains("shared_buffers"),
+        "{:?}",
         db.remediation
     );
     // Warning between the limits.
@@ -307,7 +313,10 @@ async fn table_bloat_found_and_rebuilt() {
     assert!(f.detail.contains("pg_repack"), "{}", f.detail);
     assert_eq!(
         f.remediation,
-        "VACUUM FULL \"public\".\"Bloated\"; ANALYZE \"public\".\"Bloated\";"
+        [
+            "VACUUM FULL \"public\".\"Bloated\";",
+            "ANALYZE \"public\".\"Bloated\";"
+        ]
     );
     assert!(
         found(&report, "table_bloat", "lean").is_empty(),

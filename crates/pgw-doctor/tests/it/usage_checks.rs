@@ -55,7 +55,7 @@ async fn unused_index_found_and_dropped() {
     assert!(f.detail.contains("kB"), "{}", f.detail);
     assert_eq!(
         f.remediation,
-        "DROP INDEX CONCURRENTLY \"user\".\"Items_a\";"
+        ["DROP INDEX CONCURRENTLY \"user\".\"Items_a\";"]
     );
 
     // At the default 10 MB minimum a small index is not reported.
@@ -110,8 +110,8 @@ async fn seq_scan_heavy_found_and_indexed() {
     assert_eq!(f.object.as_deref(), Some("public.\"Scanned\""));
     assert!(f.detail.contains("0 index scans"), "{}", f.detail);
     assert!(
-        f.remediation.contains("pg_stat_statements"),
-        "{}",
+        f.remediation.join(" ").contains("pg_stat_statements"),
+        "{:?}",
         f.remediation
     );
     // Below seq_scan_min_rows.
@@ -167,7 +167,7 @@ async fn xid_wraparound_found_and_frozen() {
     assert!(f.detail.contains("remaining"), "{}", f.detail);
     assert_eq!(
         f.remediation,
-        "VACUUM (FREEZE, VERBOSE) \"public\".\"Old\";"
+        ["VACUUM (FREEZE, VERBOSE) \"public\".\"Old\";"]
     );
     let db: Vec<_> = r
         .findings
@@ -178,7 +178,7 @@ async fn xid_wraparound_found_and_frozen() {
     let db = db[0].clone();
     assert_eq!(db.severity, Severity::Warning);
     assert!(db.detail.contains("public.\"Old\""), "{}", db.detail);
-    assert_eq!(db.remediation, "VACUUM (FREEZE);");
+    assert_eq!(db.remediation, ["VACUUM (FREEZE);"]);
     // Critical past the critical share.
     let crit = [
         "xid_warning_share=0.0000001",
@@ -218,7 +218,7 @@ async fn slow_queries_found() {
     assert_eq!(r.findings.len(), 1, "{:#?}", r.findings);
     let f = r.findings[0].clone();
     assert_eq!(f.severity, Severity::Info);
-    assert_eq!(f.remediation, "CREATE EXTENSION pg_stat_statements;");
+    assert_eq!(f.remediation, ["CREATE EXTENSION pg_stat_statements;"]);
     remediate(&c, &f);
 
     c.psql(
@@ -243,8 +243,10 @@ async fn slow_queries_found() {
     );
     assert_eq!(f.database.as_deref(), Some("postgres"));
     assert!(
-        f.remediation.starts_with("EXPLAIN (ANALYZE, BUFFERS)"),
-        "{}",
+        f.remediation
+            .join(" ")
+            .starts_with("action: EXPLAIN (ANALYZE, BUFFERS)"),
+        "{:?}",
         f.remediation
     );
     // The fast statement is among the top statements, as info.
@@ -288,7 +290,7 @@ async fn slow_queries_missing_library_enabled() {
     // The other preloaded library is kept.
     assert_eq!(
         f.remediation,
-        "ALTER SYSTEM SET \"shared_preload_libraries\" = 'auto_explain', 'pg_stat_statements';"
+        ["ALTER SYSTEM SET \"shared_preload_libraries\" = 'auto_explain', 'pg_stat_statements';"]
     );
     assert!(f.detail.contains("restart"), "{}", f.detail);
     assert!(
@@ -307,7 +309,7 @@ async fn slow_queries_missing_library_enabled() {
     let r = doctor(&c, "slow_queries", &[]).await;
     assert_eq!(r.findings.len(), 1, "{:#?}", r.findings);
     let f = r.findings[0].clone();
-    assert_eq!(f.remediation, "CREATE EXTENSION pg_stat_statements;");
+    assert_eq!(f.remediation, ["CREATE EXTENSION pg_stat_statements;"]);
     remediate(&c, &f);
     let r = doctor(&c, "slow_queries", &[]).await;
     assert!(

@@ -97,7 +97,7 @@ pub(crate) fn findings(r: &pgw_doctor::Report) -> String {
                 f.database.clone().unwrap_or_default(),
                 f.object.clone().unwrap_or_default(),
                 f.detail.clone(),
-                f.remediation.clone(),
+                f.remediation.join("\n"),
             ]
         });
         s.push_str(&table(
@@ -115,16 +115,51 @@ pub(crate) fn findings(r: &pgw_doctor::Report) -> String {
     }
     for k in &r.skipped {
         s.push_str(&format!(
-            "skipped {}{}: {}\n",
+            "{} {}{}{}: {}\n",
+            if k.object.is_some() {
+                "not checked by"
+            } else {
+                "skipped"
+            },
             k.check,
             k.database
                 .as_deref()
                 .map(|d| format!(" in {d}"))
                 .unwrap_or_default(),
+            k.object
+                .as_deref()
+                .map(|o| format!(" {o}"))
+                .unwrap_or_default(),
             k.reason
         ));
     }
     s
+}
+
+/// What a check could not look at, for its Nagios line: "not checked: a, b (+N more): reason".
+fn not_checked(skipped: &[&pgw_doctor::Skipped]) -> String {
+    let objects: Vec<&str> = skipped.iter().filter_map(|k| k.object.as_deref()).collect();
+    if objects.is_empty() {
+        return skipped
+            .first()
+            .map(|k| k.reason.clone())
+            .unwrap_or_default();
+    }
+    let more = if objects.len() > 3 {
+        format!(" (+{} more)", objects.len() - 3)
+    } else {
+        String::new()
+    };
+    format!(
+        "{} object(s) not checked: {}{more}: {}",
+        objects.len(),
+        objects[..objects.len().min(3)].join(", "),
+        skipped
+            .iter()
+            .find(|k| k.object.is_some())
+            .map(|k| k.reason.as_str())
+            .unwrap_or_default()
+    )
 }
 
 /// `pgwarden doctor --format nagios`: one check_postgres-style line per check,
@@ -143,9 +178,10 @@ fn nagios(r: &pgw_doctor::Report) -> String {
             _ => "OK",
         };
         let message = if mine.is_empty() {
-            match skipped.first() {
-                Some(k) => k.reason.clone(),
-                None => "no findings".to_string(),
+            if skipped.is_empty() {
+                "no findings".to_string()
+            } else {
+                not_checked(&skipped)
             }
         } else {
             let first: Vec<String> = mine
@@ -161,7 +197,16 @@ fn nagios(r: &pgw_doctor::Report) -> String {
             } else {
                 String::new()
             };
-            format!("{} finding(s): {}{more}", mine.len(), first.join("; "))
+            let unseen = if skipped.is_empty() {
+                String::new()
+            } else {
+                format!("; {}", not_checked(&skipped))
+            };
+            format!(
+                "{} finding(s): {}{more}{unseen}",
+                mine.len(),
+                first.join("; ")
+            )
         };
         let perf: Vec<&str> = mine.iter().filter_map(|f| f.perfdata.as_deref()).collect();
         let message = message.replace('|', "/");
