@@ -215,9 +215,13 @@ pub(super) async fn idle_in_transaction(
 }
 
 /// Queries waiting on a lock longer than `blocked_query_warning_secs` (warning) or
-/// `blocked_query_critical_secs` (critical), with who blocks them (`pg_blocking_pids`)
-/// and the root of the chain: the first blocker that is not itself waiting for a lock.
-/// The remediation terminates the root blocker.
+/// `blocked_query_critical_secs` (critical), with the whole blocking chain
+/// (`pg_blocking_pids`, followed to the end) and the sessions to end so that the waiter
+/// runs: the roots of the chain (blockers not waiting themselves), then every session in
+/// the chain whose transaction began before its current statement. Such a session keeps
+/// the locks it has taken when its statement finishes, so ending the root alone would
+/// leave the waiter blocked by it; a single-statement session ends its transaction, and
+/// its locks, when the root lets it finish.
 pub(super) async fn blocked_queries(ctx: &Ctx<'_>) -> Result<Vec<Finding>, tokio_postgres::Error> {
     let t = ctx.thresholds;
     // Every backend but ours (a blocker can be any backend), with its blockers when it waits
@@ -226,6 +230,7 @@ pub(super) async fn blocked_queries(ctx: &Ctx<'_>) -> Result<Vec<Finding>, tokio
     let sql = format!(
         "SELECT {ACTIVITY_COLUMNS}, backend_type, wait_event,
                 EXTRACT(EPOCH FROM now() - COALESCE(query_start, state_change))::float8 AS waited,
+                COALESCE(xact_start < query_start, false) AS keeps_locks,
                 CASE WHEN wait_event_type = 'Lock' THEN pg_blocking_pids(pid) END AS blockers
            FROM pg_stat_activity
           WHERE pid <> pg_backend_pid()
@@ -235,12 +240,16 @@ pub(super) async fn blocked_queries(ctx: &Ctx<'_>) -> Result<Vec<Finding>, tokio
 
     let mut sessions: HashMap<i32, Session> = HashMap::new();
     let mut blockers_of: HashMap<i32, Vec<i32>> = HashMap::new();
+    let mut keeps_locks: HashSet<i32> = HashSet::new();
     let mut waiting: Vec<(i32, f64, Option<String>)> = Vec::new();
     for r in &rows {
         let s = Session::from_row(r);
         let blockers: Option<Vec<i32>> = r.get("blockers");
         let backend_type: Option<String> = r.get("backend_type");
         let waited: Option<f64> = r.get("waited");
+        if r.get::<_, bool>("keeps_locks") {
+            keeps_locks.insert(s.pid);
+        }
         if let Some(b) = blockers.filter(|b| !b.is_empty()) {
             if backend_type.as_deref() == Some("client backend") {
                 if let Some(w) = waited.filter(|w| *w >= t.blocked_query_warning_secs) {
@@ -251,6 +260,8 @@ pub(super) async fn blocked_queries(ctx: &Ctx<'_>) -> Result<Vec<Finding>, tokio
         }
         sessions.insert(s.pid, s);
     }
+    // A prepared transaction (pid 0) keeps its locks until COMMIT/ROLLBACK PREPARED.
+    keeps_locks.insert(0);
 
     let describe = |pid: i32| -> String {
         match sessions.get(&pid) {
@@ -258,6 +269,12 @@ pub(super) async fn blocked_queries(ctx: &Ctx<'_>) -> Result<Vec<Finding>, tokio
             Some(s) => format!("pid {} ({}: {})", pid, s.who(), snippet(s.query.as_deref())),
             None => format!("pid {pid}"),
         }
+    };
+    let pids = |list: &[i32]| {
+        list.iter()
+            .map(|p| format!("pid {p}"))
+            .collect::<Vec<_>>()
+            .join(", ")
     };
 
     let mut findings = Vec::new();
@@ -278,17 +295,57 @@ pub(super) async fn blocked_queries(ctx: &Ctx<'_>) -> Result<Vec<Finding>, tokio
             wait_event.as_deref().unwrap_or("?"),
             snippet(s.query.as_deref()),
         );
+        if wait_event.as_deref() == Some("virtualxid") {
+            detail.push_str(
+                " (a virtualxid wait: CREATE INDEX CONCURRENTLY, REINDEX CONCURRENTLY and similar \
+                 wait for every transaction that is older than their snapshot or holds a lock on the \
+                 table to end, whatever it is doing; the pids named are those transactions)",
+            );
+        }
+        // The chain beyond the direct blockers, one link per blocked member.
+        let chain = chain_of(pid, &blockers_of);
+        let links: Vec<String> = chain
+            .iter()
+            .filter_map(|m| {
+                blockers_of
+                    .get(m)
+                    .map(|b| format!("{} waits for {}", describe(*m), pids(b)))
+            })
+            .collect();
+        if !links.is_empty() {
+            detail.push_str(&format!("; chain: {}", links.join("; ")));
+        }
         if let Some(root) = root.filter(|r| !direct.contains(r)) {
             detail.push_str(&format!("; root blocker {}", describe(root)));
         }
-        let remediation = match root {
-            Some(0) => {
-                "action: a prepared transaction blocks it: COMMIT PREPARED or ROLLBACK PREPARED its gid \
-                        (SELECT gid FROM pg_prepared_xacts)"
-                    .to_string()
-            }
-            Some(root) => format!("SELECT pg_terminate_backend({root});"),
-            None => format!("SELECT pg_cancel_backend({pid});"),
+        let ends = sessions_to_end(pid, &blockers_of, &keeps_locks);
+        let kept: Vec<i32> = ends
+            .iter()
+            .copied()
+            .filter(|m| blockers_of.contains_key(m))
+            .collect();
+        if !kept.is_empty() {
+            detail.push_str(&format!(
+                "; {} also in the chain, in a transaction begun before its current statement, keeps \
+                 its locks after the root ends, so it is ended too",
+                pids(&kept)
+            ));
+        }
+        let remediation = if ends.is_empty() {
+            vec![format!("SELECT pg_cancel_backend({pid});")]
+        } else {
+            ends.iter()
+                .map(|&e| {
+                    if e == 0 {
+                        "action: a prepared transaction blocks it: COMMIT PREPARED or ROLLBACK PREPARED \
+                         its gid (SELECT gid FROM pg_prepared_xacts; the prepared_transactions check \
+                         names it)"
+                            .to_string()
+                    } else {
+                        format!("SELECT pg_terminate_backend({e});")
+                    }
+                })
+                .collect()
         };
         findings.push(Finding {
             check: "blocked_queries".to_string(),
@@ -296,7 +353,7 @@ pub(super) async fn blocked_queries(ctx: &Ctx<'_>) -> Result<Vec<Finding>, tokio
             database: s.datname.clone(),
             object: Some(format!("pid {pid}")),
             detail,
-            remediation: vec![remediation],
+            remediation,
             perfdata: Some(format!(
                 "waited={waited:.0}s;{};{}",
                 t.blocked_query_warning_secs, t.blocked_query_critical_secs
@@ -304,6 +361,60 @@ pub(super) async fn blocked_queries(ctx: &Ctx<'_>) -> Result<Vec<Finding>, tokio
         });
     }
     Ok(findings)
+}
+
+/// Everyone in `pid`'s blocking chain (its blockers, theirs, and so on; `pid` itself left
+/// out), breadth first: nearest first.
+fn chain_of(pid: i32, blockers_of: &HashMap<i32, Vec<i32>>) -> Vec<i32> {
+    let mut seen: HashSet<i32> = HashSet::from([pid]);
+    let mut order = Vec::new();
+    let mut queue: VecDeque<i32> = blockers_of
+        .get(&pid)
+        .into_iter()
+        .flatten()
+        .copied()
+        .collect();
+    while let Some(b) = queue.pop_front() {
+        if !seen.insert(b) {
+            continue;
+        }
+        order.push(b);
+        if let Some(next) = blockers_of.get(&b) {
+            queue.extend(next.iter().copied());
+        }
+    }
+    order
+}
+
+/// The sessions to end so that `pid` runs: every root of its chain (a member not itself
+/// waiting), then each waiting member whose transaction keeps its locks after its statement
+/// (`keeps_locks`: begun before the statement, or a prepared transaction), nearest the root
+/// first. A chain without a root (a cycle the deadlock detector has not broken yet) gives
+/// the first direct blocker. Empty when `pid` waits for nobody.
+fn sessions_to_end(
+    pid: i32,
+    blockers_of: &HashMap<i32, Vec<i32>>,
+    keeps_locks: &HashSet<i32>,
+) -> Vec<i32> {
+    let chain = chain_of(pid, blockers_of);
+    let mut ends: Vec<i32> = chain
+        .iter()
+        .copied()
+        .filter(|m| blockers_of.get(m).is_none_or(|b| b.is_empty()))
+        .collect();
+    if ends.is_empty() {
+        return blockers_of
+            .get(&pid)
+            .and_then(|d| d.first().copied())
+            .into_iter()
+            .collect();
+    }
+    ends.extend(
+        chain.iter().rev().copied().filter(|m| {
+            blockers_of.get(m).is_some_and(|b| !b.is_empty()) && keeps_locks.contains(m)
+        }),
+    );
+    ends
 }
 
 /// The root of `pid`'s blocking chain: breadth first through the blockers, the first one
@@ -398,5 +509,30 @@ mod tests {
         // a cycle: the first direct blocker
         let c: HashMap<i32, Vec<i32>> = HashMap::from([(1, vec![2]), (2, vec![1])]);
         assert_eq!(root_blocker(1, &c), Some(2));
+    }
+
+    #[test]
+    fn sessions_to_end_a_chain() {
+        // 4 waits on 3, 3 on 2, 2 on 1; 1 runs.
+        let m: HashMap<i32, Vec<i32>> = HashMap::from([(4, vec![3]), (3, vec![2]), (2, vec![1])]);
+        let none = HashSet::new();
+        // single-statement members finish once the root ends
+        assert_eq!(sessions_to_end(4, &m, &none), vec![1]);
+        assert_eq!(chain_of(4, &m), vec![3, 2, 1]);
+        // 3's transaction keeps its locks: end it too; 2's does as well, nearer the root first
+        assert_eq!(sessions_to_end(4, &m, &HashSet::from([3])), vec![1, 3]);
+        assert_eq!(
+            sessions_to_end(4, &m, &HashSet::from([2, 3])),
+            vec![1, 2, 3]
+        );
+        // the root itself is always ended, whatever its transaction
+        assert_eq!(sessions_to_end(2, &m, &HashSet::from([1])), vec![1]);
+        // two roots
+        let two: HashMap<i32, Vec<i32>> = HashMap::from([(3, vec![1, 2])]);
+        assert_eq!(sessions_to_end(3, &two, &none), vec![1, 2]);
+        // a cycle: the first direct blocker
+        let c: HashMap<i32, Vec<i32>> = HashMap::from([(1, vec![2]), (2, vec![1])]);
+        assert_eq!(sessions_to_end(1, &c, &none), vec![2]);
+        assert!(sessions_to_end(9, &m, &none).is_empty());
     }
 }

@@ -256,6 +256,151 @@ async fn blocked_queries_show_the_chain_and_terminating_the_root_frees_it() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_middle_session_that_keeps_its_locks_is_ended_with_the_root() {
+    let c = cluster();
+    c.psql(
+        "postgres",
+        "CREATE TABLE t1 (id int); CREATE TABLE t2 (id int);",
+    )
+    .expect("create tables");
+    // A holds t1. B, inside a transaction, has taken t2 and now waits for t1: when A ends,
+    // B's statement finishes but its transaction (and its lock on t2) stays. C waits for t2.
+    let (a, a_pid) = session(&c).await;
+    a.batch_execute("BEGIN; LOCK TABLE t1 IN ACCESS EXCLUSIVE MODE")
+        .await
+        .expect("lock t1");
+    let (b, b_pid) = session(&c).await;
+    b.batch_execute("BEGIN; LOCK TABLE t2 IN ACCESS EXCLUSIVE MODE")
+        .await
+        .expect("lock t2");
+    let b = std::sync::Arc::new(b);
+    let b2 = b.clone();
+    let b_task = tokio::spawn(async move { b2.simple_query("SELECT * FROM t1").await.map(|_| ()) });
+    let (cs, c_pid) = session(&c).await;
+    let c_task = tokio::spawn(async move { cs.simple_query("SELECT * FROM t2").await.map(|_| ()) });
+    let thresholds = [
+        "blocked_query_warning_secs=0",
+        "blocked_query_critical_secs=3600",
+    ];
+    let c_obj = format!("pid {c_pid}");
+    let r = until(
+        &c,
+        "blocked_queries",
+        &thresholds,
+        "C blocked behind B",
+        |r| {
+            found(r, "blocked_queries", &c_obj)
+                .first()
+                .is_some_and(|f| f.detail.contains(&format!("root blocker pid {a_pid}")))
+        },
+    )
+    .await;
+    let fc = found(&r, "blocked_queries", &c_obj)[0];
+    assert!(
+        fc.detail.contains(&format!("chain: pid {b_pid}")),
+        "{}",
+        fc.detail
+    );
+    assert!(
+        fc.detail.contains(&format!("waits for pid {a_pid}")),
+        "{}",
+        fc.detail
+    );
+    // Both A and B are to be ended: the root first, then B, which would keep t2.
+    assert_eq!(
+        fc.remediation,
+        [
+            format!("SELECT pg_terminate_backend({a_pid});"),
+            format!("SELECT pg_terminate_backend({b_pid});"),
+        ]
+    );
+    remediate(&c, fc);
+    until(
+        &c,
+        "blocked_queries",
+        &thresholds,
+        "no blocked query",
+        |r| r.findings.is_empty(),
+    )
+    .await;
+    let done = tokio::time::timeout(DEADLINE, c_task)
+        .await
+        .expect("C still blocked")
+        .expect("join");
+    assert!(done.is_ok(), "C failed: {done:?}");
+    let _ = tokio::time::timeout(DEADLINE, b_task).await;
+    assert!(
+        a.simple_query("SELECT 1").await.is_err(),
+        "A was terminated"
+    );
+    assert!(
+        b.simple_query("SELECT 1").await.is_err(),
+        "B was terminated"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_index_build_waiting_on_an_old_snapshot_names_its_holder() {
+    let c = cluster();
+    c.psql(
+        "postgres",
+        "CREATE TABLE big (id int); INSERT INTO big SELECT generate_series(1, 1000);
+         CREATE TABLE other (id int);",
+    )
+    .expect("create tables");
+    // H holds a snapshot (a repeatable-read transaction that has read something) and no
+    // lock on big: CREATE INDEX CONCURRENTLY still waits for it to end.
+    let (h, h_pid) = session(&c).await;
+    h.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT count(*) FROM other")
+        .await
+        .expect("hold a snapshot");
+    let (i, i_pid) = session(&c).await;
+    let i_task = tokio::spawn(async move {
+        i.simple_query("CREATE INDEX CONCURRENTLY big_id ON big (id)")
+            .await
+            .map(|_| ())
+    });
+    let thresholds = [
+        "blocked_query_warning_secs=0",
+        "blocked_query_critical_secs=3600",
+    ];
+    let i_obj = format!("pid {i_pid}");
+    let r = until(
+        &c,
+        "blocked_queries",
+        &thresholds,
+        "the index build waiting",
+        |r| !found(r, "blocked_queries", &i_obj).is_empty(),
+    )
+    .await;
+    let f = found(&r, "blocked_queries", &i_obj)[0];
+    assert!(f.detail.contains("virtualxid"), "{}", f.detail);
+    assert!(
+        f.detail.contains(&format!("blocked by pid {h_pid}")),
+        "{}",
+        f.detail
+    );
+    assert_eq!(
+        f.remediation,
+        [format!("SELECT pg_terminate_backend({h_pid});")]
+    );
+    remediate(&c, f);
+    let done = tokio::time::timeout(DEADLINE, i_task)
+        .await
+        .expect("index build still waiting")
+        .expect("join");
+    assert!(done.is_ok(), "index build failed: {done:?}");
+    until(
+        &c,
+        "blocked_queries",
+        &thresholds,
+        "no blocked query",
+        |r| r.findings.is_empty(),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connection_saturation_found_and_idle_sessions_terminated() {
     let c = Cluster::builder()
         .setting("max_connections", "20")
