@@ -2,7 +2,7 @@
 //! tables, and cache hit ratio. Each is one query per database
 //! over the statistics views and catalogs (`pg_monitor` suffices), user schemas only.
 
-use pgw_common::sql::{qualified, shown_qualified};
+use pgw_common::sql::{literal, qualified, shown, shown_qualified};
 
 use super::{CheckInfo, Ctx, Outcome, Scope};
 use crate::model::{Finding, Severity};
@@ -77,7 +77,9 @@ pub(super) async fn dead_tuples(ctx: &Ctx<'_>) -> Result<Vec<Finding>, tokio_pos
     let rows = ctx
         .query(
             "SELECT schemaname::text, relname::text, n_live_tup, n_dead_tup,
-                    last_vacuum IS NOT NULL OR last_autovacuum IS NOT NULL AS vacuumed
+                    last_vacuum IS NOT NULL OR last_autovacuum IS NOT NULL AS vacuumed,
+                    EXTRACT(EPOCH FROM now() - GREATEST(last_vacuum, last_autovacuum))::float8
+                        AS vacuumed_secs_ago
                FROM pg_stat_user_tables
               WHERE schemaname NOT IN ('pg_catalog', 'information_schema')
                 AND schemaname !~ '^pg_(toast|temp_)'
@@ -88,6 +90,11 @@ pub(super) async fn dead_tuples(ctx: &Ctx<'_>) -> Result<Vec<Finding>, tokio_pos
             &[&t.dead_tuples_min_rows, &t.dead_tuples_warning_share],
         )
         .await?;
+    let holders = if rows.iter().any(|r| r.get::<_, bool>(4)) {
+        horizon_holders(ctx).await?
+    } else {
+        Vec::new()
+    };
     let mut findings = Vec::with_capacity(rows.len());
     for row in rows {
         let schema: String = row.get(0);
@@ -95,6 +102,7 @@ pub(super) async fn dead_tuples(ctx: &Ctx<'_>) -> Result<Vec<Finding>, tokio_pos
         let live: i64 = row.get(2);
         let dead: i64 = row.get(3);
         let vacuumed: bool = row.get(4);
+        let vacuumed_secs_ago: Option<f64> = row.get(5);
         let ratio = if live > 0 {
             dead as f64 / live as f64
         } else {
@@ -114,12 +122,39 @@ pub(super) async fn dead_tuples(ctx: &Ctx<'_>) -> Result<Vec<Finding>, tokio_pos
         } else {
             "no live rows".to_string()
         };
-        let detail = format!(
+        let mut detail = format!(
             "{dead} dead rows vs {live} live ({share}; warning at {:.0} %, critical at {:.0} %){}",
             t.dead_tuples_warning_share * 100.0,
             t.dead_tuples_critical_share * 100.0,
             if vacuumed { "" } else { "; never vacuumed" }
         );
+        let mut remediation = Vec::new();
+        // Held since before the last vacuum (or since an unknown time: slots, standbys):
+        // the dead rows that vacuum left are those the horizon kept.
+        let holding: Vec<&Holder> = match vacuumed_secs_ago {
+            Some(ago) => holders
+                .iter()
+                .filter(|h| h.held_secs.is_none_or(|held| held > ago))
+                .collect(),
+            None => Vec::new(),
+        };
+        if !holding.is_empty() {
+            detail.push_str(&format!(
+                "; the last vacuum ({:.0}s ago) could not remove rows deleted after the xmin horizon, \
+                 which is held by {}: end {}, then vacuum",
+                vacuumed_secs_ago.unwrap_or_default(),
+                holding
+                    .iter()
+                    .map(|h| h.what.as_str())
+                    .collect::<Vec<_>>()
+                    .join("; "),
+                if holding.len() == 1 { "it" } else { "them" },
+            ));
+            for h in &holding {
+                remediation.push(h.remedy(ctx.database));
+            }
+        }
+        remediation.push(format!("VACUUM (ANALYZE) {name};"));
         // Nagios perfdata wants a number: with no live rows, count them as one.
         let perf_ratio = dead as f64 / live.max(1) as f64;
         findings.push(Finding {
@@ -128,7 +163,7 @@ pub(super) async fn dead_tuples(ctx: &Ctx<'_>) -> Result<Vec<Finding>, tokio_pos
             database: Some(ctx.database.to_string()),
             object: Some(object.clone()),
             detail,
-            remediation: vec![format!("VACUUM (ANALYZE) {name};")],
+            remediation,
             perfdata: Some(format!(
                 "{schema}.{table}_dead_ratio={perf_ratio:.4};{};{}",
                 t.dead_tuples_warning_share, t.dead_tuples_critical_share
@@ -136,6 +171,154 @@ pub(super) async fn dead_tuples(ctx: &Ctx<'_>) -> Result<Vec<Finding>, tokio_pos
         });
     }
     Ok(findings)
+}
+
+/// Something holding the xmin horizon back, which no vacuum anywhere in the cluster can
+/// pass: dead rows deleted after it stay until it ends.
+struct Holder {
+    /// How the detail names it: `pid 123 (transaction open 300s, user …)`.
+    what: String,
+    /// Seconds it has held the horizon, when known (sessions, prepared transactions).
+    held_secs: Option<f64>,
+    kind: HolderKind,
+}
+
+enum HolderKind {
+    Session(i32),
+    Prepared {
+        gid: String,
+        database: String,
+    },
+    /// A replication slot with an xmin (a standby's hot_standby_feedback through it).
+    Slot {
+        name: String,
+        active: bool,
+    },
+    /// A standby with hot_standby_feedback and no slot.
+    Standby(String),
+}
+
+impl Holder {
+    /// One remediation element that ends the hold, for a finding in `database`.
+    fn remedy(&self, database: &str) -> String {
+        match &self.kind {
+            HolderKind::Session(pid) => format!("SELECT pg_terminate_backend({pid});"),
+            HolderKind::Prepared { gid, database: db } if db == database => {
+                format!("ROLLBACK PREPARED {};", literal(gid))
+            }
+            HolderKind::Prepared { gid, database: db } => format!(
+                "action: in database {}, run ROLLBACK PREPARED {}; (or COMMIT PREPARED if it must \
+                 commit)",
+                shown(db),
+                literal(gid)
+            ),
+            HolderKind::Slot {
+                name,
+                active: false,
+            } => format!("SELECT pg_drop_replication_slot({});", literal(name)),
+            HolderKind::Slot { name, active: true } => format!(
+                "action: the standby streaming from slot {name} holds the horizon through \
+                 hot_standby_feedback: end its long queries on the standby, or set \
+                 hot_standby_feedback = off there"
+            ),
+            HolderKind::Standby(app) => format!(
+                "action: standby {app} holds the horizon through hot_standby_feedback: end its long \
+                 queries on the standby, or set hot_standby_feedback = off there"
+            ),
+        }
+    }
+}
+
+/// Everything that holds the cluster's xmin horizon, oldest first: sessions with a snapshot
+/// or a transaction id, prepared transactions, slots with an xmin, and standbys reporting
+/// one through hot_standby_feedback. All from views `pg_monitor` reads in full.
+async fn horizon_holders(ctx: &Ctx<'_>) -> Result<Vec<Holder>, tokio_postgres::Error> {
+    let rows = ctx
+        .query(
+            "SELECT 'session' AS kind, pid::text AS name, datname::text AS db,
+                    usename::text AS owner, state,
+                    EXTRACT(EPOCH FROM now() - xact_start)::float8 AS held,
+                    GREATEST(age(backend_xmin), age(backend_xid))::int8 AS xmin_age, false AS active
+               FROM pg_stat_activity
+              WHERE pid <> pg_backend_pid() AND backend_type = 'client backend'
+                AND (backend_xmin IS NOT NULL OR backend_xid IS NOT NULL)
+             UNION ALL
+             SELECT 'prepared', gid, database::text, owner::text, NULL,
+                    EXTRACT(EPOCH FROM now() - prepared)::float8, age(transaction)::int8, false
+               FROM pg_prepared_xacts
+             UNION ALL
+             SELECT 'slot', slot_name::text, database::text, NULL, NULL, NULL,
+                    age(xmin)::int8, active
+               FROM pg_replication_slots WHERE xmin IS NOT NULL
+             UNION ALL
+             SELECT 'standby', application_name, client_addr::text, usename::text, NULL, NULL,
+                    age(backend_xmin)::int8, true
+               FROM pg_stat_replication WHERE backend_xmin IS NOT NULL
+             ORDER BY xmin_age DESC NULLS LAST",
+            &[],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .filter_map(|r| {
+            let kind: String = r.get("kind");
+            let name: Option<String> = r.get("name");
+            let name = name.unwrap_or_default();
+            let db: Option<String> = r.get("db");
+            let owner: Option<String> = r.get("owner");
+            let held: Option<f64> = r.get("held");
+            let xmin_age: Option<i64> = r.get("xmin_age");
+            let active: bool = r.get("active");
+            let age = xmin_age.map_or(String::new(), |a| format!(", {a} transactions old"));
+            let (what, kind) = match kind.as_str() {
+                "session" => {
+                    let state: Option<String> = r.get("state");
+                    (
+                        format!(
+                            "pid {name} (transaction open {:.0}s, user {}, database {}, state {}{age})",
+                            held.unwrap_or_default(),
+                            owner.as_deref().unwrap_or("?"),
+                            db.as_deref().unwrap_or("-"),
+                            state.as_deref().unwrap_or("?"),
+                        ),
+                        HolderKind::Session(name.parse().ok()?),
+                    )
+                }
+                "prepared" => (
+                    format!(
+                        "prepared transaction {} (prepared {:.0}s ago by {} in database {}{age})",
+                        literal(&name),
+                        held.unwrap_or_default(),
+                        owner.as_deref().unwrap_or("?"),
+                        db.as_deref().unwrap_or("-"),
+                    ),
+                    HolderKind::Prepared {
+                        gid: name,
+                        database: db.unwrap_or_default(),
+                    },
+                ),
+                "slot" => (
+                    format!(
+                        "replication slot {name} ({}{age})",
+                        if active { "active" } else { "inactive" }
+                    ),
+                    HolderKind::Slot { name, active },
+                ),
+                _ => (
+                    format!(
+                        "standby {name} at {} (hot_standby_feedback{age})",
+                        db.as_deref().unwrap_or("local socket")
+                    ),
+                    HolderKind::Standby(name),
+                ),
+            };
+            Some(Holder {
+                what,
+                held_secs: held,
+                kind,
+            })
+        })
+        .collect())
 }
 
 /// The effective value of a per-table storage parameter `name` on `pg_class c` (from
