@@ -50,6 +50,9 @@ pub struct Thresholds {
     pub analyze_stale_hours: f64,
     /// autovacuum_large_table: tables at least this many rows want their own settings (1000000).
     pub large_table_rows: i64,
+    /// autovacuum_large_table: ... that gain at least this many dead rows a day (10000);
+    /// a large table that changes less is left on the server-wide settings.
+    pub large_table_dead_rows_per_day: f64,
     /// cache_hit_ratio: hit ratio below this is a warning (0.95).
     pub cache_hit_warning: f64,
     /// cache_hit_ratio: ... below this critical (0.90).
@@ -105,6 +108,7 @@ impl Default for Thresholds {
             analyze_stale_share: 0.2,
             analyze_stale_hours: 24.0,
             large_table_rows: 1_000_000,
+            large_table_dead_rows_per_day: 10_000.0,
             cache_hit_warning: 0.95,
             cache_hit_critical: 0.90,
             cache_hit_min_blocks: 10_000,

@@ -34,8 +34,8 @@ pub(super) const CHECKS: &[CheckInfo] = &[
     CheckInfo {
         id: "autovacuum_large_table",
         scope: Scope::Database,
-        summary: "large tables still on the global autovacuum scale factors, with per-table settings sized for them (warning)",
-        thresholds: &["large_table_rows"],
+        summary: "large tables that churn, still on the global autovacuum scale factors, with per-table settings sized from their change rate (warning)",
+        thresholds: &["large_table_rows", "large_table_dead_rows_per_day"],
     },
     CheckInfo {
         id: "cache_hit_ratio",
@@ -464,17 +464,14 @@ pub(super) async fn analyze_stale(ctx: &Ctx<'_>) -> Result<Vec<Finding>, tokio_p
         .collect())
 }
 
-/// Per-table autovacuum settings for a table of `rows` rows: `(vacuum_threshold,
-/// analyze_scale_factor)`, with the vacuum scale factor set to 0.
-///
-/// Rationale: the default scale factor (0.2) lets a table of 100 million rows collect 20
-/// million dead rows before autovacuum starts, and that vacuum is then long and its bloat
-/// lasting. A fixed threshold of about 1 % of the rows, at least 10,000 and at most
-/// 100,000, keeps vacuums frequent and short (the visibility map lets vacuum skip the
-/// all-visible pages, so frequent vacuums of a large table are cheap). ANALYZE samples a
-/// fixed number of rows whatever the size, so its scale factor drops to 1 %.
-fn large_table_settings(rows: f64) -> (i64, f64) {
-    let threshold = (rows * 0.01).clamp(10_000.0, 100_000.0);
+/// Per-table autovacuum settings for a table of `rows` rows gaining `dead_per_day` dead
+/// rows a day: (vacuum threshold, analyze scale factor). The threshold is about an hour's
+/// dead rows, at least 10,000 and at most 1 % of the table (when that is more than 10,000),
+/// rounded to a thousand, with the scale factor set to 0: autovacuum then runs about hourly
+/// on a busy table, and a large table never waits for a fifth of itself to be dead.
+fn large_table_settings(rows: f64, dead_per_day: f64) -> (i64, f64) {
+    let cap = (rows * 0.01).max(10_000.0);
+    let threshold = (dead_per_day / 24.0).clamp(10_000.0, cap);
     // Round to a thousand: a setting a DBA can read.
     let threshold = ((threshold / 1000.0).round() * 1000.0) as i64;
     (threshold, 0.01)
@@ -482,8 +479,13 @@ fn large_table_settings(rows: f64) -> (i64, f64) {
 
 /// `autovacuum_large_table`: tables (and materialized views) of at least
 /// `large_table_rows` (reltuples) with no per-table `autovacuum_vacuum_scale_factor`, so
-/// still on the server-wide scale factors sized for small tables. The remediation sets
-/// per-table parameters from [`large_table_settings`].
+/// still on the server-wide scale factors sized for small tables, that gain at least
+/// `large_table_dead_rows_per_day` dead rows a day: a large table that hardly changes is
+/// fine on the global factors. The change rate is the dead rows since the last (auto)vacuum
+/// over the time since it, or for a table never vacuumed its updates and deletes over the
+/// statistics window (since the last reset, else since the server started). Inserts make no
+/// dead rows (insert-driven autovacuum handles them). The remediation sets per-table
+/// parameters from [`large_table_settings`].
 pub(super) async fn autovacuum_large_table(
     ctx: &Ctx<'_>,
 ) -> Result<Vec<Finding>, tokio_postgres::Error> {
@@ -492,9 +494,18 @@ pub(super) async fn autovacuum_large_table(
         .query(
             "SELECT n.nspname::text, c.relname::text, c.reltuples::float8, c.relkind = 'm',
                     current_setting('autovacuum_vacuum_scale_factor')::float8,
-                    current_setting('autovacuum_vacuum_threshold')::float8
+                    current_setting('autovacuum_vacuum_threshold')::float8,
+                    (CASE WHEN GREATEST(s.last_vacuum, s.last_autovacuum) IS NOT NULL
+                          THEN s.n_dead_tup / GREATEST(EXTRACT(EPOCH FROM now()
+                                   - GREATEST(s.last_vacuum, s.last_autovacuum)), 1)
+                          ELSE (s.n_tup_upd + s.n_tup_del) / GREATEST(EXTRACT(EPOCH FROM now()
+                                   - COALESCE((SELECT stats_reset FROM pg_stat_database
+                                                WHERE datname = current_database()),
+                                              pg_postmaster_start_time())), 1)
+                     END * 86400)::float8 AS dead_per_day
                FROM pg_class c
                JOIN pg_namespace n ON n.oid = c.relnamespace
+               LEFT JOIN pg_stat_all_tables s ON s.relid = c.oid
               WHERE c.relkind IN ('r', 'm')
                 AND n.nspname NOT IN ('pg_catalog', 'information_schema')
                 AND n.nspname !~ '^pg_(toast|temp_)'
@@ -507,31 +518,37 @@ pub(super) async fn autovacuum_large_table(
         .await?;
     Ok(rows
         .into_iter()
-        .map(|row| {
+        .filter_map(|row| {
             let (schema, table): (String, String) = (row.get(0), row.get(1));
             let reltuples: f64 = row.get(2);
             let matview: bool = row.get(3);
             let global_sf: f64 = row.get(4);
             let global_thr: f64 = row.get(5);
+            let dead_per_day: f64 = row.get::<_, Option<f64>>(6).unwrap_or(0.0);
+            if dead_per_day < t.large_table_dead_rows_per_day {
+                return None;
+            }
             let object = shown_qualified(&schema, &table);
             let name = qualified(&schema, &table);
-            let (threshold, analyze_sf) = large_table_settings(reltuples);
+            let (threshold, analyze_sf) = large_table_settings(reltuples, dead_per_day);
             let kind = if matview {
                 "MATERIALIZED VIEW"
             } else {
                 "TABLE"
             };
-            Finding {
+            let trigger = global_thr + global_sf * reltuples;
+            Some(Finding {
                 check: "autovacuum_large_table".to_string(),
                 severity: Severity::Warning,
                 database: Some(ctx.database.to_string()),
                 object: Some(object.clone()),
                 detail: format!(
-                    "about {reltuples:.0} rows on the server-wide autovacuum_vacuum_scale_factor \
-                     {global_sf}: autovacuum waits for {:.0} dead rows; the fix vacuums after \
-                     {threshold} (about 1 % of the rows, between 10,000 and 100,000) and \
-                     analyzes after 1 % changed",
-                    global_thr + global_sf * reltuples
+                    "about {reltuples:.0} rows gaining about {dead_per_day:.0} dead rows a day, on \
+                     the server-wide autovacuum_vacuum_scale_factor {global_sf}: autovacuum waits \
+                     for {trigger:.0} dead rows ({}); the fix vacuums after {threshold} (about an \
+                     hour's dead rows, between 10,000 and 1 % of the table) and analyzes after 1 % \
+                     changed",
+                    every(trigger / dead_per_day * 24.0)
                 ),
                 remediation: vec![format!(
                     "ALTER {kind} {name} SET (autovacuum_vacuum_scale_factor = 0, \
@@ -539,12 +556,21 @@ pub(super) async fn autovacuum_large_table(
                      autovacuum_analyze_scale_factor = {analyze_sf});"
                 )],
                 perfdata: Some(format!(
-                    "{schema}.{table}_rows={reltuples:.0};{};",
-                    t.large_table_rows
+                    "{schema}.{table}_dead_rows_per_day={dead_per_day:.0};{};",
+                    t.large_table_dead_rows_per_day
                 )),
-            }
+            })
         })
         .collect())
+}
+
+/// "every 3.0 days at that rate" / "every 2.5 h at that rate", from hours.
+fn every(hours: f64) -> String {
+    if hours >= 48.0 {
+        format!("every {:.1} days at that rate", hours / 24.0)
+    } else {
+        format!("every {hours:.1} h at that rate")
+    }
 }
 
 /// `cache_hit_ratio`: the share of block requests served from shared buffers, for the
@@ -638,4 +664,31 @@ pub(super) async fn cache_hit_ratio(ctx: &Ctx<'_>) -> Result<Vec<Finding>, tokio
         });
     }
     Ok(findings)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn large_table_settings_follow_the_change_rate() {
+        // quiet: the floor of 10,000
+        assert_eq!(
+            large_table_settings(100_000_000.0, 50_000.0),
+            (10_000, 0.01)
+        );
+        // an hour's dead rows: 2.4M a day -> 100,000
+        assert_eq!(
+            large_table_settings(100_000_000.0, 2_400_000.0),
+            (100_000, 0.01)
+        );
+        // never above 1 % of the table (when that is over the floor)
+        assert_eq!(
+            large_table_settings(2_000_000.0, 240_000_000.0),
+            (20_000, 0.01)
+        );
+        assert_eq!(large_table_settings(5_000.0, 1e9), (10_000, 0.01));
+        assert_eq!(every(3.0), "every 3.0 h at that rate");
+        assert_eq!(every(72.0), "every 3.0 days at that rate");
+    }
 }
