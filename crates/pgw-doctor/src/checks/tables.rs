@@ -573,32 +573,71 @@ fn every(hours: f64) -> String {
     }
 }
 
+/// Block reads of a table's heap that its loads, vacuums and analyzes made, for
+/// `cache_hit_ratio` to leave out (`s`: pg_stat_all_tables, `c`: pg_class): one read per
+/// page the inserted rows fill (a new page counts as a read: COPY and CREATE TABLE AS load
+/// with few hits), the whole table per vacuum, and an analyze's sample (300 ×
+/// default_statistics_target pages at most) per analyze.
+const HEAP_UPKEEP_READS: &str = "(CASE WHEN c.reltuples > 0
+              THEN LEAST(s.n_tup_ins * c.relpages / c.reltuples, s.n_tup_ins)
+              WHEN s.n_tup_ins > 0 THEN c.relpages ELSE 0 END
+        + c.relpages::float8 * (s.vacuum_count + s.autovacuum_count)
+        + LEAST(c.relpages, 300 * current_setting('default_statistics_target')::int)::float8
+          * (s.analyze_count + s.autoanalyze_count))";
+
+/// The same for the table's indexes: every index page per vacuum, and the pages new rows
+/// added (the inserted share of the index).
+const INDEX_UPKEEP_READS: &str = "(SELECT COALESCE(sum(ic.relpages), 0)::float8
+           FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid
+          WHERE i.indrelid = c.oid)
+        * (s.vacuum_count + s.autovacuum_count
+           + LEAST(s.n_tup_ins / GREATEST(c.reltuples, 1), 1))";
+
 /// `cache_hit_ratio`: the share of block requests served from shared buffers, for the
 /// database (`pg_stat_database`) and for each table's heap (`pg_statio_user_tables`),
 /// counting only those with at least `cache_hit_min_blocks` requests since the statistics
 /// were reset. Below `cache_hit_warning` is a warning, below `cache_hit_critical` critical.
-/// A "read" may still come from the OS page cache, so this is a lower bound on the real hit
-/// ratio. The remediation is an action (memory, shared_buffers, or the queries), not SQL.
+/// Reads that a bulk load, VACUUM or ANALYZE made ([`HEAP_UPKEEP_READS`],
+/// [`INDEX_UPKEEP_READS`]) are left out: they say nothing about whether the workload's
+/// queries fit in memory, and a freshly loaded or vacuumed table would otherwise read as
+/// cold. A table is judged only when queries have scanned it. A "read" may still come from
+/// the OS page cache, so this is a lower bound on the real hit ratio. The remediation is an
+/// action (memory, shared_buffers, or the queries), not SQL.
 pub(super) async fn cache_hit_ratio(ctx: &Ctx<'_>) -> Result<Vec<Finding>, tokio_postgres::Error> {
     let t = ctx.thresholds;
+    let sql = format!(
+        "WITH upkeep AS (
+           SELECT s.relid, s.schemaname, s.relname, s.seq_scan + COALESCE(s.idx_scan, 0) AS scans,
+                  {HEAP_UPKEEP_READS} AS heap, {INDEX_UPKEEP_READS} AS idx
+             FROM pg_stat_all_tables s JOIN pg_class c ON c.oid = s.relid),
+         db AS (
+           SELECT blks_hit,
+                  GREATEST(blks_read - (SELECT COALESCE(sum(heap + idx), 0) FROM upkeep), 0)::int8
+                    AS reads,
+                  blks_read AS all_reads
+             FROM pg_stat_database WHERE datname = current_database()),
+         tables AS (
+           SELECT u.schemaname::text, u.relname::text, io.heap_blks_hit AS blks_hit,
+                  GREATEST(io.heap_blks_read - u.heap, 0)::int8 AS reads,
+                  io.heap_blks_read AS all_reads, u.scans
+             FROM upkeep u JOIN pg_statio_user_tables io ON io.relid = u.relid
+            WHERE u.schemaname NOT IN ('pg_catalog', 'information_schema')
+              AND u.schemaname !~ '^pg_(toast|temp_)')
+         SELECT NULL::text, NULL::text, blks_hit, reads, all_reads
+           FROM db
+          WHERE blks_hit + reads >= $1::int8
+            AND blks_hit::float8 / (blks_hit + reads) < $2::float8
+         UNION ALL
+         SELECT * FROM (
+           SELECT schemaname, relname, blks_hit, reads, all_reads
+             FROM tables
+            WHERE scans > 0
+              AND blks_hit + reads >= $1::int8
+              AND blks_hit::float8 / (blks_hit + reads) < $2::float8
+            ORDER BY reads DESC, schemaname, relname) x"
+    );
     let rows = ctx
-        .query(
-            "SELECT NULL::text, NULL::text, blks_hit, blks_read
-               FROM pg_stat_database
-              WHERE datname = current_database()
-                AND blks_hit + blks_read >= $1::int8
-                AND blks_hit::float8 / (blks_hit + blks_read) < $2::float8
-             UNION ALL
-             SELECT * FROM (
-               SELECT schemaname::text, relname::text, heap_blks_hit, heap_blks_read
-                 FROM pg_statio_user_tables
-                WHERE schemaname NOT IN ('pg_catalog', 'information_schema')
-                  AND schemaname !~ '^pg_(toast|temp_)'
-                  AND heap_blks_hit + heap_blks_read >= $1::int8
-                  AND heap_blks_hit::float8 / (heap_blks_hit + heap_blks_read) < $2::float8
-                ORDER BY heap_blks_read DESC, schemaname, relname) x",
-            &[&t.cache_hit_min_blocks, &t.cache_hit_warning],
-        )
+        .query(&sql, &[&t.cache_hit_min_blocks, &t.cache_hit_warning])
         .await?;
     let mut findings = Vec::with_capacity(rows.len());
     for row in rows {
@@ -606,6 +645,15 @@ pub(super) async fn cache_hit_ratio(ctx: &Ctx<'_>) -> Result<Vec<Finding>, tokio
         let table: Option<String> = row.get(1);
         let hit: i64 = row.get(2);
         let read: i64 = row.get(3);
+        let all_reads: i64 = row.get(4);
+        let upkeep = if all_reads > read {
+            format!(
+                "; {} more reads by loads, VACUUM and ANALYZE left out",
+                all_reads - read
+            )
+        } else {
+            String::new()
+        };
         let ratio = hit as f64 / (hit + read).max(1) as f64;
         let severity = if ratio < t.cache_hit_critical {
             Severity::Critical
@@ -625,7 +673,7 @@ pub(super) async fn cache_hit_ratio(ctx: &Ctx<'_>) -> Result<Vec<Finding>, tokio
                 (
                     Some(object.clone()),
                     format!(
-                        "heap cache hit ratio {:.1} % ({hit} hits, {read} reads; {limits})",
+                        "heap cache hit ratio {:.1} % ({hit} hits, {read} reads{upkeep}; {limits})",
                         ratio * 100.0
                     ),
                     format!(
@@ -640,7 +688,7 @@ pub(super) async fn cache_hit_ratio(ctx: &Ctx<'_>) -> Result<Vec<Finding>, tokio
             _ => (
                 None,
                 format!(
-                    "database cache hit ratio {:.1} % ({hit} hits, {read} reads; {limits})",
+                    "database cache hit ratio {:.1} % ({hit} hits, {read} reads{upkeep}; {limits})",
                     ratio * 100.0
                 ),
                 "action: the working set does not fit in shared buffers: raise shared_buffers \

@@ -395,3 +395,51 @@ async fn healthy_tables_have_no_findings() {
         );
     }
 }
+
+/// A bulk load (COPY reads each new page once and hits it hardly ever) and the VACUUM after
+/// it make a table look cold when only upkeep has read it: neither counts, and a table is
+/// judged only once queries scan it.
+#[tokio::test]
+async fn cache_hit_ratio_ignores_a_bulk_load_and_its_vacuum() {
+    let c = Cluster::builder()
+        .setting("shared_buffers", "16MB")
+        .start()
+        .expect("start a cluster with small shared_buffers");
+    c.psql(
+        "postgres",
+        r#"CREATE TABLE public.loaded (id int PRIMARY KEY, pad text);
+           COPY public.loaded (id) FROM PROGRAM 'seq 1 300000';
+           VACUUM (ANALYZE) public.loaded;"#,
+    )
+    .unwrap();
+    let low = ["cache_hit_min_blocks=100"];
+    settle().await;
+    // Not scanned by any query yet: not judged, however its counters read.
+    let r = doctor(&c, "cache_hit_ratio", &low).await;
+    assert!(
+        found(&r, "cache_hit_ratio", "loaded").is_empty(),
+        "{:#?}",
+        r.findings
+    );
+    // A few index lookups: the table is in use, and its reads were the load's and vacuum's.
+    c.psql(
+        "postgres",
+        "SELECT * FROM public.loaded WHERE id = 1; SELECT * FROM public.loaded WHERE id = 299999;",
+    )
+    .unwrap();
+    settle().await;
+    let r = doctor(&c, "cache_hit_ratio", &low).await;
+    assert!(r.findings.is_empty(), "{:#?}", r.findings);
+    // ... while its raw counters would have read as cold.
+    let raw = c
+        .psql(
+            "postgres",
+            "SELECT heap_blks_hit::float8 / (heap_blks_hit + heap_blks_read) < 0.95, heap_blks_hit, heap_blks_read FROM pg_statio_user_tables \
+             WHERE relname = 'loaded';",
+        )
+        .unwrap();
+    assert!(
+        raw.trim().starts_with("t|"),
+        "the load did not read as cold: {raw}"
+    );
+}
