@@ -91,6 +91,10 @@ pub struct Thresholds {
     pub checkpoint_req_critical_share: f64,
     /// checkpoint_pressure: judged once this many checkpoints are counted (10).
     pub checkpoint_min_count: i64,
+    /// wal_files: WAL in pg_wal as a multiple of max_wal_size for a warning (2).
+    pub wal_files_warning_ratio: f64,
+    /// wal_files: ... for critical (4).
+    pub wal_files_critical_ratio: f64,
 }
 
 impl Default for Thresholds {
@@ -137,6 +141,8 @@ impl Default for Thresholds {
             checkpoint_req_warning_share: 0.2,
             checkpoint_req_critical_share: 0.5,
             checkpoint_min_count: 10,
+            wal_files_warning_ratio: 2.0,
+            wal_files_critical_ratio: 4.0,
         }
     }
 }
@@ -280,7 +286,7 @@ mod tests {
             Err(ThresholdError::Negative { .. })
         ));
         assert!(matches!(t.set("novalue"), Err(ThresholdError::Syntax(_))));
-        assert_eq!(t.entries().len(), 41);
+        assert_eq!(t.entries().len(), 43);
     }
 
     #[test]

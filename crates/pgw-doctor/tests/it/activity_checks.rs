@@ -234,3 +234,74 @@ async fn checkpoint_pressure_found_and_max_wal_size_raised() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wal_files_names_the_slot_retaining_wal() {
+    let c = Cluster::builder()
+        .setting("max_wal_size", "32MB")
+        .setting("min_wal_size", "32MB")
+        .start()
+        .expect("start a cluster with a small max_wal_size");
+    c.psql(
+        "postgres",
+        "CREATE ROLE watcher LOGIN PASSWORD 'watch' IN ROLE pg_monitor;
+         SELECT pg_create_physical_replication_slot('holder', true);
+         CREATE TABLE public.w (v int);",
+    )
+    .unwrap();
+    assert_eq!(
+        c.psql(
+            "postgres",
+            "SELECT has_function_privilege('pg_monitor', 'pg_ls_waldir()', 'EXECUTE');"
+        )
+        .unwrap()
+        .trim(),
+        "t"
+    );
+    // 12 segments of 16 MB, each switched after a write: 6 x max_wal_size.
+    c.psql(
+        "postgres",
+        &"INSERT INTO public.w VALUES (1);\nSELECT pg_switch_wal();\n".repeat(12),
+    )
+    .unwrap();
+    c.psql("postgres", "CHECKPOINT;").unwrap();
+    let t = ["wal_files_warning_ratio=3", "wal_files_critical_ratio=100"];
+    let r = doctor(&c, "wal_files", &t).await;
+    let f = found(&r, "wal_files", "pg_wal");
+    assert_eq!(f.len(), 1, "{:#?}", r.findings);
+    let f = f[0];
+    assert_eq!(f.severity, Severity::Warning, "{f:#?}");
+    assert!(
+        f.detail.contains("inactive physical slot holder"),
+        "{}",
+        f.detail
+    );
+    assert!(
+        f.remediation.iter().any(|s| s.starts_with("action:")
+            && s.contains("SELECT pg_drop_replication_slot('holder');")),
+        "{:#?}",
+        f.remediation
+    );
+    // pg_monitor may list pg_wal.
+    let r = doctor_as(&c, "watcher", "watch", "wal_files", &t).await;
+    assert_eq!(
+        found(&r, "wal_files", "pg_wal").len(),
+        1,
+        "{:#?}",
+        r.findings
+    );
+
+    // The slot's consumer is gone: drop it, and a checkpoint removes the WAL.
+    c.psql("postgres", "SELECT pg_drop_replication_slot('holder');")
+        .unwrap();
+    let start = std::time::Instant::now();
+    loop {
+        c.psql("postgres", "CHECKPOINT;").unwrap();
+        let r = doctor(&c, "wal_files", &t).await;
+        if r.findings.is_empty() {
+            break;
+        }
+        assert!(start.elapsed() < DEADLINE, "{:#?}", r.findings);
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    }
+}
