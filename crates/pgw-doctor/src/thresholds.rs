@@ -82,6 +82,22 @@ pub struct Thresholds {
     pub seq_scan_min_rows: i64,
     /// seq_scan_heavy: ... read by sequential scans for more than this share of scans (0.95).
     pub seq_scan_share: f64,
+    /// commit_ratio: rolled-back share of a database's transactions for a warning (0.05).
+    pub rollback_warning_share: f64,
+    /// commit_ratio: ... for critical (0.2).
+    pub rollback_critical_share: f64,
+    /// commit_ratio: databases with fewer commits + rollbacks are ignored (1000).
+    pub rollback_min_xacts: i64,
+    /// checkpoint_pressure: requested share of checkpoints for a warning (0.2).
+    pub checkpoint_req_warning_share: f64,
+    /// checkpoint_pressure: ... for critical (0.5).
+    pub checkpoint_req_critical_share: f64,
+    /// checkpoint_pressure: judged once this many checkpoints are counted (10).
+    pub checkpoint_min_count: i64,
+    /// wal_files: WAL in pg_wal as a multiple of max_wal_size for a warning (2).
+    pub wal_files_warning_ratio: f64,
+    /// wal_files: ... for critical (4).
+    pub wal_files_critical_ratio: f64,
 }
 
 impl Default for Thresholds {
@@ -123,6 +139,14 @@ impl Default for Thresholds {
             unused_index_min_mb: 10.0,
             seq_scan_min_rows: 100_000,
             seq_scan_share: 0.95,
+            rollback_warning_share: 0.05,
+            rollback_critical_share: 0.2,
+            rollback_min_xacts: 1000,
+            checkpoint_req_warning_share: 0.2,
+            checkpoint_req_critical_share: 0.5,
+            checkpoint_min_count: 10,
+            wal_files_warning_ratio: 2.0,
+            wal_files_critical_ratio: 4.0,
         }
     }
 }
@@ -266,7 +290,7 @@ mod tests {
             Err(ThresholdError::Negative { .. })
         ));
         assert!(matches!(t.set("novalue"), Err(ThresholdError::Syntax(_))));
-        assert_eq!(t.entries().len(), 35);
+        assert_eq!(t.entries().len(), 43);
     }
 
     #[test]

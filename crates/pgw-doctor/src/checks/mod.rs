@@ -1,6 +1,7 @@
 //! The registry of checks and their dispatch. One module per family; each check is an
 //! async function over a [`Ctx`] that runs one query and returns findings.
 
+mod activity;
 mod bloat;
 mod config;
 mod indexes;
@@ -48,6 +49,7 @@ pub fn all() -> Vec<&'static CheckInfo> {
         sessions::CHECKS,
         replication::CHECKS,
         config::CHECKS,
+        activity::CHECKS,
     ]
     .iter()
     .flat_map(|c| c.iter())
@@ -138,6 +140,9 @@ pub(crate) async fn run_check(id: &str, ctx: &Ctx<'_>) -> Result<Outcome, tokio_
         return r;
     }
     if let Some(r) = config::run(id, ctx).await {
+        return r;
+    }
+    if let Some(r) = activity::run(id, ctx).await {
         return r;
     }
     Ok(Outcome::default())

@@ -14,19 +14,30 @@ const WRAPAROUND_LIMIT: i64 = 2_147_483_647;
 const OLDEST_TABLES: i64 = 5;
 
 /// The checks of this module, in the order they run.
-pub(super) const CHECKS: &[CheckInfo] = &[CheckInfo {
-    id: "xid_wraparound",
-    scope: Scope::Database,
-    summary: "age of the database's datfrozenxid and of its oldest tables against the 2^31 \
-              wraparound limit (warning/critical at a share of it; info past \
-              autovacuum_freeze_max_age)",
-    thresholds: &["xid_warning_share", "xid_critical_share"],
-}];
+pub(super) const CHECKS: &[CheckInfo] = &[
+    CheckInfo {
+        id: "xid_wraparound",
+        scope: Scope::Database,
+        summary: "age of the database's datfrozenxid and of its oldest tables against the 2^31 \
+                  wraparound limit (warning/critical at a share of it; info past \
+                  autovacuum_freeze_max_age)",
+        thresholds: &["xid_warning_share", "xid_critical_share"],
+    },
+    CheckInfo {
+        id: "xid_age",
+        scope: Scope::Cluster,
+        summary: "age(datfrozenxid) and mxid_age(datminmxid) of every database, templates and \
+                  databases that refuse connections included, against the 2^31 wraparound \
+                  limit (warning/critical at a share of it)",
+        thresholds: &["xid_warning_share", "xid_critical_share"],
+    },
+];
 
 /// Runs check `id` if it is one of this module's.
 pub(super) async fn run(id: &str, ctx: &Ctx<'_>) -> Option<Result<Outcome, tokio_postgres::Error>> {
     Some(match id {
         "xid_wraparound" => xid_wraparound(ctx).await.map(Outcome::from),
+        "xid_age" => xid_age(ctx).await.map(Outcome::from),
         _ => return None,
     })
 }
@@ -172,6 +183,89 @@ pub(super) async fn xid_wraparound(ctx: &Ctx<'_>) -> Result<Vec<Finding>, tokio_
             ),
             remediation: vec![format!("VACUUM (FREEZE, VERBOSE) {name};")],
             perfdata: Some(format!("{nsp}.{rel}_xid_age={age};{warn};{crit}")),
+        });
+    }
+    Ok(findings)
+}
+
+/// `xid_age`, cluster-wide, from `pg_database` alone (readable by every role, so it needs no
+/// connection to the databases judged): for every database, `template0` (which refuses
+/// connections) and `template1` included, the greater share of the 2^31 limit of
+/// `age(datfrozenxid)` and `mxid_age(datminmxid)` (multixact IDs wrap around at 2^31 too),
+/// graded at `xid_warning_share` / `xid_critical_share`. One finding per database.
+///
+/// The remediation freezes the database: `VACUUM (FREEZE);` run in it. A database that
+/// refuses connections (`datallowconn` false, as `template0`) is opened for the vacuum and
+/// closed again: `ALTER DATABASE .. ALLOW_CONNECTIONS true;`, an action to connect to it,
+/// `VACUUM (FREEZE);`, an action to go back, `ALTER DATABASE .. ALLOW_CONNECTIONS false;`.
+pub(super) async fn xid_age(ctx: &Ctx<'_>) -> Result<Vec<Finding>, tokio_postgres::Error> {
+    let rows = ctx
+        .query(
+            "SELECT datname::text, age(datfrozenxid)::int8, mxid_age(datminmxid)::int8,
+                    datallowconn, datistemplate
+               FROM pg_database
+              ORDER BY 2 DESC, 1",
+            &[],
+        )
+        .await?;
+    let t = ctx.thresholds;
+    let warn = (t.xid_warning_share * WRAPAROUND_LIMIT as f64).round() as i64;
+    let crit = (t.xid_critical_share * WRAPAROUND_LIMIT as f64).round() as i64;
+    let pct = |age: i64| age as f64 * 100.0 / WRAPAROUND_LIMIT as f64;
+    let mut findings = Vec::new();
+    for row in &rows {
+        let name: String = row.get(0);
+        let xid: i64 = row.get(1);
+        let mxid: i64 = row.get(2);
+        let allow_conn: bool = row.get(3);
+        let template: bool = row.get(4);
+        let Some(severity) = severity(ctx, xid.max(mxid)) else {
+            continue;
+        };
+        let shown = sql::shown(&name);
+        let quoted = sql::ident(&name);
+        let remediation = if allow_conn {
+            vec!["VACUUM (FREEZE);".to_string()]
+        } else {
+            vec![
+                format!("ALTER DATABASE {quoted} ALLOW_CONNECTIONS true;"),
+                format!(
+                    "action: connect to database {shown} (e.g. psql -d {shown}) and run the \
+                     next statement there"
+                ),
+                "VACUUM (FREEZE);".to_string(),
+                "action: connect back to another database (e.g. postgres) and run the next \
+                 statement there"
+                    .to_string(),
+                format!("ALTER DATABASE {quoted} ALLOW_CONNECTIONS false;"),
+            ]
+        };
+        let kind = match (template, allow_conn) {
+            (true, false) => {
+                "template database that refuses connections (autovacuum \
+                              still freezes it, unless it is blocked); "
+            }
+            (false, false) => "database that refuses connections; ",
+            (true, true) => "template database; ",
+            (false, true) => "",
+        };
+        findings.push(Finding {
+            check: "xid_age".to_string(),
+            severity,
+            database: Some(name.clone()),
+            object: Some(shown.clone()),
+            detail: format!(
+                "{kind}age(datfrozenxid) is {xid} transactions ({:.2} % of the \
+                 {WRAPAROUND_LIMIT} wraparound limit, {} remaining), mxid_age(datminmxid) is \
+                 {mxid} multixacts ({:.2} %); freeze the database; if its age does not \
+                 advance, look for old transactions, prepared transactions or replication \
+                 slots holding back xmin",
+                pct(xid),
+                WRAPAROUND_LIMIT - xid,
+                pct(mxid),
+            ),
+            remediation,
+            perfdata: Some(format!("{name}_xid_age={xid};{warn};{crit}")),
         });
     }
     Ok(findings)
