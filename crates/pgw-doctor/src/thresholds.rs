@@ -290,7 +290,7 @@ mod tests {
             Err(ThresholdError::Negative { .. })
         ));
         assert!(matches!(t.set("novalue"), Err(ThresholdError::Syntax(_))));
-        assert_eq!(t.entries().len(), 43);
+        assert_eq!(t.entries().len(), 44);
     }
 
     #[test]
