@@ -125,3 +125,102 @@ async fn unused_index_waits_for_a_young_index() {
     let r = doctor(&c, "unused_index", &t).await;
     assert!(r.findings.is_empty(), "{:#?}", r.findings);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_queries_waiting_statements_get_no_explain_advice() {
+    let c = Cluster::builder()
+        .setting("shared_preload_libraries", "pg_stat_statements")
+        .start()
+        .expect("start a cluster with pg_stat_statements preloaded");
+    c.psql(
+        "postgres",
+        "CREATE EXTENSION pg_stat_statements;
+         CREATE TABLE counter (id int PRIMARY KEY, v int);
+         INSERT INTO counter VALUES (1, 0);",
+    )
+    .unwrap();
+    // A statement that sleeps.
+    c.psql("postgres", &"SELECT pg_sleep(0.06), 'nap';\n".repeat(11))
+        .unwrap();
+    // A statement blocked on a row lock each time (a table lock would be waited for at
+    // parse time, which pg_stat_statements does not count): the holder keeps the row
+    // locked until the updater is seen waiting, and a moment longer.
+    let (holder, _) = pgw_common::connect_dsn(Some(&c.dsn())).await.unwrap();
+    let (updater, _) = pgw_common::connect_dsn(Some(&c.dsn())).await.unwrap();
+    let updater = std::sync::Arc::new(updater);
+    let pid: i32 = updater
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    for _ in 0..11 {
+        holder
+            .batch_execute("BEGIN; UPDATE counter SET v = v WHERE id = 1;")
+            .await
+            .unwrap();
+        let u = updater.clone();
+        let update = tokio::spawn(async move {
+            u.execute("UPDATE counter SET v = v + 1 WHERE id = 1", &[])
+                .await
+        });
+        let start = std::time::Instant::now();
+        loop {
+            let waiting: bool = holder
+                .query_one(
+                    "SELECT wait_event_type IS NOT DISTINCT FROM 'Lock'
+                       FROM pg_stat_activity WHERE pid = $1",
+                    &[&pid],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            if waiting {
+                break;
+            }
+            assert!(start.elapsed() < DEADLINE, "the update never waited");
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        holder.batch_execute("COMMIT;").await.unwrap();
+        update.await.unwrap().unwrap();
+    }
+
+    // The updates waited at least 100 ms each: far above this limit.
+    let t = ["slow_query_ms=20"];
+    let start = std::time::Instant::now();
+    let r = loop {
+        let r = doctor(&c, "slow_queries", &t).await;
+        let has = |needle: &str| r.findings.iter().any(|f| f.detail.contains(needle));
+        if has("UPDATE counter") && has("pg_sleep") {
+            break r;
+        }
+        assert!(start.elapsed() < DEADLINE, "{:#?}", r.findings);
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    };
+    let of = |needle: &str| {
+        r.findings
+            .iter()
+            .find(|f| f.detail.contains(needle))
+            .unwrap()
+            .clone()
+    };
+    let update = of("UPDATE counter");
+    assert_eq!(
+        update.severity,
+        pgw_doctor::Severity::Warning,
+        "{update:#?}"
+    );
+    assert!(update.detail.contains("waits"), "{}", update.detail);
+    let sleep = of("pg_sleep");
+    assert_eq!(sleep.severity, pgw_doctor::Severity::Info, "{sleep:#?}");
+    for f in [&update, &sleep] {
+        let advice = f.remediation.join(" ");
+        assert!(
+            !advice.contains("EXPLAIN") && !advice.contains("CREATE INDEX"),
+            "{f:#?}"
+        );
+        assert!(advice.starts_with("action: "), "{f:#?}");
+    }
+    assert!(update.remediation[0].contains("blocks it"), "{update:#?}");
+    assert!(sleep.remediation[0].contains("pg_sleep"), "{sleep:#?}");
+}
