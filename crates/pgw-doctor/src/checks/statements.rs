@@ -13,6 +13,13 @@ const PGSS: &str = "pg_stat_statements";
 /// At most this many slow statements are reported, by total time.
 const MAX_SLOW: i64 = 50;
 
+/// A statement that touches fewer blocks (shared, local and temporary, hit, read or
+/// written) per millisecond of its mean execution time spends its time waiting — on a lock,
+/// in `pg_sleep`, on the client — or computing in functions, not reading data: no index or
+/// plan change helps it, so it gets no EXPLAIN advice. A sequential scan or a join touches
+/// tens to thousands of blocks per ms; a statement blocked on a lock a handful in all.
+const WAIT_MAX_BLOCKS_PER_MS: f64 = 1.0;
+
 /// Query text in a finding is cut to this many characters.
 const QUERY_CHARS: usize = 120;
 
@@ -22,7 +29,8 @@ pub(super) const CHECKS: &[CheckInfo] = &[CheckInfo {
     scope: Scope::Cluster,
     summary: "pg_stat_statements: statements whose mean time exceeds slow_query_ms with \
               slow_query_min_calls calls (warning), the top_statements by total time (info); \
-              info with how to enable it when missing",
+              statements that touch few blocks for their time get lock-wait advice, and those \
+              in pg_sleep are info; info with how to enable it when missing",
     thresholds: &["slow_query_ms", "slow_query_min_calls", "top_statements"],
 }];
 
@@ -106,7 +114,12 @@ fn one_line(query: &str) -> String {
 /// - otherwise statements with `mean_exec_time > slow_query_ms` and
 ///   `calls >= slow_query_min_calls` are warnings (at most [`MAX_SLOW`], by total time), and
 ///   the other statements among the `top_statements` by total time are info. Their
-///   remediation is an action: which index or rewrite helps depends on the plan.
+///   remediation is an action: which index or rewrite helps depends on the plan;
+/// - but a statement that touches fewer than [`WAIT_MAX_BLOCKS_PER_MS`] blocks per ms of its
+///   mean time is not slow at reading data: with `pg_sleep` in its text it is info (it
+///   sleeps by design), otherwise its advice is to find and shorten what blocks it (the
+///   detail counts the sessions of it waiting on a lock right now), never EXPLAIN or an
+///   index.
 ///
 /// Two round trips: where the extension lives, then the statistics.
 pub(super) async fn slow_queries(ctx: &Ctx<'_>) -> Result<Vec<Finding>, tokio_postgres::Error> {
@@ -158,12 +171,18 @@ pub(super) async fn slow_queries(ctx: &Ctx<'_>) -> Result<Vec<Finding>, tokio_po
     let sql = format!(
         "WITH s AS (
            SELECT queryid, query, calls, mean_exec_time, total_exec_time, dbid, userid,
+                  (shared_blks_hit + shared_blks_read + shared_blks_dirtied
+                     + shared_blks_written + local_blks_hit + local_blks_read
+                     + local_blks_dirtied + local_blks_written + temp_blks_read
+                     + temp_blks_written)::float8 / GREATEST(calls, 1) AS blocks,
                   mean_exec_time > $1 AND calls >= $2 AS slow,
                   row_number() OVER (ORDER BY total_exec_time DESC) AS rank
              FROM {}.pg_stat_statements
          )
          SELECT s.queryid, s.query, s.calls, s.mean_exec_time, s.total_exec_time,
-                d.datname::text, r.rolname::text, s.slow, s.rank
+                d.datname::text, r.rolname::text, s.slow, s.rank, s.blocks,
+                (SELECT count(*) FROM pg_stat_activity a
+                  WHERE a.query_id = s.queryid AND a.wait_event_type = 'Lock') AS lock_waiting
            FROM s
            LEFT JOIN pg_database d ON d.oid = s.dbid
            LEFT JOIN pg_roles r ON r.oid = s.userid
@@ -196,6 +215,8 @@ pub(super) async fn slow_queries(ctx: &Ctx<'_>) -> Result<Vec<Finding>, tokio_po
         let rolname: Option<String> = row.get(6);
         let slow: bool = row.get(7);
         let rank: i64 = row.get(8);
+        let blocks: f64 = row.get(9);
+        let lock_waiting: i64 = row.get(10);
         if slow {
             if slow_count >= MAX_SLOW {
                 continue;
@@ -212,10 +233,43 @@ pub(super) async fn slow_queries(ctx: &Ctx<'_>) -> Result<Vec<Finding>, tokio_po
             datname.as_deref().map_or("?".to_string(), sql::shown),
             rolname.as_deref().map_or("?".to_string(), sql::shown)
         );
-        let (severity, what, remediation) = if slow {
+        let waits = mean > 0.0 && blocks / mean < WAIT_MAX_BLOCKS_PER_MS;
+        let sleeps = waits && text.to_ascii_lowercase().contains("pg_sleep");
+        let what = if slow {
+            format!("mean {mean:.1} ms > {} ms", t.slow_query_ms)
+        } else {
+            format!("#{rank} by total time, mean {mean:.1} ms")
+        };
+        let (severity, what, remediation) = if sleeps {
+            (
+                Severity::Info,
+                format!("{what}, spent in pg_sleep ({blocks:.0} blocks per call)"),
+                "action: its time is spent in pg_sleep, by design: no plan or index change \
+                 helps; remove the sleep from the application if it is not wanted"
+                    .to_string(),
+            )
+        } else if waits {
+            (
+                if slow {
+                    Severity::Warning
+                } else {
+                    Severity::Info
+                },
+                format!(
+                    "{what} while touching only {blocks:.0} blocks per call: it waits (most \
+                     likely on locks; {lock_waiting} of its sessions wait on a lock now) rather \
+                     than reads"
+                ),
+                "action: find what blocks it while it runs (the blocked_queries check, \
+                 pg_blocking_pids()) and shorten the transactions holding those locks or take \
+                 the locks in one order; set lock_timeout to bound the wait; a faster plan \
+                 will not help a statement that waits"
+                    .to_string(),
+            )
+        } else if slow {
             (
                 Severity::Warning,
-                format!("mean {mean:.1} ms > {} ms", t.slow_query_ms),
+                what,
                 "action: EXPLAIN (ANALYZE, BUFFERS) the statement with typical parameters and index \
                  the columns it filters, joins or sorts on (CREATE INDEX CONCURRENTLY), or \
                  rewrite it"
@@ -224,7 +278,7 @@ pub(super) async fn slow_queries(ctx: &Ctx<'_>) -> Result<Vec<Finding>, tokio_po
         } else {
             (
                 Severity::Info,
-                format!("#{rank} by total time, mean {mean:.1} ms"),
+                what,
                 "action: EXPLAIN (ANALYZE, BUFFERS) the statement: it is among the biggest consumers \
                  of server time"
                     .to_string(),

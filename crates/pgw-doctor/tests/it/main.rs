@@ -5,6 +5,7 @@ mod activity_checks;
 mod cluster_checks;
 mod database_checks;
 mod horizon;
+mod index_safety;
 mod replication_checks;
 mod table_stats;
 mod usage_checks;
