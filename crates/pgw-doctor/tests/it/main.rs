@@ -1,6 +1,7 @@
 //! pgw-doctor against real throwaway clusters. Every check's test plants the problem,
 //! sees the finding, runs the remediation SQL the finding gave, and sees it gone.
 
+mod bloat_checks;
 mod cluster_checks;
 mod database_checks;
 mod replication_checks;
