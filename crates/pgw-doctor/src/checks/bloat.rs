@@ -1,141 +1,326 @@
 //! Bloat: the space a table holds beyond what its rows need, estimated from the statistics
-//! (`pg_stats`, `pg_class`) so that no extension and no full scan is needed.
+//! (`pg_stats`, `pg_class`) so that no extension and no full scan is needed, or measured
+//! by pgstattuple_approx where the statistics are unreadable.
 
 use pgw_common::sql::{qualified, shown_qualified};
 
 use super::{CheckInfo, Ctx, Outcome, Scope};
-use crate::model::{Finding, Severity};
+use crate::model::{Finding, Severity, Skipped};
 
 /// The checks of this module, in the order they run.
-pub(super) const CHECKS: &[CheckInfo] = &[
-    CheckInfo {
-        id: "table_bloat",
-        scope: Scope::Database,
-        summary: "tables whose size exceeds the statistics-based estimate of their data (warning, critical; VACUUM FULL or pg_repack)",
-        thresholds: &[
-            "bloat_warning_share",
-            "bloat_critical_share",
-            "bloat_min_mb",
-        ],
-    },
-];
+pub(super) const CHECKS: &[CheckInfo] = &[CheckInfo {
+    id: "table_bloat",
+    scope: Scope::Database,
+    summary: "tables whose size exceeds the statistics-based estimate of their data, or pgstattuple_approx's free space where statistics are unreadable (warning, critical; VACUUM FULL or pg_repack)",
+    thresholds: &["bloat_warning_share", "bloat_critical_share", "bloat_min_mb"],
+}];
 
 /// Runs check `id` if it is one of this module's.
 pub(super) async fn run(id: &str, ctx: &Ctx<'_>) -> Option<Result<Outcome, tokio_postgres::Error>> {
     Some(match id {
-        "table_bloat" => table_bloat(ctx).await.map(Outcome::from),
+        "table_bloat" => table_bloat(ctx).await,
         _ => return None,
     })
 }
 
-/// `table_bloat`: the statistics-based estimate that needs no extension (as in
-/// check_postgres and ioguix's pgsql-bloat-estimation, rewritten). From `pg_stats` (each
-/// column's `avg_width` and `null_frac`), the row header (23 bytes plus the null bitmap,
-/// aligned to 8 bytes as on 64-bit servers), the line pointer (4 bytes), the page header (24 bytes), the block size and the
-/// table's fillfactor, it estimates how many pages `reltuples` rows need (TOAST rows counted
-/// four to a page), and compares that with the pages the table and its TOAST table occupy.
-/// Tables whose estimated waste is at least `bloat_min_mb` and `bloat_warning_share` of the
-/// table are warnings, `bloat_critical_share` critical.
+/// One table's column, in column order, as the estimate needs it.
+struct Column {
+    /// `attlen`: > 0 fixed width, < 0 varlena (-1) or cstring (-2).
+    len: i16,
+    /// `attalign` as bytes: c=1, s=2, i=4, d=8.
+    align: f64,
+    null_frac: f64,
+    /// `pg_stats.avg_width`; None when the role cannot read the column's statistics row.
+    avg_width: Option<f64>,
+}
+
+/// A candidate table and its columns.
+struct Table {
+    oid: u32,
+    schema: String,
+    name: String,
+    reltuples: f64,
+    relpages: i64,
+    bytes: i64,
+    fillfactor: f64,
+    /// All columns, dropped ones too (they keep their place in the null bitmap).
+    natts: usize,
+    columns: Vec<Column>,
+    /// A column without statistics that the role may SELECT (so: not analyzed yet).
+    unanalyzed_readable: bool,
+}
+
+/// `x` rounded up to a multiple of `a`.
+fn align_up(x: f64, a: f64) -> f64 {
+    (x / a).ceil() * a
+}
+
+/// The expected bytes of one heap tuple (header, null bitmap, columns with their alignment
+/// padding in column order, the whole MAXALIGNed), without the line pointer; None when a
+/// column's statistics are missing.
+fn tuple_width(t: &Table) -> Option<f64> {
+    const MAXALIGN: f64 = 8.0;
+    let has_nulls = t.columns.iter().any(|c| c.null_frac > 0.0);
+    let bitmap = if has_nulls {
+        t.natts.div_ceil(8) as f64
+    } else {
+        0.0
+    };
+    let header = align_up(23.0 + bitmap, MAXALIGN);
+    let mut off = 0.0_f64;
+    for c in &t.columns {
+        let avg = c.avg_width?;
+        let (width, align) = if c.len > 0 {
+            (f64::from(c.len), c.align)
+        } else if avg <= 126.0 {
+            // A short varlena (1-byte header) is stored unaligned.
+            (avg, 1.0)
+        } else {
+            (avg, c.align)
+        };
+        // A null column takes no space (nor padding): weigh by the share of non-null rows.
+        let padded = align_up(off, align) - off + width;
+        off += (1.0 - c.null_frac) * padded;
+    }
+    Some(align_up(header + off, MAXALIGN))
+}
+
+/// The pages `t`'s rows need when packed to its fillfactor: page header 24 bytes, a 4-byte
+/// line pointer per tuple, at most MaxHeapTuplesPerPage tuples per page.
+fn estimated_pages(t: &Table, tuple: f64, bs: f64) -> f64 {
+    let max_per_page = ((bs - 24.0) / (24.0 + 4.0)).floor();
+    let per_page = ((bs * t.fillfactor / 100.0 - 24.0) / (tuple + 4.0))
+        .floor()
+        .clamp(1.0, max_per_page);
+    (t.reltuples / per_page).ceil()
+}
+
+/// `table_bloat`: how much of each table's heap is space its rows do not need.
 ///
-/// Tables without usable statistics are not estimated: never analyzed (`reltuples < 0`),
-/// a column without a `pg_stats` row (pg_stats only shows columns the role may SELECT), or a
-/// `name` column (whose avg_width is misleading); as are tables under 10 pages.
-pub(super) async fn table_bloat(ctx: &Ctx<'_>) -> Result<Vec<Finding>, tokio_postgres::Error> {
+/// Estimated from statistics, so that no extension and no full scan is needed (as in
+/// check_postgres and ioguix's pgsql-bloat-estimation, rewritten): each row is its header
+/// (23 bytes plus, if any column has nulls, a null bitmap of one bit per column, MAXALIGNed
+/// to 8), then each column in column order at an offset rounded up to its alignment
+/// (`attalign`; fixed-width columns at `attlen`, varlena ones at `pg_stats.avg_width`, short
+/// ones unaligned), the whole MAXALIGNed, plus its 4-byte line pointer; pages hold the block
+/// size times the fillfactor less the 24-byte page header. `reltuples` such rows make the
+/// estimated pages, compared with `relpages` (the heap only: TOAST is not estimated).
+///
+/// A table whose columns' statistics the role cannot read (pg_stats only shows columns the
+/// role may SELECT) or that was never analyzed is measured with `pgstattuple_approx` when
+/// the pgstattuple extension is installed and the role may execute it (it is granted to
+/// pg_stat_scan_tables, which pg_monitor includes): free space beyond the fillfactor's
+/// reserve plus dead tuples. Otherwise it is listed as skipped with why, never dropped.
+///
+/// Tables under 10 pages or `bloat_min_mb` are ignored; waste of at least `bloat_min_mb`
+/// and `bloat_warning_share` of the table is a warning, `bloat_critical_share` critical.
+pub(super) async fn table_bloat(ctx: &Ctx<'_>) -> Result<Outcome, tokio_postgres::Error> {
     let t = ctx.thresholds;
+    let bs: f64 = ctx
+        .query_one("SELECT current_setting('block_size')::float8", &[])
+        .await?
+        .get(0);
     let rows = ctx
         .query(
-            "WITH cols AS (
-               SELECT c.oid, n.nspname, c.relname, c.reltuples, c.relpages,
-                      COALESCE(tc.relpages, 0) AS toastpages,
-                      COALESCE(tc.reltuples, 0) AS toasttuples,
-                      COALESCE(substring(array_to_string(c.reloptions, ' ')
-                                         FROM 'fillfactor=([0-9]+)')::int, 100) AS fillfactor,
-                      count(*) AS natts, count(s.attname) AS nstats,
-                      bool_or(a.atttypid = 'pg_catalog.name'::regtype) AS has_name,
-                      max(COALESCE(s.null_frac, 0)) > 0 AS has_nulls,
-                      sum((1 - COALESCE(s.null_frac, 0)) * COALESCE(s.avg_width, 0)) AS data
-                 FROM pg_class c
-                 JOIN pg_namespace n ON n.oid = c.relnamespace
-                 JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
-                 LEFT JOIN pg_stats s ON s.schemaname = n.nspname AND s.tablename = c.relname
-                                     AND s.attname = a.attname AND NOT s.inherited
-                 LEFT JOIN pg_class tc ON tc.oid = c.reltoastrelid
-                WHERE c.relkind IN ('r', 'm')
-                  AND n.nspname NOT IN ('pg_catalog', 'information_schema')
-                  AND n.nspname !~ '^pg_(toast|temp_)'
-                  AND c.reltuples >= 0
-                  AND c.relpages >= 10
-                GROUP BY c.oid, n.nspname, c.relname, c.reltuples, c.relpages, tc.relpages,
-                         tc.reltuples, c.reloptions
-             ), sized AS (
-               SELECT cols.*, bs, ma,
-                      -- row header (23 bytes + null bitmap), aligned to ma
-                      ceil((23 + CASE WHEN has_nulls THEN (natts + 7) / 8 ELSE 0 END)::float8
-                           / ma) * ma
-                      -- data, aligned to ma
-                      + ceil(data::float8 / ma) * ma AS tuple
-                 FROM cols,
-                      (SELECT current_setting('block_size')::float8 AS bs,
-                              8::float8 AS ma) k
-                WHERE natts = nstats AND NOT has_name
-             ), est AS (
-               SELECT sized.*,
-                      relpages + toastpages AS pages,
-                      ceil(reltuples / GREATEST(floor((bs - 24) * fillfactor / 100
-                                                      / (tuple + 4)), 1))
-                        + ceil(toasttuples / 4) AS est_pages
-                 FROM sized
-             )
-             SELECT nspname::text, relname::text, pages::int8, est_pages::int8,
-                    bs::int8, fillfactor, reltuples::float8
-               FROM est
-              WHERE (pages - est_pages) * bs >= $1::float8 * 1048576
-                AND (pages - est_pages) / pages >= $2::float8
-              ORDER BY (pages - est_pages) DESC, nspname, relname",
-            &[&t.bloat_min_mb, &t.bloat_warning_share],
+            "SELECT c.oid, n.nspname::text, c.relname::text, c.reltuples::float8,
+                    c.relpages::int8, pg_relation_size(c.oid) AS bytes,
+                    COALESCE(substring(array_to_string(c.reloptions, ' ')
+                                       FROM 'fillfactor=([0-9]+)')::float8, 100) AS fillfactor,
+                    a.attnum::int4, a.attisdropped, a.attlen,
+                    CASE a.attalign WHEN 'c' THEN 1 WHEN 's' THEN 2 WHEN 'i' THEN 4
+                                    ELSE 8 END::float8 AS align,
+                    COALESCE(s.null_frac, 0)::float8, s.avg_width::float8,
+                    has_column_privilege(c.oid, a.attnum, 'SELECT') AS readable
+               FROM pg_class c
+               JOIN pg_namespace n ON n.oid = c.relnamespace
+               JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0
+               LEFT JOIN pg_stats s ON s.schemaname = n.nspname AND s.tablename = c.relname
+                                   AND s.attname = a.attname AND NOT s.inherited
+              WHERE c.relkind IN ('r', 'm')
+                AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+                AND n.nspname !~ '^pg_(toast|temp_)'
+                AND pg_relation_size(c.oid) >= GREATEST(10 * $2::float8, $1::float8 * 1048576)
+              ORDER BY c.oid, a.attnum",
+            &[&t.bloat_min_mb, &bs],
         )
         .await?;
-    let mut findings = Vec::with_capacity(rows.len());
-    for row in rows {
-        let (schema, table): (String, String) = (row.get(0), row.get(1));
-        let pages: i64 = row.get(2);
-        let est: i64 = row.get(3);
-        let bs: i64 = row.get(4);
-        let fillfactor: i32 = row.get(5);
-        let reltuples: f64 = row.get(6);
-        let share = (pages - est) as f64 / pages.max(1) as f64;
-        let Some(severity) = Severity::grade(share, t.bloat_warning_share, t.bloat_critical_share)
-        else {
+    let mut tables: Vec<Table> = Vec::new();
+    for r in &rows {
+        let oid: u32 = r.get(0);
+        if tables.last().map(|t| t.oid) != Some(oid) {
+            tables.push(Table {
+                oid,
+                schema: r.get(1),
+                name: r.get(2),
+                reltuples: r.get(3),
+                relpages: r.get(4),
+                bytes: r.get(5),
+                fillfactor: r.get(6),
+                natts: 0,
+                columns: Vec::new(),
+                unanalyzed_readable: false,
+            });
+        }
+        let Some(table) = tables.last_mut() else {
             continue;
         };
-        let mb = |p: i64| p as f64 * bs as f64 / 1_048_576.0;
-        let object = shown_qualified(&schema, &table);
-        let name = qualified(&schema, &table);
-        findings.push(Finding {
-            check: "table_bloat".to_string(),
-            severity,
-            database: Some(ctx.database.to_string()),
-            object: Some(object.clone()),
-            detail: format!(
-                "estimated {:.1} MB wasted of {:.1} MB ({:.0} %; {reltuples:.0} rows should fit \
-                 in about {:.1} MB at fillfactor {fillfactor}; warning at {:.0} %, critical at \
+        let _attnum: i32 = r.get(7);
+        table.natts += 1;
+        if r.get::<_, bool>(8) {
+            continue;
+        }
+        let avg_width: Option<f64> = r.get(12);
+        let readable: bool = r.get(13);
+        table.unanalyzed_readable |= avg_width.is_none() && readable;
+        table.columns.push(Column {
+            len: r.get(9),
+            align: r.get(10),
+            null_frac: r.get(11),
+            avg_width,
+        });
+    }
+
+    let approx = pgstattuple_approx(ctx).await?;
+    let mut out = Outcome::default();
+    let mut ranked: Vec<(f64, Finding)> = Vec::new();
+    for table in &tables {
+        let object = shown_qualified(&table.schema, &table.name);
+        let estimate = if table.reltuples < 0.0 || table.columns.is_empty() {
+            None
+        } else {
+            tuple_width(table).map(|w| (w, estimated_pages(table, w, bs)))
+        };
+        let measured = match (estimate, &approx) {
+            (Some((width, est)), _) => {
+                let pages = table.relpages.max(1) as f64;
+                let waste = (pages - est).max(0.0) * bs;
+                Measure {
+                    share: waste / (pages * bs),
+                    waste,
+                    size: pages * bs,
+                    how: format!(
+                        "estimated from the statistics: {:.0} rows of about {width:.0} bytes \
+                         should fit in about {:.1} MB at fillfactor {}",
+                        table.reltuples,
+                        est * bs / 1_048_576.0,
+                        table.fillfactor
+                    ),
+                }
+            }
+            (None, Some(func)) => {
+                let r = ctx
+                    .query_one(
+                        &format!(
+                            "SELECT table_len::float8, approx_free_percent::float8,
+                                    dead_tuple_percent::float8
+                               FROM {func}($1::oid::regclass)"
+                        ),
+                        &[&table.oid],
+                    )
+                    .await?;
+                let (len, free, dead): (f64, f64, f64) = (r.get(0), r.get(1), r.get(2));
+                let reserve = 100.0 - table.fillfactor;
+                let share = ((free - reserve).max(0.0) + dead) / 100.0;
+                Measure {
+                    share,
+                    waste: share * len,
+                    size: len,
+                    how: format!(
+                        "measured by pgstattuple_approx: {free:.1} % free ({reserve:.0} % of it \
+                         kept free by fillfactor {}), {dead:.1} % dead tuples",
+                        table.fillfactor
+                    ),
+                }
+            }
+            (None, None) => {
+                let reason = if table.reltuples < 0.0 || table.unanalyzed_readable {
+                    "never analyzed: ANALYZE it, or install pgstattuple (pgstattuple_approx is \
+                     granted to pg_stat_scan_tables)"
+                } else {
+                    "no column statistics readable by this role: ANALYZE it, or install \
+                     pgstattuple (pgstattuple_approx is granted to pg_stat_scan_tables)"
+                };
+                out.skipped.push(Skipped {
+                    check: "table_bloat".to_string(),
+                    database: Some(ctx.database.to_string()),
+                    object: Some(object),
+                    reason: format!("{reason} ({:.1} MB)", table.bytes as f64 / 1_048_576.0),
+                });
+                continue;
+            }
+        };
+        if measured.waste < t.bloat_min_mb * 1_048_576.0 {
+            continue;
+        }
+        let Some(severity) = Severity::grade(
+            measured.share,
+            t.bloat_warning_share,
+            t.bloat_critical_share,
+        ) else {
+            continue;
+        };
+        let mb = |b: f64| b / 1_048_576.0;
+        let name = qualified(&table.schema, &table.name);
+        let (schema, tname) = (&table.schema, &table.name);
+        ranked.push((
+            measured.waste,
+            Finding {
+                check: "table_bloat".to_string(),
+                severity,
+                database: Some(ctx.database.to_string()),
+                object: Some(object),
+                detail: format!(
+                    "{:.1} MB wasted of {:.1} MB ({:.0} %; {}; warning at {:.0} %, critical at \
                  {:.0} %); plain VACUUM makes the space reusable but does not shrink the file; \
                  VACUUM FULL rewrites the table under an ACCESS EXCLUSIVE lock (reads and \
                  writes wait), so for a large or busy table rebuild it online with pg_repack \
                  instead",
-                mb(pages - est),
-                mb(pages),
-                share * 100.0,
-                mb(est),
-                t.bloat_warning_share * 100.0,
-                t.bloat_critical_share * 100.0
-            ),
-            remediation: vec![format!("VACUUM FULL {name};"), format!("ANALYZE {name};")],
-            perfdata: Some(format!(
-                "{schema}.{table}_bloat_share={share:.4};{};{}",
-                t.bloat_warning_share, t.bloat_critical_share
-            )),
-        });
+                    mb(measured.waste),
+                    mb(measured.size),
+                    measured.share * 100.0,
+                    measured.how,
+                    t.bloat_warning_share * 100.0,
+                    t.bloat_critical_share * 100.0
+                ),
+                remediation: vec![format!("VACUUM FULL {name};"), format!("ANALYZE {name};")],
+                perfdata: Some(format!(
+                    "{schema}.{tname}_bloat_share={:.4};{};{}",
+                    measured.share, t.bloat_warning_share, t.bloat_critical_share
+                )),
+            },
+        ));
     }
-    Ok(findings)
+    // The largest waste first.
+    ranked.sort_by(|a, b| b.0.total_cmp(&a.0));
+    out.findings = ranked.into_iter().map(|(_, f)| f).collect();
+    Ok(out)
+}
+
+/// One table's waste.
+struct Measure {
+    share: f64,
+    waste: f64,
+    size: f64,
+    how: String,
+}
+
+/// `pgstattuple_approx` quoted with its schema, when the extension is installed and the
+/// role may execute it.
+async fn pgstattuple_approx(ctx: &Ctx<'_>) -> Result<Option<String>, tokio_postgres::Error> {
+    let rows = ctx
+        .query(
+            "SELECT n.nspname::text
+               FROM pg_proc p
+               JOIN pg_namespace n ON n.oid = p.pronamespace
+              WHERE p.proname = 'pgstattuple_approx'
+                AND p.pronargs = 1 AND p.proargtypes[0] = 'regclass'::regtype
+                AND has_function_privilege(p.oid, 'EXECUTE')
+              ORDER BY n.nspname
+              LIMIT 1",
+            &[],
+        )
+        .await?;
+    Ok(rows
+        .first()
+        .map(|r| qualified(&r.get::<_, String>(0), "pgstattuple_approx")))
 }

@@ -2,6 +2,7 @@
 //! sees the finding, runs the remediation SQL the finding gave, and sees it gone.
 
 mod activity_checks;
+mod bloat_checks;
 mod cluster_checks;
 mod database_checks;
 mod horizon;
