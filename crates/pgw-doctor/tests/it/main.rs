@@ -3,6 +3,7 @@
 
 mod cluster_checks;
 mod database_checks;
+mod object_checks;
 mod replication_checks;
 mod table_stats;
 mod usage_checks;
