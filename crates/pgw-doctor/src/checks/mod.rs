@@ -4,6 +4,7 @@
 mod bloat;
 mod config;
 mod indexes;
+mod integrity;
 mod replication;
 mod sequences;
 mod sessions;
@@ -43,6 +44,7 @@ pub fn all() -> Vec<&'static CheckInfo> {
         indexes::CHECKS,
         usage::CHECKS,
         sequences::CHECKS,
+        integrity::CHECKS,
         wraparound::CHECKS,
         statements::CHECKS,
         sessions::CHECKS,
@@ -123,6 +125,9 @@ pub(crate) async fn run_check(id: &str, ctx: &Ctx<'_>) -> Result<Outcome, tokio_
         return r;
     }
     if let Some(r) = sequences::run(id, ctx).await {
+        return r;
+    }
+    if let Some(r) = integrity::run(id, ctx).await {
         return r;
     }
     if let Some(r) = wraparound::run(id, ctx).await {

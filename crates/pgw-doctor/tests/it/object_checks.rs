@@ -87,3 +87,123 @@ async fn prepared_transaction_found_and_rolled_back() {
         "0"
     );
 }
+
+#[tokio::test]
+async fn not_valid_constraints_found_and_validated() {
+    let c = crate::cluster();
+    c.psql(
+        "postgres",
+        r#"CREATE ROLE mon LOGIN PASSWORD 'mon-pw' IN ROLE pg_monitor;
+           CREATE SCHEMA "Shop";
+           CREATE TABLE "Shop"."Customer" (id int PRIMARY KEY);
+           CREATE TABLE "Shop".orders (id int, customer_id int, qty int);
+           INSERT INTO "Shop"."Customer" VALUES (1);
+           INSERT INTO "Shop".orders VALUES (1, 1, 5);
+           ALTER TABLE "Shop".orders ADD CONSTRAINT "orders customer fk"
+                 FOREIGN KEY (customer_id) REFERENCES "Shop"."Customer" NOT VALID;
+           ALTER TABLE "Shop".orders ADD CONSTRAINT qty_positive CHECK (qty > 0) NOT VALID;
+           -- validated ones are not reported
+           ALTER TABLE "Shop".orders ADD CONSTRAINT id_positive CHECK (id > 0) NOT VALID;
+           ALTER TABLE "Shop".orders VALIDATE CONSTRAINT id_positive;
+           ALTER TABLE "Shop".orders ADD CONSTRAINT qty_small CHECK (qty < 1000);"#,
+    )
+    .unwrap();
+    let report = doctor(&c, "not_valid_constraints", &[]).await;
+    assert_eq!(report.findings.len(), 2, "{:#?}", report.findings);
+    let fk = found(&report, "not_valid_constraints", "customer fk");
+    assert_eq!(fk.len(), 1, "{:#?}", report.findings);
+    let fk = fk[0].clone();
+    assert_eq!(fk.severity, Severity::Warning);
+    assert_eq!(fk.database.as_deref(), Some("postgres"));
+    assert_eq!(
+        fk.object.as_deref(),
+        Some("\"Shop\".orders.\"orders customer fk\"")
+    );
+    assert!(fk.detail.contains("foreign key"), "{}", fk.detail);
+    assert_eq!(
+        fk.remediation,
+        ["ALTER TABLE \"Shop\".\"orders\" VALIDATE CONSTRAINT \"orders customer fk\";"]
+    );
+    let check = found(&report, "not_valid_constraints", "qty_positive");
+    assert_eq!(check.len(), 1, "{:#?}", report.findings);
+    let check = check[0].clone();
+    assert_eq!(
+        check.remediation,
+        ["ALTER TABLE \"Shop\".\"orders\" VALIDATE CONSTRAINT \"qty_positive\";"]
+    );
+
+    // A pg_monitor role sees the same.
+    let mon = doctor_as(&c, "not_valid_constraints").await;
+    assert!(mon.skipped.is_empty(), "{:?}", mon.skipped);
+    assert_eq!(mon.findings, report.findings);
+
+    remediate(&c, &fk);
+    remediate(&c, &check);
+    let report = doctor(&c, "not_valid_constraints", &[]).await;
+    assert!(report.findings.is_empty(), "{:#?}", report.findings);
+}
+
+#[tokio::test]
+async fn disabled_triggers_found_and_enabled() {
+    let c = crate::cluster();
+    c.psql(
+        "postgres",
+        r#"CREATE ROLE mon LOGIN PASSWORD 'mon-pw' IN ROLE pg_monitor;
+           CREATE TABLE public."Audit" (id int PRIMARY KEY, n int);
+           CREATE TABLE public.child (id int REFERENCES public."Audit");
+           CREATE FUNCTION public.bump() RETURNS trigger LANGUAGE plpgsql
+                  AS $$ BEGIN NEW.n := coalesce(NEW.n, 0) + 1; RETURN NEW; END $$;
+           CREATE TRIGGER "Bump it" BEFORE INSERT ON public."Audit"
+                  FOR EACH ROW EXECUTE FUNCTION public.bump();
+           CREATE TRIGGER on_replica BEFORE INSERT ON public."Audit"
+                  FOR EACH ROW EXECUTE FUNCTION public.bump();
+           CREATE TRIGGER enabled_one BEFORE INSERT ON public."Audit"
+                  FOR EACH ROW EXECUTE FUNCTION public.bump();
+           ALTER TABLE public."Audit" DISABLE TRIGGER "Bump it";
+           ALTER TABLE public."Audit" ENABLE REPLICA TRIGGER on_replica;
+           -- the foreign key's internal triggers, disabled too: not reported
+           ALTER TABLE public.child DISABLE TRIGGER ALL;"#,
+    )
+    .unwrap();
+    let report = doctor(&c, "disabled_triggers", &[]).await;
+    assert_eq!(report.findings.len(), 1, "{:#?}", report.findings);
+    let f = report.findings[0].clone();
+    assert_eq!(f.check, "disabled_triggers");
+    assert_eq!(f.severity, Severity::Warning);
+    assert_eq!(f.database.as_deref(), Some("postgres"));
+    assert_eq!(f.object.as_deref(), Some("public.\"Audit\".\"Bump it\""));
+    assert_eq!(
+        f.remediation,
+        ["ALTER TABLE \"public\".\"Audit\" ENABLE TRIGGER \"Bump it\";"]
+    );
+
+    let mon = doctor_as(&c, "disabled_triggers").await;
+    assert!(mon.skipped.is_empty(), "{:?}", mon.skipped);
+    assert_eq!(mon.findings, report.findings);
+
+    remediate(&c, &f);
+    let report = doctor(&c, "disabled_triggers", &[]).await;
+    assert!(report.findings.is_empty(), "{:#?}", report.findings);
+    assert_eq!(
+        c.psql(
+            "postgres",
+            "INSERT INTO public.\"Audit\" (id) VALUES (1) RETURNING n;"
+        )
+        .unwrap()
+        .trim(),
+        "2"
+    );
+}
+
+/// Runs one check as the pg_monitor role `mon` (password `mon-pw`), default thresholds; the
+/// caller looks at what was skipped.
+async fn doctor_as(c: &Cluster, check: &str) -> pgw_doctor::Report {
+    let opts = Options {
+        dsn: Some(c.dsn_for("mon", "mon-pw", "postgres")),
+        dbname: None,
+        only: Some(check.to_string()),
+        thresholds: Thresholds::default(),
+        host: Default::default(),
+    };
+    pgw_doctor::run(&opts).await.expect("doctor runs as mon")
+}
