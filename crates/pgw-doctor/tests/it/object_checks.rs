@@ -207,3 +207,87 @@ async fn doctor_as(c: &Cluster, check: &str) -> pgw_doctor::Report {
     };
     pgw_doctor::run(&opts).await.expect("doctor runs as mon")
 }
+
+/// A sequence feeding columns through a plain `DEFAULT nextval(..)` (no OWNED BY) is judged
+/// against the narrowest of them; a pg_monitor role gets each sequence it cannot read as a
+/// skipped entry of its own.
+#[tokio::test]
+async fn sequence_judged_against_its_narrowest_default_column() {
+    let c = crate::cluster();
+    c.psql(
+        "postgres",
+        r#"CREATE ROLE mon LOGIN PASSWORD 'mon-pw' IN ROLE pg_monitor;
+           CREATE SCHEMA "S";
+           CREATE SEQUENCE public.plain_seq;
+           CREATE TABLE public.wide (id bigint DEFAULT nextval('public.plain_seq'));
+           CREATE TABLE "S"."Narrow" (id int DEFAULT nextval('public.plain_seq'));
+           SELECT setval('public.plain_seq', 2040109466);
+           CREATE SEQUENCE "S"."other seq";
+           SELECT nextval('"S"."other seq"');"#,
+    )
+    .unwrap();
+    let report = doctor(&c, "sequence_exhaustion", &[]).await;
+    let f = found(&report, "sequence_exhaustion", "plain_seq");
+    assert_eq!(f.len(), 1, "{:#?}", report.findings);
+    let f = f[0].clone();
+    assert_eq!(f.severity, Severity::Critical, "{f:#?}");
+    assert!(f.detail.contains("\"S\".\"Narrow\".id"), "{}", f.detail);
+    assert!(f.detail.contains("column type"), "{}", f.detail);
+    assert_eq!(
+        f.remediation,
+        [
+            "ALTER TABLE \"S\".\"Narrow\" ALTER COLUMN \"id\" TYPE bigint;",
+            "ALTER SEQUENCE \"public\".\"plain_seq\" AS bigint NO MAXVALUE;"
+        ]
+    );
+    assert_eq!(report.findings.len(), 1, "{:#?}", report.findings);
+
+    // pg_monitor cannot read either sequence: one skipped entry each, no finding.
+    let mon = doctor_as(&c, "sequence_exhaustion").await;
+    assert!(mon.findings.is_empty(), "{:#?}", mon.findings);
+    let mut objects: Vec<&str> = mon
+        .skipped
+        .iter()
+        .filter(|s| s.check == "sequence_exhaustion")
+        .filter_map(|s| s.object.as_deref())
+        .collect();
+    objects.sort();
+    assert_eq!(
+        objects,
+        ["\"S\".\"other seq\"", "public.plain_seq"],
+        "{:#?}",
+        mon.skipped
+    );
+    let plain = mon
+        .skipped
+        .iter()
+        .find(|s| s.object.as_deref() == Some("public.plain_seq"))
+        .unwrap();
+    assert_eq!(plain.database.as_deref(), Some("postgres"));
+    assert!(
+        plain
+            .reason
+            .contains("GRANT SELECT ON SEQUENCE \"public\".\"plain_seq\""),
+        "{}",
+        plain.reason
+    );
+    // Granted, the role judges it as the superuser does.
+    c.psql(
+        "postgres",
+        "GRANT SELECT ON SEQUENCE public.plain_seq TO mon;",
+    )
+    .unwrap();
+    let mon = doctor_as(&c, "sequence_exhaustion").await;
+    assert_eq!(mon.findings, report.findings);
+    assert_eq!(mon.skipped.len(), 1, "{:#?}", mon.skipped);
+
+    remediate(&c, &f);
+    let report = doctor(&c, "sequence_exhaustion", &[]).await;
+    assert!(report.findings.is_empty(), "{:#?}", report.findings);
+    c.psql(
+        "postgres",
+        r#"SELECT setval('public.plain_seq', 3000000000);
+           INSERT INTO "S"."Narrow" DEFAULT VALUES;"#,
+    )
+    .unwrap();
+}
