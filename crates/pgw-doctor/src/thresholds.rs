@@ -23,6 +23,10 @@ pub struct Thresholds {
     pub connections_warning_share: f64,
     /// connection_saturation: ... and for critical (0.9).
     pub connections_critical_share: f64,
+    /// prepared_transactions: a transaction prepared this long ago is a warning (300 s).
+    pub prepared_xact_warning_secs: f64,
+    /// prepared_transactions: ... and this long critical (3600 s).
+    pub prepared_xact_critical_secs: f64,
     /// sequence_exhaustion: share of a sequence's range used for a warning (0.75).
     pub sequence_warning_share: f64,
     /// sequence_exhaustion: ... and for critical (0.9).
@@ -111,6 +115,8 @@ impl Default for Thresholds {
             blocked_query_critical_secs: 60.0,
             connections_warning_share: 0.8,
             connections_critical_share: 0.9,
+            prepared_xact_warning_secs: 300.0,
+            prepared_xact_critical_secs: 3600.0,
             sequence_warning_share: 0.75,
             sequence_critical_share: 0.9,
             dead_tuples_warning_share: 0.2,
@@ -290,7 +296,7 @@ mod tests {
             Err(ThresholdError::Negative { .. })
         ));
         assert!(matches!(t.set("novalue"), Err(ThresholdError::Syntax(_))));
-        assert_eq!(t.entries().len(), 44);
+        assert_eq!(t.entries().len(), 46);
     }
 
     #[test]

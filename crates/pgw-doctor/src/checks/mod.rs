@@ -5,6 +5,7 @@ mod activity;
 mod bloat;
 mod config;
 mod indexes;
+mod integrity;
 mod replication;
 mod sequences;
 mod sessions;
@@ -44,6 +45,7 @@ pub fn all() -> Vec<&'static CheckInfo> {
         indexes::CHECKS,
         usage::CHECKS,
         sequences::CHECKS,
+        integrity::CHECKS,
         wraparound::CHECKS,
         statements::CHECKS,
         sessions::CHECKS,
@@ -125,6 +127,9 @@ pub(crate) async fn run_check(id: &str, ctx: &Ctx<'_>) -> Result<Outcome, tokio_
         return r;
     }
     if let Some(r) = sequences::run(id, ctx).await {
+        return r;
+    }
+    if let Some(r) = integrity::run(id, ctx).await {
         return r;
     }
     if let Some(r) = wraparound::run(id, ctx).await {

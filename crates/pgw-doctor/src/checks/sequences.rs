@@ -3,7 +3,7 @@
 use pgw_common::sql::{self, qualified, shown_qualified};
 
 use super::{CheckInfo, Ctx, Outcome, Scope};
-use crate::model::{Finding, Severity};
+use crate::model::{Finding, Severity, Skipped};
 
 /// The checks of this module, in the order they run.
 pub(super) const CHECKS: &[CheckInfo] = &[CheckInfo {
@@ -16,21 +16,22 @@ pub(super) const CHECKS: &[CheckInfo] = &[CheckInfo {
 /// Runs check `id` if it is one of this module's.
 pub(super) async fn run(id: &str, ctx: &Ctx<'_>) -> Option<Result<Outcome, tokio_postgres::Error>> {
     Some(match id {
-        "sequence_exhaustion" => sequence_exhaustion(ctx).await.map(Outcome::from),
+        "sequence_exhaustion" => sequence_exhaustion(ctx).await,
         _ => return None,
     })
 }
 
 /// `sequence_exhaustion`: the share of its range each non-cycling sequence has used, from
 /// `pg_sequences`, measured against the sequence's own bounds and, when it feeds a
-/// smallint or integer column (serial, identity, or `OWNED BY`), that column's type's
-/// bounds too, whichever is tighter. Descending sequences are measured from the top.
-/// Sequences never used, or not readable by this role (`pg_sequences` hides their value
-/// without USAGE or SELECT; `pg_monitor` does not grant it) are left out; the latter are
-/// counted in one info finding that says which grant lets doctor see them.
-pub(super) async fn sequence_exhaustion(
-    ctx: &Ctx<'_>,
-) -> Result<Vec<Finding>, tokio_postgres::Error> {
+/// smallint or integer column, that column's type's bounds too, whichever is tighter. The
+/// columns it feeds are those it is owned by (serial, identity, `OWNED BY`) and those whose
+/// default calls it (a plain `DEFAULT nextval('seq')`, found through the default's
+/// dependency on the sequence); of these the narrowest is judged, and widened by the
+/// remediation. Descending sequences are measured from the top. Sequences never used are
+/// left out; those this role cannot read (`pg_sequences` hides their value without USAGE or
+/// SELECT, which `pg_monitor` does not grant) are each listed as skipped, with the grant
+/// that lets doctor see them.
+pub(super) async fn sequence_exhaustion(ctx: &Ctx<'_>) -> Result<Outcome, tokio_postgres::Error> {
     let t = ctx.thresholds;
     let rows = ctx
         .query(
@@ -49,11 +50,33 @@ pub(super) async fn sequence_exhaustion(
                  FROM pg_sequences s
                  JOIN pg_namespace n ON n.nspname = s.schemaname
                  JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = s.sequencename
-                 LEFT JOIN pg_depend d ON d.classid = 'pg_class'::regclass AND d.objid = c.oid
-                                      AND d.refclassid = 'pg_class'::regclass
-                                      AND d.refobjsubid > 0 AND d.deptype IN ('a', 'i')
-                 LEFT JOIN pg_attribute a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid
-                 LEFT JOIN pg_class tc ON tc.oid = d.refobjid
+                                 AND c.relkind = 'S'
+                 LEFT JOIN LATERAL (
+                   SELECT u.attrelid, u.attname, u.atttypid
+                     FROM (SELECT a.attrelid, a.attname, a.atttypid
+                             FROM pg_depend d
+                             JOIN pg_attribute a ON a.attrelid = d.refobjid
+                                                AND a.attnum = d.refobjsubid
+                            WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid
+                              AND d.refclassid = 'pg_class'::regclass
+                              AND d.refobjsubid > 0 AND d.deptype IN ('a', 'i')
+                              AND NOT a.attisdropped
+                           UNION ALL
+                           SELECT a.attrelid, a.attname, a.atttypid
+                             FROM pg_depend d
+                             JOIN pg_attrdef ad ON ad.oid = d.objid
+                             JOIN pg_attribute a ON a.attrelid = ad.adrelid
+                                                AND a.attnum = ad.adnum
+                            WHERE d.classid = 'pg_attrdef'::regclass
+                              AND d.refclassid = 'pg_class'::regclass
+                              AND d.refobjid = c.oid AND d.deptype = 'n'
+                              AND NOT a.attisdropped) u
+                    ORDER BY CASE u.atttypid WHEN 'int2'::regtype THEN 0
+                                             WHEN 'int4'::regtype THEN 1 ELSE 2 END,
+                             u.attrelid, u.attname
+                    LIMIT 1
+                 ) a ON true
+                 LEFT JOIN pg_class tc ON tc.oid = a.attrelid
                  LEFT JOIN pg_namespace tn ON tn.oid = tc.relnamespace
                 WHERE NOT s.cycle
                   AND s.schemaname NOT IN ('pg_catalog', 'information_schema')
@@ -85,14 +108,21 @@ pub(super) async fn sequence_exhaustion(
         )
         .await?;
     let mut findings = Vec::new();
-    let mut unreadable: Vec<String> = Vec::new();
+    let mut skipped = Vec::new();
     for row in rows {
         let (schema, name): (String, String) = (row.get(0), row.get(1));
         let readable: bool = row.get(14);
         if !readable {
-            if !unreadable.contains(&schema) {
-                unreadable.push(schema);
-            }
+            skipped.push(Skipped {
+                check: "sequence_exhaustion".to_string(),
+                database: Some(ctx.database.to_string()),
+                object: Some(shown_qualified(&schema, &name)),
+                reason: format!(
+                    "this role cannot read the sequence's value (pg_monitor does not grant it): \
+                     GRANT SELECT ON SEQUENCE {} TO <this role>; lets doctor see it",
+                    qualified(&schema, &name)
+                ),
+            });
             continue;
         }
         let seqtype: String = row.get(2);
@@ -182,26 +212,5 @@ pub(super) async fn sequence_exhaustion(
             )),
         });
     }
-    if !unreadable.is_empty() {
-        let schemas = unreadable
-            .iter()
-            .map(|s| sql::ident(s))
-            .collect::<Vec<_>>()
-            .join(", ");
-        findings.push(Finding {
-            check: "sequence_exhaustion".to_string(),
-            severity: Severity::Info,
-            database: Some(ctx.database.to_string()),
-            object: None,
-            detail: format!(
-                "some sequences in schema(s) {schemas} were not checked: this role lacks \
-                 SELECT or USAGE on them (pg_monitor does not grant it)"
-            ),
-            remediation: vec![format!(
-                "GRANT SELECT ON ALL SEQUENCES IN SCHEMA {schemas} TO CURRENT_USER;"
-            )],
-            perfdata: None,
-        });
-    }
-    Ok(findings)
+    Ok(Outcome { findings, skipped })
 }

@@ -12,6 +12,8 @@ use std::collections::{HashMap, HashSet, VecDeque};
 
 use tokio_postgres::Row;
 
+use pgw_common::sql;
+
 use super::{CheckInfo, Ctx, Outcome, Scope};
 use crate::model::{Finding, Severity};
 
@@ -47,6 +49,12 @@ pub(super) const CHECKS: &[CheckInfo] = &[
         summary: "share of max_connections in use",
         thresholds: &["connections_warning_share", "connections_critical_share"],
     },
+    CheckInfo {
+        id: "prepared_transactions",
+        scope: Scope::Cluster,
+        summary: "prepared (two-phase) transactions left open longer than the limit",
+        thresholds: &["prepared_xact_warning_secs", "prepared_xact_critical_secs"],
+    },
 ];
 
 /// Runs check `id` if it is one of this module's.
@@ -56,6 +64,7 @@ pub(super) async fn run(id: &str, ctx: &Ctx<'_>) -> Option<Result<Outcome, tokio
         "idle_in_transaction" => idle_in_transaction(ctx).await.map(Outcome::from),
         "blocked_queries" => blocked_queries(ctx).await.map(Outcome::from),
         "connection_saturation" => connection_saturation(ctx).await.map(Outcome::from),
+        "prepared_transactions" => prepared_transactions(ctx).await.map(Outcome::from),
         _ => return None,
     })
 }
@@ -485,6 +494,58 @@ pub(super) async fn connection_saturation(
             t.connections_critical_share * max as f64,
         )),
     }])
+}
+
+/// Prepared (two-phase) transactions from `pg_prepared_xacts` older than
+/// `prepared_xact_warning_secs` (warning) or `prepared_xact_critical_secs` (critical). A
+/// prepared transaction outlives its session and restarts: it keeps its locks and holds back
+/// vacuum's horizon until a transaction manager commits or rolls it back. The view is
+/// readable by every role. The remediation rolls it back, and must run in the transaction's
+/// own database.
+pub(super) async fn prepared_transactions(
+    ctx: &Ctx<'_>,
+) -> Result<Vec<Finding>, tokio_postgres::Error> {
+    let t = ctx.thresholds;
+    let rows = ctx
+        .query(
+            "SELECT gid, owner::text AS owner, database::text AS database, transaction::text AS xid,
+                    EXTRACT(EPOCH FROM now() - prepared)::float8 AS age
+               FROM pg_prepared_xacts
+              WHERE now() - prepared >= make_interval(secs => $1)
+              ORDER BY age DESC, gid",
+            &[&t.prepared_xact_warning_secs],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| {
+            let gid: String = r.get("gid");
+            let owner: String = r.get("owner");
+            let database: String = r.get("database");
+            let xid: String = r.get("xid");
+            let age: f64 = r.get("age");
+            Finding {
+                check: "prepared_transactions".to_string(),
+                severity: grade(age, t.prepared_xact_critical_secs),
+                database: Some(database.clone()),
+                object: Some(format!("prepared transaction {}", sql::literal(&gid))),
+                detail: format!(
+                    "transaction {xid} prepared {age:.0}s ago (gid {}, owner {owner}, database {}) \
+                     is still neither committed nor rolled back; it holds its locks and vacuum's horizon \
+                     across restarts; if its transaction manager is gone, roll it back (or COMMIT \
+                     PREPARED if it must be kept), connected to database {}",
+                    sql::literal(&gid),
+                    sql::shown(&database),
+                    sql::shown(&database),
+                ),
+                remediation: vec![format!("ROLLBACK PREPARED {};", sql::literal(&gid))],
+                perfdata: Some(format!(
+                    "age={age:.0}s;{};{}",
+                    t.prepared_xact_warning_secs, t.prepared_xact_critical_secs
+                )),
+            }
+        })
+        .collect())
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@ mod cluster_checks;
 mod database_checks;
 mod horizon;
 mod index_safety;
+mod object_checks;
 mod replication_checks;
 mod table_stats;
 mod usage_checks;
