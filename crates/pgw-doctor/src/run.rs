@@ -69,6 +69,7 @@ pub async fn run(opts: &Options) -> Result<Report, DoctorError> {
     let params =
         ConnParams::resolve(opts.dsn.as_deref(), &ProcessEnv).map_err(ConnectError::from)?;
     let client = connect(&params).await?;
+    never_wait(&client, &params).await?;
     let mut report = Report::default();
 
     for check in selected.iter().filter(|c| c.scope == Scope::Cluster) {
@@ -113,7 +114,11 @@ pub async fn run(opts: &Options) -> Result<Report, DoctorError> {
         let db_client = if db == params.dbname {
             None
         } else {
-            match connect(&p).await {
+            let c = match connect(&p).await {
+                Ok(c) => never_wait(&c, &p).await.map(|()| c),
+                Err(e) => Err(e),
+            };
+            match c {
                 Ok(c) => Some(c),
                 Err(e) => {
                     tracing::info!(database = %db, error = %pgw_common::report(&e), "database skipped: cannot connect");
@@ -144,6 +149,26 @@ pub async fn run(opts: &Options) -> Result<Report, DoctorError> {
         }
     }
     Ok(report)
+}
+
+/// How long one of doctor's statements may wait for a lock before it gives up.
+const LOCK_TIMEOUT: &str = "2s";
+
+/// Sets the session so that doctor never queues behind a lock: the checks avoid taking
+/// locks on user relations (see [`checks::size_sql`]), and should one still be needed, the
+/// statement fails after [`LOCK_TIMEOUT`] and its check lands in `skipped` with the reason
+/// instead of hanging doctor (and every session queued behind it).
+async fn never_wait(
+    client: &tokio_postgres::Client,
+    params: &ConnParams,
+) -> Result<(), ConnectError> {
+    client
+        .batch_execute(&format!("SET lock_timeout = '{LOCK_TIMEOUT}'"))
+        .await
+        .map_err(|source| ConnectError::Connect {
+            target: params.target(),
+            source,
+        })
 }
 
 fn collect(

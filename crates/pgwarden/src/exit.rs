@@ -193,7 +193,9 @@ Exit codes (the Nagios convention check_postgres users script against):
   3  could not run: server unreachable, authentication refused, bad flags or thresholds
 
 Checks that need more privilege than the role has are listed under \"skipped\" with
-the reason; the others still run. pg_monitor is enough for every check.";
+the reason, and so is each object a check could not judge (a sequence the role may not
+read, a table whose column statistics it cannot see): pg_monitor runs every check, and
+the reason names the grant or extension that closes the gap.";
 
 #[cfg(test)]
 mod tests {

@@ -48,6 +48,8 @@ struct Table {
     columns: Vec<Column>,
     /// A column without statistics that the role may SELECT (so: not analyzed yet).
     unanalyzed_readable: bool,
+    /// An ACCESS EXCLUSIVE lock is held or awaited on it: pgstattuple_approx would wait.
+    locked: bool,
 }
 
 /// `x` rounded up to a multiple of `a`.
@@ -120,17 +122,17 @@ pub(super) async fn table_bloat(ctx: &Ctx<'_>) -> Result<Outcome, tokio_postgres
         .query_one("SELECT current_setting('block_size')::float8", &[])
         .await?
         .get(0);
-    let rows = ctx
-        .query(
-            "SELECT c.oid, n.nspname::text, c.relname::text, c.reltuples::float8,
-                    c.relpages::int8, pg_relation_size(c.oid) AS bytes,
+    let sql = format!(
+        "SELECT c.oid, n.nspname::text, c.relname::text, c.reltuples::float8,
+                    c.relpages::int8, {size} AS bytes,
                     COALESCE(substring(array_to_string(c.reloptions, ' ')
                                        FROM 'fillfactor=([0-9]+)')::float8, 100) AS fillfactor,
                     a.attnum::int4, a.attisdropped, a.attlen,
                     CASE a.attalign WHEN 'c' THEN 1 WHEN 's' THEN 2 WHEN 'i' THEN 4
                                     ELSE 8 END::float8 AS align,
                     COALESCE(s.null_frac, 0)::float8, s.avg_width::float8,
-                    has_column_privilege(c.oid, a.attnum, 'SELECT') AS readable
+                    has_column_privilege(c.oid, a.attnum, 'SELECT') AS readable,
+                    {locked} AS locked
                FROM pg_class c
                JOIN pg_namespace n ON n.oid = c.relnamespace
                JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0
@@ -139,11 +141,12 @@ pub(super) async fn table_bloat(ctx: &Ctx<'_>) -> Result<Outcome, tokio_postgres
               WHERE c.relkind IN ('r', 'm')
                 AND n.nspname NOT IN ('pg_catalog', 'information_schema')
                 AND n.nspname !~ '^pg_(toast|temp_)'
-                AND pg_relation_size(c.oid) >= GREATEST(10 * $2::float8, $1::float8 * 1048576)
+                AND {size} >= GREATEST(10 * $2::float8, $1::float8 * 1048576)
               ORDER BY c.oid, a.attnum",
-            &[&t.bloat_min_mb, &bs],
-        )
-        .await?;
+        size = super::size_sql("c.oid"),
+        locked = super::locked_sql("c.oid"),
+    );
+    let rows = ctx.query(&sql, &[&t.bloat_min_mb, &bs]).await?;
     let mut tables: Vec<Table> = Vec::new();
     for r in &rows {
         let oid: u32 = r.get(0);
@@ -159,6 +162,7 @@ pub(super) async fn table_bloat(ctx: &Ctx<'_>) -> Result<Outcome, tokio_postgres
                 natts: 0,
                 columns: Vec::new(),
                 unanalyzed_readable: false,
+                locked: r.get(14),
             });
         }
         let Some(table) = tables.last_mut() else {
@@ -206,6 +210,18 @@ pub(super) async fn table_bloat(ctx: &Ctx<'_>) -> Result<Outcome, tokio_postgres
                         table.fillfactor
                     ),
                 }
+            }
+            (None, Some(_)) if table.locked => {
+                out.skipped.push(Skipped {
+                    check: "table_bloat".to_string(),
+                    database: Some(ctx.database.to_string()),
+                    object: Some(object),
+                    reason: "no column statistics readable by this role, and an ACCESS \
+                             EXCLUSIVE lock is held or awaited on it, so pgstattuple_approx \
+                             would wait: run doctor again once the lock is gone"
+                        .to_string(),
+                });
+                continue;
             }
             (None, Some(func)) => {
                 let r = ctx

@@ -45,8 +45,9 @@ pub(super) async fn run(id: &str, ctx: &Ctx<'_>) -> Option<Result<Outcome, tokio
 pub(super) async fn invalid_index(ctx: &Ctx<'_>) -> Result<Vec<Finding>, tokio_postgres::Error> {
     let rows = ctx
         .query(
+            &format!(
             "SELECT n.nspname::text, c.relname::text, tn.nspname::text, t.relname::text,
-                    pg_get_indexdef(i.indexrelid), pg_size_pretty(pg_relation_size(i.indexrelid)),
+                    pg_get_indexdef(i.indexrelid), pg_size_pretty({size_i_indexrelid}),
                     c.relkind = 'I' AS partitioned
                FROM pg_index i
                JOIN pg_class c ON c.oid = i.indexrelid
@@ -61,6 +62,8 @@ pub(super) async fn invalid_index(ctx: &Ctx<'_>) -> Result<Vec<Finding>, tokio_p
                        WHERE p.index_relid = i.indexrelid
                           OR (p.relid = i.indrelid AND p.index_relid = 0))
               ORDER BY n.nspname, c.relname",
+            size_i_indexrelid = super::size_sql("i.indexrelid")
+        ),
             &[],
         )
         .await?;
@@ -110,6 +113,7 @@ pub(super) async fn invalid_index(ctx: &Ctx<'_>) -> Result<Vec<Finding>, tokio_p
 pub(super) async fn duplicate_index(ctx: &Ctx<'_>) -> Result<Vec<Finding>, tokio_postgres::Error> {
     let rows = ctx
         .query(
+            &format!(
             "WITH idx AS (
                SELECT i.indexrelid, i.indrelid, c.relname::text AS name, n.nspname::text AS nsp,
                       c.relkind, c.relam, i.indisunique, i.indisreplident,
@@ -140,7 +144,7 @@ pub(super) async fn duplicate_index(ctx: &Ctx<'_>) -> Result<Vec<Finding>, tokio
              SELECT DISTINCT ON (a.indexrelid)
                     a.nsp, a.name, b.nsp, b.name, t.relname::text, tn.nspname::text,
                     a.allkeys = b.allkeys AND a.nkey = b.nkey AS exact,
-                    pg_size_pretty(pg_relation_size(a.indexrelid)), pg_relation_size(a.indexrelid),
+                    pg_size_pretty({size_a_indexrelid}), {size_a_indexrelid},
                     a.relkind = 'I' AS partitioned
                FROM ranked a
                JOIN ranked b ON b.indrelid = a.indrelid AND b.indexrelid <> a.indexrelid
@@ -166,6 +170,8 @@ pub(super) async fn duplicate_index(ctx: &Ctx<'_>) -> Result<Vec<Finding>, tokio
                    AND a.opts = b.opts[1:a.nkey]))
               ORDER BY a.indexrelid, (a.allkeys = b.allkeys AND a.nkey = b.nkey) DESC,
                        b.rank DESC, b.nkey, b.indexrelid",
+            size_a_indexrelid = super::size_sql("a.indexrelid")
+        ),
             &[],
         )
         .await?;

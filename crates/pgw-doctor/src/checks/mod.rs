@@ -90,6 +90,31 @@ impl Ctx<'_> {
     }
 }
 
+/// SQL for the size in bytes of relation `oid` (an SQL expression) that never waits for a
+/// lock. `pg_relation_size` opens the relation with an ACCESS SHARE lock, which queues
+/// behind an ACCESS EXCLUSIVE one held or requested (a running `ALTER TABLE`, `VACUUM
+/// FULL`, `LOCK TABLE`, `REINDEX`), and every later session would queue behind doctor. For
+/// such a relation the size is `relpages` (as of its last VACUUM, ANALYZE or CREATE INDEX)
+/// instead. The lock list is read once per statement (an uncorrelated subquery).
+pub(crate) fn size_sql(oid: &str) -> String {
+    format!(
+        "(CASE WHEN {locked}
+               THEN (SELECT r.relpages::int8 FROM pg_class r WHERE r.oid = {oid})
+                    * current_setting('block_size')::int8
+               ELSE pg_relation_size({oid}) END)",
+        locked = locked_sql(oid)
+    )
+}
+
+/// SQL that is true when relation `oid` has an ACCESS EXCLUSIVE lock held or requested, so
+/// that anything opening it (an extension's function, `pg_relation_size`) would wait.
+pub(crate) fn locked_sql(oid: &str) -> String {
+    format!(
+        "({oid} IN (SELECT l.relation FROM pg_locks l
+                     WHERE l.locktype = 'relation' AND l.mode = 'AccessExclusiveLock'))"
+    )
+}
+
 /// SQL on one line for a log event.
 fn one_line_sql(sql: &str) -> String {
     sql.split_whitespace().collect::<Vec<_>>().join(" ")

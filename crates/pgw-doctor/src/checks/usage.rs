@@ -89,7 +89,7 @@ pub(super) async fn unused_index(ctx: &Ctx<'_>) -> Result<Outcome, tokio_postgre
              LEFT JOIN pg_stat_database d ON d.datname = current_database()
          )
          SELECT s.schemaname::text, s.indexrelname::text, s.relname::text,
-                pg_relation_size(s.indexrelid), pg_size_pretty(pg_relation_size(s.indexrelid)),
+                {size_s}, pg_size_pretty({size_s}),
                 w.since_text,
                 CASE WHEN w.track THEN pg_xact_commit_timestamp(ic.xmin) END AS written,
                 to_char(CASE WHEN w.track THEN pg_xact_commit_timestamp(ic.xmin) END,
@@ -105,7 +105,7 @@ pub(super) async fn unused_index(ctx: &Ctx<'_>) -> Result<Outcome, tokio_postgre
             AND i.indisvalid AND NOT i.indisunique AND NOT i.indisreplident
             AND NOT EXISTS (SELECT 1 FROM pg_constraint k WHERE k.conindid = i.indexrelid)
             AND NOT EXISTS (SELECT 1 FROM pg_inherits h WHERE h.inhrelid = i.indexrelid)
-            AND pg_relation_size(s.indexrelid) >= $1
+            AND {size_s} >= $1
             -- every foreign key this index covers is also covered by an index that outranks it
             AND NOT EXISTS (
                   SELECT 1
@@ -123,11 +123,14 @@ pub(super) async fn unused_index(ctx: &Ctx<'_>) -> Result<Outcome, tokio_postgre
                                    OR y.indisunique
                                    OR EXISTS (SELECT 1 FROM pg_constraint yk
                                                WHERE yk.conindid = y.indexrelid)
-                                   OR (pg_relation_size(y.indexrelid), y.indexrelid::int8)
-                                      < (pg_relation_size(i.indexrelid), i.indexrelid::int8))))
-          ORDER BY pg_relation_size(s.indexrelid) DESC, s.schemaname, s.indexrelname",
+                                   OR ({size_y}, y.indexrelid::int8)
+                                      < ({size_i}, i.indexrelid::int8))))
+          ORDER BY {size_s} DESC, s.schemaname, s.indexrelname",
         this_covers = covers_fk("i", "am"),
         other_covers = covers_fk("y", "yam"),
+        size_s = super::size_sql("s.indexrelid"),
+        size_y = super::size_sql("y.indexrelid"),
+        size_i = super::size_sql("i.indexrelid"),
     );
     let rows = ctx.query(&sql, &[&min_bytes]).await?;
     let mut out = Outcome::default();

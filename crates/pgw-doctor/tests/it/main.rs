@@ -8,6 +8,7 @@ mod database_checks;
 mod horizon;
 mod index_safety;
 mod object_checks;
+mod planted;
 mod replication_checks;
 mod table_stats;
 mod usage_checks;
