@@ -46,7 +46,7 @@ pub(super) async fn invalid_index(ctx: &Ctx<'_>) -> Result<Vec<Finding>, tokio_p
     let rows = ctx
         .query(
             &format!(
-            "SELECT n.nspname::text, c.relname::text, tn.nspname::text, t.relname::text,
+                "SELECT n.nspname::text, c.relname::text, tn.nspname::text, t.relname::text,
                     pg_get_indexdef(i.indexrelid), pg_size_pretty({size_i_indexrelid}),
                     c.relkind = 'I' AS partitioned
                FROM pg_index i
@@ -62,8 +62,8 @@ pub(super) async fn invalid_index(ctx: &Ctx<'_>) -> Result<Vec<Finding>, tokio_p
                        WHERE p.index_relid = i.indexrelid
                           OR (p.relid = i.indrelid AND p.index_relid = 0))
               ORDER BY n.nspname, c.relname",
-            size_i_indexrelid = super::size_sql("i.indexrelid")
-        ),
+                size_i_indexrelid = super::size_sql("i.indexrelid")
+            ),
             &[],
         )
         .await?;
@@ -114,7 +114,7 @@ pub(super) async fn duplicate_index(ctx: &Ctx<'_>) -> Result<Vec<Finding>, tokio
     let rows = ctx
         .query(
             &format!(
-            "WITH idx AS (
+                "WITH idx AS (
                SELECT i.indexrelid, i.indrelid, c.relname::text AS name, n.nspname::text AS nsp,
                       c.relkind, c.relam, i.indisunique, i.indisreplident,
                       i.indnkeyatts AS nkey, i.indnatts AS natts,
@@ -170,8 +170,8 @@ pub(super) async fn duplicate_index(ctx: &Ctx<'_>) -> Result<Vec<Finding>, tokio
                    AND a.opts = b.opts[1:a.nkey]))
               ORDER BY a.indexrelid, (a.allkeys = b.allkeys AND a.nkey = b.nkey) DESC,
                        b.rank DESC, b.nkey, b.indexrelid",
-            size_a_indexrelid = super::size_sql("a.indexrelid")
-        ),
+                size_a_indexrelid = super::size_sql("a.indexrelid")
+            ),
             &[],
         )
         .await?;

@@ -147,7 +147,12 @@ const PLANTED: &[Planted] = &[
         "child_late_fk",
         "",
     ),
-    p("a disabled trigger", "disabled_triggers", "child_trigger", ""),
+    p(
+        "a disabled trigger",
+        "disabled_triggers",
+        "child_trigger",
+        "",
+    ),
 ];
 
 const THRESHOLDS: &[&str] = &[

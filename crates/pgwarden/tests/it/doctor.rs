@@ -126,7 +126,11 @@ fn a_healthy_database_exits_zero_and_pg_monitor_names_what_it_cannot_see() {
         "json",
     ]);
     let doc = json(&o);
-    assert_eq!(o.status.code(), Some(0), "pg_monitor runs every check: {doc}");
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "pg_monitor runs every check: {doc}"
+    );
     // pg_monitor cannot read the sequences' positions: each one is named, with the
     // grant that fixes it. (The tables are too small for table_bloat to judge, so
     // their column statistics, which pg_monitor cannot read either, are not needed.)
