@@ -69,6 +69,10 @@ pub struct Thresholds {
     pub bloat_critical_share: f64,
     /// table_bloat: tables whose estimated waste is below this many MB are ignored (10).
     pub bloat_min_mb: f64,
+    /// index_bloat: an index whose column statistics the role cannot read is measured with
+    /// pgstatindex (which reads the whole index) only up to this many MB (1024); a larger
+    /// one is listed as skipped.
+    pub index_scan_max_mb: f64,
     /// xid_wraparound: transaction age as a share of the 2^31 wraparound limit for a
     /// warning (0.5, about 1.07 billion).
     pub xid_warning_share: f64,
@@ -137,6 +141,7 @@ impl Default for Thresholds {
             bloat_warning_share: 0.3,
             bloat_critical_share: 0.6,
             bloat_min_mb: 10.0,
+            index_scan_max_mb: 1024.0,
             xid_warning_share: 0.5,
             xid_critical_share: 0.75,
             slow_query_ms: 50.0,
@@ -296,7 +301,7 @@ mod tests {
             Err(ThresholdError::Negative { .. })
         ));
         assert!(matches!(t.set("novalue"), Err(ThresholdError::Syntax(_))));
-        assert_eq!(t.entries().len(), 46);
+        assert_eq!(t.entries().len(), 47);
     }
 
     #[test]

@@ -53,8 +53,33 @@ struct Table {
 }
 
 /// `x` rounded up to a multiple of `a`.
-fn align_up(x: f64, a: f64) -> f64 {
+pub(super) fn align_up(x: f64, a: f64) -> f64 {
     (x / a).ceil() * a
+}
+
+/// How a column value is stored: (bytes, alignment) from `attlen`, `attalign` (as bytes)
+/// and `pg_stats.avg_width`. Fixed-width values take `attlen` at their alignment; a short
+/// varlena (1-byte header, up to 126 bytes) is stored unaligned.
+pub(super) fn stored(len: i16, align: f64, avg_width: f64) -> (f64, f64) {
+    if len > 0 {
+        (f64::from(len), align)
+    } else if avg_width <= 126.0 {
+        (avg_width, 1.0)
+    } else {
+        (avg_width, align)
+    }
+}
+
+/// SQL for `pg_attribute a`'s `attalign` in bytes.
+pub(super) const ALIGN_BYTES_SQL: &str =
+    "CASE a.attalign WHEN 'c' THEN 1 WHEN 's' THEN 2 WHEN 'i' THEN 4 ELSE 8 END::float8";
+
+/// SQL for the fillfactor in `reloptions` (an SQL expression), else `default`.
+pub(super) fn fillfactor_sql(reloptions: &str, default: u32) -> String {
+    format!(
+        "COALESCE(substring(array_to_string({reloptions}, ' ') FROM 'fillfactor=([0-9]+)')::float8, \
+         {default})"
+    )
 }
 
 /// The expected bytes of one heap tuple (header, null bitmap, columns with their alignment
@@ -71,15 +96,7 @@ fn tuple_width(t: &Table) -> Option<f64> {
     let header = align_up(23.0 + bitmap, MAXALIGN);
     let mut off = 0.0_f64;
     for c in &t.columns {
-        let avg = c.avg_width?;
-        let (width, align) = if c.len > 0 {
-            (f64::from(c.len), c.align)
-        } else if avg <= 126.0 {
-            // A short varlena (1-byte header) is stored unaligned.
-            (avg, 1.0)
-        } else {
-            (avg, c.align)
-        };
+        let (width, align) = stored(c.len, c.align, c.avg_width?);
         // A null column takes no space (nor padding): weigh by the share of non-null rows.
         let padded = align_up(off, align) - off + width;
         off += (1.0 - c.null_frac) * padded;
@@ -125,11 +142,9 @@ pub(super) async fn table_bloat(ctx: &Ctx<'_>) -> Result<Outcome, tokio_postgres
     let sql = format!(
         "SELECT c.oid, n.nspname::text, c.relname::text, c.reltuples::float8,
                     c.relpages::int8, {size} AS bytes,
-                    COALESCE(substring(array_to_string(c.reloptions, ' ')
-                                       FROM 'fillfactor=([0-9]+)')::float8, 100) AS fillfactor,
+                    {fillfactor} AS fillfactor,
                     a.attnum::int4, a.attisdropped, a.attlen,
-                    CASE a.attalign WHEN 'c' THEN 1 WHEN 's' THEN 2 WHEN 'i' THEN 4
-                                    ELSE 8 END::float8 AS align,
+                    {align} AS align,
                     COALESCE(s.null_frac, 0)::float8, s.avg_width::float8,
                     has_column_privilege(c.oid, a.attnum, 'SELECT') AS readable,
                     {locked} AS locked
@@ -145,6 +160,8 @@ pub(super) async fn table_bloat(ctx: &Ctx<'_>) -> Result<Outcome, tokio_postgres
               ORDER BY c.oid, a.attnum",
         size = super::size_sql("c.oid"),
         locked = super::locked_sql("c.oid"),
+        fillfactor = fillfactor_sql("c.reloptions", 100),
+        align = ALIGN_BYTES_SQL,
     );
     let rows = ctx.query(&sql, &[&t.bloat_min_mb, &bs]).await?;
     let mut tables: Vec<Table> = Vec::new();
@@ -184,7 +201,7 @@ pub(super) async fn table_bloat(ctx: &Ctx<'_>) -> Result<Outcome, tokio_postgres
         });
     }
 
-    let approx = pgstattuple_approx(ctx).await?;
+    let approx = extension_function(ctx, "pgstattuple_approx").await?;
     let mut out = Outcome::default();
     let mut ranked: Vec<(f64, Finding)> = Vec::new();
     for table in &tables {
@@ -320,23 +337,26 @@ struct Measure {
     how: String,
 }
 
-/// `pgstattuple_approx` quoted with its schema, when the extension is installed and the
-/// role may execute it.
-async fn pgstattuple_approx(ctx: &Ctx<'_>) -> Result<Option<String>, tokio_postgres::Error> {
+/// Function `name(regclass)` (pgstattuple's `pgstattuple_approx`, `pgstatindex`) quoted
+/// with its schema, when the extension is installed and the role may execute it.
+pub(super) async fn extension_function(
+    ctx: &Ctx<'_>,
+    name: &str,
+) -> Result<Option<String>, tokio_postgres::Error> {
     let rows = ctx
         .query(
             "SELECT n.nspname::text
                FROM pg_proc p
                JOIN pg_namespace n ON n.oid = p.pronamespace
-              WHERE p.proname = 'pgstattuple_approx'
+              WHERE p.proname = $1
                 AND p.pronargs = 1 AND p.proargtypes[0] = 'regclass'::regtype
                 AND has_function_privilege(p.oid, 'EXECUTE')
               ORDER BY n.nspname
               LIMIT 1",
-            &[],
+            &[&name],
         )
         .await?;
     Ok(rows
         .first()
-        .map(|r| qualified(&r.get::<_, String>(0), "pgstattuple_approx")))
+        .map(|r| qualified(&r.get::<_, String>(0), name)))
 }

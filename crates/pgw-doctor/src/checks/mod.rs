@@ -4,6 +4,7 @@
 mod activity;
 mod bloat;
 mod config;
+mod index_bloat;
 mod indexes;
 mod integrity;
 mod replication;
@@ -42,6 +43,7 @@ pub fn all() -> Vec<&'static CheckInfo> {
     [
         tables::CHECKS,
         bloat::CHECKS,
+        index_bloat::CHECKS,
         indexes::CHECKS,
         usage::CHECKS,
         sequences::CHECKS,
@@ -143,6 +145,9 @@ pub(crate) async fn run_check(id: &str, ctx: &Ctx<'_>) -> Result<Outcome, tokio_
         return r;
     }
     if let Some(r) = bloat::run(id, ctx).await {
+        return r;
+    }
+    if let Some(r) = index_bloat::run(id, ctx).await {
         return r;
     }
     if let Some(r) = indexes::run(id, ctx).await {

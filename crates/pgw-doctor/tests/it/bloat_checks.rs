@@ -4,25 +4,13 @@
 //! figures, or the table named among the skipped, never nothing).
 
 use pgw_cluster::Cluster;
-use pgw_doctor::{Options, Report, Severity, Thresholds};
+use pgw_doctor::{Report, Severity};
 
-use crate::{cluster, doctor, found, remediate};
+use crate::{cluster, doctor, doctor_as, found, remediate};
 
-/// Runs table_bloat over `dsn` with thresholds `name=value`; unlike [`doctor`], skipped
-/// objects are allowed (the caller looks at them).
+/// This file's check over `dsn`, skipped objects allowed.
 async fn bloat_as(dsn: String, thresholds: &[&str]) -> Report {
-    let mut t = Thresholds::default();
-    for a in thresholds {
-        t.set(a).expect("valid threshold");
-    }
-    let opts = Options {
-        dsn: Some(dsn),
-        dbname: None,
-        only: Some("table_bloat".to_string()),
-        thresholds: t,
-        host: Default::default(),
-    };
-    pgw_doctor::run(&opts).await.expect("doctor runs")
+    doctor_as(dsn, "table_bloat", thresholds).await
 }
 
 /// The estimated wasted share of `table` (from the finding's perfdata, with every table

@@ -6,6 +6,7 @@ mod bloat_checks;
 mod cluster_checks;
 mod database_checks;
 mod horizon;
+mod index_bloat_checks;
 mod index_safety;
 mod object_checks;
 mod planted;
@@ -43,6 +44,23 @@ pub async fn doctor(c: &Cluster, check: &str, thresholds: &[&str]) -> Report {
         report.skipped
     );
     report
+}
+
+/// Runs one check over `dsn` (all databases) with thresholds `name=value`; unlike
+/// [`doctor`], skipped objects are allowed (the caller looks at them).
+pub async fn doctor_as(dsn: String, check: &str, thresholds: &[&str]) -> Report {
+    let mut t = Thresholds::default();
+    for a in thresholds {
+        t.set(a).expect("valid threshold");
+    }
+    let opts = Options {
+        dsn: Some(dsn),
+        dbname: None,
+        only: Some(check.to_string()),
+        thresholds: t,
+        host: Default::default(),
+    };
+    pgw_doctor::run(&opts).await.expect("doctor runs")
 }
 
 /// The findings of `check` about objects whose name contains `needle`.

@@ -58,6 +58,7 @@ const PLANTED: &[Planted] = &[
         "",
     ),
     p("90 % bloated table", "table_bloat", "bloated", ""),
+    p("90 % bloated index", "index_bloat", "emptied_id", ""),
     p(
         "invalid index from a failed CREATE INDEX CONCURRENTLY",
         "invalid_index",
@@ -188,6 +189,11 @@ fn plant(c: &Cluster) {
          INSERT INTO bloated SELECT g, repeat('x', 200) FROM generate_series(1, 50000) g;
          DELETE FROM bloated WHERE id % 10 <> 0;
          VACUUM (ANALYZE) bloated;
+         CREATE TABLE emptied (id int8) WITH (autovacuum_enabled = false);
+         INSERT INTO emptied SELECT generate_series(1, 200000);
+         CREATE INDEX emptied_id ON emptied (id);
+         DELETE FROM emptied WHERE id % 10 <> 0;
+         VACUUM (ANALYZE) emptied;
          CREATE TABLE dup_vals (v int);
          INSERT INTO dup_vals VALUES (1), (1);
          CREATE TABLE twice (a int);
@@ -338,4 +344,21 @@ async fn every_planted_problem_is_found_or_named() {
     );
     assert_eq!(su_found, PLANTED.len());
     assert_eq!(mon_found + mon_skipped, PLANTED.len());
+
+    // What the skipped reasons advise: pgstattuple, and SELECT on the sequences. Then the
+    // pg_monitor role finds every one.
+    c.psql(
+        "postgres",
+        "CREATE EXTENSION pgstattuple;
+         GRANT SELECT ON ALL SEQUENCES IN SCHEMA public TO watcher;",
+    )
+    .expect("grant what the reasons name");
+    let mon = run(c.dsn_for("watcher", "watch", "postgres")).await;
+    let (found, _, missed) = tally(&mon, "pg_monitor with pgstattuple and SELECT on sequences");
+    assert_eq!(
+        found,
+        PLANTED.len(),
+        "missed {missed:?}; skipped: {:#?}",
+        mon.skipped
+    );
 }
