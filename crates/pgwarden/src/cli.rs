@@ -3,7 +3,7 @@
 
 use clap::{CommandFactory, Parser, Subcommand};
 
-use crate::cmd::{demo, doctor, partition, tune};
+use crate::cmd::{demo, doctor, partition, replica, tune};
 use crate::exit::{Convention, EXIT_CODES};
 
 /// pgwarden: what a senior PostgreSQL DBA does, measured rather than claimed.
@@ -28,6 +28,9 @@ pub enum Command {
     /// retention, default-partition rescue), list. What pg_partman does, without the extension.
     #[command(subcommand)]
     Partition(partition::PartitionCmd),
+    /// Streaming replicas: status of standbys and slots against the 500 ms lag target, promote.
+    #[command(subcommand)]
+    Replica(replica::ReplicaCmd),
     /// Recommend postgresql.conf settings from hardware and workload; diff or apply them.
     Tune(tune::TuneCmd),
 }
@@ -39,6 +42,7 @@ impl Command {
             Command::Demo(_) => "demo",
             Command::Doctor(_) => "doctor",
             Command::Partition(_) => "partition",
+            Command::Replica(_) => "replica",
             Command::Tune(_) => "tune",
         }
     }

@@ -35,6 +35,8 @@ pub enum Outcome {
     PartlyFailed,
     /// The worst finding of a health check run (Nagios states).
     Health(Health),
+    /// Read, and at least one standby misses the replication-lag target (`replica status`).
+    TargetMissed,
     /// Stopped by Ctrl-C after cleaning up (the demo's cluster).
     Interrupted,
 }
@@ -149,7 +151,10 @@ pub fn failure_code(class: ErrorClass, convention: Convention) -> u8 {
 pub fn outcome_code(outcome: Outcome) -> u8 {
     match outcome {
         Outcome::Done | Outcome::Health(Health::Ok) => 0,
-        Outcome::NotConfirmed | Outcome::PartlyFailed | Outcome::Health(Health::Warning) => 1,
+        Outcome::NotConfirmed
+        | Outcome::PartlyFailed
+        | Outcome::TargetMissed
+        | Outcome::Health(Health::Warning) => 1,
         Outcome::Health(Health::Critical) => 2,
         Outcome::Unfinished => 3,
         Outcome::Interrupted => 130,
@@ -183,6 +188,15 @@ Exit codes:
 Connections follow libpq: -d/--dsn takes a conninfo string (\"host=db port=5432 user=me\")
 or a URI (postgresql://me@db/app); PGHOST, PGPORT, PGUSER, PGDATABASE, PGPASSWORD,
 PGSSLMODE, PGSSLROOTCERT and ~/.pgpass are honoured.";
+
+/// replica's exit codes.
+pub const REPLICA_EXIT_CODES: &str = "\
+Exit codes:
+  0  status: every standby (or this standby) meets the lag target; promote: promoted
+  1  status: a standby misses the target (not streaming, paused, or lagging beyond it);
+     promote: not confirmed, or pg_promote did not finish in --wait seconds;
+     either: the server could not be reached or refused us (the message says which)
+  2  invalid usage: bad flags or DSN; promote on a server that is not a standby";
 
 /// doctor's exit codes.
 pub const DOCTOR_EXIT_CODES: &str = "\

@@ -6,6 +6,7 @@ mod doctor;
 mod errors;
 mod logging;
 mod partition;
+mod replica;
 mod tidy;
 mod tune;
 
