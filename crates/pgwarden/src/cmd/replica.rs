@@ -14,6 +14,11 @@ use crate::term;
 
 #[derive(Debug, Subcommand)]
 pub enum ReplicaCmd {
+    /// Make a new standby of a running primary: checks the primary's prerequisites (each
+    /// missing one named with its fix), then pg_basebackup -R -X stream [-C -S slot], with a
+    /// progress bar on a terminal; --start starts it and waits until it streams.
+    #[command(after_help = REPLICA_EXIT_CODES)]
+    Clone(CloneArgs),
     /// Replication status: on a primary every standby (state, LSNs, lag in bytes and in
     /// time) and slot (active, WAL retained); on a standby its receiver and replay. Each
     /// lag against the target: exit 0 when all meet it, 1 when one misses it.
@@ -22,6 +27,37 @@ pub enum ReplicaCmd {
     /// Promote a standby to primary (pg_promote, waiting until it has left recovery).
     #[command(after_help = REPLICA_EXIT_CODES)]
     Promote(PromoteArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CloneArgs {
+    /// The primary: conninfo string or URI, as a role with REPLICATION.
+    #[arg(long, value_name = "DSN")]
+    pub from: Option<String>,
+    /// The new data directory (must not exist, or be empty).
+    #[arg(long, value_name = "DIR")]
+    pub pgdata: std::path::PathBuf,
+    /// Stream through this physical replication slot, created on the primary.
+    #[arg(long, value_name = "NAME")]
+    pub slot: Option<String>,
+    /// The port the new standby listens on (written to its postgresql.auto.conf).
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
+    pub port: Option<u16>,
+    /// Its name in the primary's pg_stat_replication (default: the slot, else pgwarden_replica).
+    #[arg(long)]
+    pub application_name: Option<String>,
+    /// Start it and wait until the primary shows it streaming.
+    #[arg(long)]
+    pub start: bool,
+    /// How long --start waits for streaming, in seconds.
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub wait: u64,
+    /// PostgreSQL's programs (default $PGWARDEN_PG_BIN, else /usr/lib/postgresql/15/bin).
+    #[arg(long, value_name = "DIR")]
+    pub bin_dir: Option<std::path::PathBuf>,
+    /// Output: table (default) or json.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+    pub format: OutputFormat,
 }
 
 #[derive(Debug, Args)]
@@ -63,9 +99,55 @@ fn parse_target(s: &str) -> Result<f64, String> {
 /// Runs `pgwarden replica ...`.
 pub async fn run(cmd: ReplicaCmd) -> Result<Outcome, Failure> {
     match cmd {
+        ReplicaCmd::Clone(a) => clone(a).await,
         ReplicaCmd::Status(a) => status(a).await,
         ReplicaCmd::Promote(a) => promote(a).await,
     }
+}
+
+async fn clone(a: CloneArgs) -> Result<Outcome, Failure> {
+    let (client, params) = pgw_common::connect_dsn(a.from.as_deref())
+        .await
+        .or_fail("replica clone")?;
+    let opts = pgw_replica::CloneOptions {
+        pgdata: a.pgdata.clone(),
+        slot: a.slot.clone(),
+        port: a.port,
+        start: a.start,
+        application_name: a.application_name.clone(),
+        bin: match &a.bin_dir {
+            Some(d) => pgw_node::BinDir::new(d),
+            None => pgw_node::BinDir::from_env(),
+        },
+        stream_timeout: std::time::Duration::from_secs(a.wait),
+    };
+    let bar = term::counter("copying", "kB");
+    let c = pgw_replica::clone(&client, &params, &opts, move |p| bar(p.done_kb, p.total_kb))
+        .await
+        .or_fail("replica clone")?;
+    match a.format {
+        OutputFormat::Json => out(&json(&c)),
+        OutputFormat::Table => out(&format!(
+            "{} cloned from {} ({} kB{}{}){}\n",
+            c.pgdata.display(),
+            c.primary,
+            c.copied_kb,
+            c.slot
+                .as_deref()
+                .map(|s| format!(", slot {s}"))
+                .unwrap_or_default(),
+            c.port.map(|p| format!(", port {p}")).unwrap_or_default(),
+            if c.streaming {
+                format!("; started, streaming as {}", c.application_name)
+            } else {
+                format!(
+                    "; not started (start it with pg_ctl -D {})",
+                    c.pgdata.display()
+                )
+            }
+        )),
+    }
+    Ok(Outcome::Done)
 }
 
 async fn status(a: StatusArgs) -> Result<Outcome, Failure> {

@@ -236,3 +236,163 @@ fn promote_asks_then_promotes_and_refuses_a_primary() {
         "is not a standby",
     );
 }
+
+/// Stops the server in `dir` (a clone this test started) when dropped, pass or fail.
+struct Stopper(std::path::PathBuf);
+
+impl Drop for Stopper {
+    fn drop(&mut self) {
+        use pgw_cluster::pgw_node::{BinDir, Node, OsUser, StopOptions};
+        if let Ok(node) = OsUser::detect().and_then(|u| Node::open(BinDir::from_env(), u, &self.0))
+        {
+            let _ = node.stop(&StopOptions::default());
+        }
+    }
+}
+
+#[test]
+fn clone_checks_copies_starts_and_streams() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let primary = Cluster::start().expect("start a primary");
+    let dir = primary.data_dir().parent().unwrap().join("clone1");
+    let _stop = Stopper(dir.clone());
+    let port = pgw_cluster::ports::reserve().expect("a free port");
+    let o = clone(
+        &primary,
+        dir.to_str().unwrap(),
+        &[
+            "--slot",
+            "clone1_slot",
+            "--port",
+            &port.to_string(),
+            "--start",
+            "--format",
+            "json",
+        ],
+    );
+    let doc = json(&o);
+    assert_eq!(o.status.code(), Some(0), "{doc} {}", crate::stderr(&o));
+    assert_eq!(doc["streaming"], true, "{doc}");
+    assert_eq!(doc["slot"], "clone1_slot", "{doc}");
+    assert_eq!(doc["application_name"], "clone1_slot", "{doc}");
+    assert!(doc["hba_line"].as_i64().is_some(), "{doc}");
+    assert!(doc["copied_kb"].as_u64().unwrap() > 1000, "{doc}");
+    // Owned by the server's OS user, mode 0700, a standby.
+    let meta = std::fs::metadata(&dir).unwrap();
+    assert_eq!(meta.permissions().mode() & 0o777, 0o700);
+    let postgres = nix::unistd::User::from_name("postgres").unwrap().unwrap();
+    assert_eq!(meta.uid(), postgres.uid.as_raw());
+    assert!(dir.join("standby.signal").exists());
+    // The primary sees it streaming through its slot.
+    let doc = status_json(&primary.dsn(), 0);
+    assert_eq!(
+        doc["standbys"][0]["application_name"], "clone1_slot",
+        "{doc}"
+    );
+    assert_eq!(doc["standbys"][0]["state"], "streaming", "{doc}");
+    assert_eq!(doc["slots"][0]["name"], "clone1_slot", "{doc}");
+    assert_eq!(doc["slots"][0]["active"], true, "{doc}");
+
+    // A directory with files in it is refused before anything is asked of the primary.
+    let o = clone(&primary, dir.to_str().unwrap(), &[]);
+    assert_fails(&o, 2, "is not empty");
+    // The slot is taken now: named with its fix, nothing made.
+    let other = primary.data_dir().parent().unwrap().join("clone2");
+    let o = clone(
+        &primary,
+        other.to_str().unwrap(),
+        &["--slot", "clone1_slot"],
+    );
+    assert_fails(&o, 2, "clone1_slot already exists");
+    assert!(!other.exists());
+}
+
+#[test]
+fn clone_names_each_missing_prerequisite_and_leaves_nothing_behind() {
+    // wal_level minimal (which needs max_wal_senders 0): both named, no directory made.
+    let minimal = Cluster::builder()
+        .setting("wal_level", "minimal")
+        .setting("max_wal_senders", "0")
+        .start()
+        .expect("start a wal_level=minimal server");
+    let dir = minimal.data_dir().parent().unwrap().join("clone");
+    let o = clone(&minimal, dir.to_str().unwrap(), &[]);
+    assert_fails(&o, 2, "wal_level is minimal");
+    assert!(
+        crate::stderr(&o).contains("max_wal_senders is 0"),
+        "{}",
+        crate::stderr(&o)
+    );
+    assert!(!dir.exists());
+
+    // No pg_hba.conf line for replication: named, with the line to add.
+    let primary = Cluster::start().expect("start a primary");
+    let hba = primary.data_dir().join("pg_hba.conf");
+    let kept: String = std::fs::read_to_string(&hba)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.contains("replication"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(&hba, kept).unwrap();
+    primary.reload().unwrap();
+    let dir = primary.data_dir().parent().unwrap().join("clone");
+    let o = clone(&primary, dir.to_str().unwrap(), &[]);
+    assert_fails(&o, 2, "no pg_hba.conf line admits a replication connection");
+    assert!(
+        crate::stderr(&o).contains("host replication postgres 127.0.0.1/32"),
+        "{}",
+        crate::stderr(&o)
+    );
+    assert!(!dir.exists());
+
+    // pg_basebackup itself fails (a tablespace's directory cannot be written twice on one
+    // host): the partial copy and the slot it created are gone.
+    let primary = Cluster::start().expect("start a primary");
+    let ts = primary.data_dir().parent().unwrap().join("ts");
+    std::fs::create_dir(&ts).unwrap();
+    let postgres = nix::unistd::User::from_name("postgres").unwrap().unwrap();
+    nix::unistd::chown(&ts, Some(postgres.uid), Some(postgres.gid)).unwrap();
+    primary
+        .psql(
+            "postgres",
+            &format!("CREATE TABLESPACE extra LOCATION '{}'", ts.display()),
+        )
+        .unwrap();
+    primary
+        .psql(
+            "postgres",
+            "CREATE TABLE in_extra (x int) TABLESPACE extra; INSERT INTO in_extra VALUES (1)",
+        )
+        .unwrap();
+    let o = clone(&primary, &dir_of(&primary, "clone"), &["--slot", "doomed"]);
+    assert_fails(&o, 1, "pg_basebackup");
+    assert!(!std::path::Path::new(&dir_of(&primary, "clone")).exists());
+    assert_eq!(
+        primary
+            .psql(
+                "postgres",
+                "SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'doomed'"
+            )
+            .unwrap()
+            .trim(),
+        "0"
+    );
+}
+
+/// `replica clone --from <c> --pgdata <dir> <extra...>`.
+fn clone(c: &Cluster, dir: &str, extra: &[&str]) -> std::process::Output {
+    let dsn = c.dsn();
+    let mut args = vec!["replica", "clone", "--from", &dsn, "--pgdata", dir];
+    args.extend_from_slice(extra);
+    pgwarden(&args)
+}
+
+fn dir_of(c: &Cluster, name: &str) -> String {
+    c.data_dir()
+        .parent()
+        .unwrap()
+        .join(name)
+        .display()
+        .to_string()
+}
