@@ -342,7 +342,7 @@ pub async fn clone(
 }
 
 /// Waits until the primary shows a standby named `name` streaming.
-async fn wait_streaming(
+pub(crate) async fn wait_streaming(
     client: &Client,
     name: &str,
     timeout: Duration,

@@ -8,6 +8,8 @@
 //!   missing one named with its fix, pg_hba.conf matched by the pure [`hba`]), then
 //!   `pg_basebackup -R -X stream [-C -S slot]`, optionally started and waited on until it
 //!   streams; a failed clone leaves no data directory and no slot behind.
+//! - [`rejoin`]: an old primary becomes a standby of the new one: pg_rewind (checked
+//!   possible first), `standby.signal` and `primary_conninfo`, started, streaming.
 //! - [`promote`]: promotes a standby (`pg_promote(wait => true)`) and checks that it left
 //!   recovery.
 //!
@@ -19,10 +21,12 @@ pub mod clone;
 pub mod hba;
 pub mod judge;
 pub mod promote;
+pub mod rejoin;
 pub mod status;
 
 pub use clone::{clone, CloneOptions, Cloned};
 pub use promote::{promote, Promoted};
+pub use rejoin::{rejoin, RejoinOptions, Rejoined};
 pub use status::{status, Receiver, Role, Slot, Standby, Status};
 
 /// Why a replica command could not do its work.
@@ -60,6 +64,21 @@ pub enum ReplicaError {
     /// The started copy did not show up streaming on the primary in time.
     #[error("the copy started but {name} was not streaming on the primary within {seconds} s: see its server log beside the data directory")]
     NotStreaming { name: String, seconds: u64 },
+    /// pg_rewind cannot work on this data directory.
+    #[error("cannot rewind {}: {why}", pgdata.display())]
+    RewindImpossible {
+        pgdata: std::path::PathBuf,
+        why: &'static str,
+    },
+    /// pg_rewind needs WAL the old primary no longer has.
+    #[error("cannot rewind {}: it no longer has the WAL back to where the servers diverged ({output}); it is stopped and unchanged: make it a standby with `pgwarden replica clone` into an empty directory, and keep more WAL for next time (wal_keep_size, or archive WAL so pg_rewind can restore it)", pgdata.display())]
+    RewindWalGone {
+        pgdata: std::path::PathBuf,
+        output: String,
+    },
+    /// `--from` is itself a standby.
+    #[error("{0} is in recovery: --from must name the current primary")]
+    FromNotPrimary(String),
     /// `pg_promote` returned false: the server did not leave recovery in time.
     #[error("{target} did not finish promoting within {seconds} s (pg_promote returned false); it may still: check pg_is_in_recovery() and its log")]
     PromoteTimeout { target: String, seconds: i32 },
@@ -71,7 +90,9 @@ impl pgw_common::Classify for ReplicaError {
             ReplicaError::Connect(c) => pgw_common::Classify::class(c),
             ReplicaError::NotStandby(_)
             | ReplicaError::Prerequisites { .. }
-            | ReplicaError::NotEmpty(_) => pgw_common::ErrorClass::Input,
+            | ReplicaError::NotEmpty(_)
+            | ReplicaError::RewindImpossible { .. }
+            | ReplicaError::FromNotPrimary(_) => pgw_common::ErrorClass::Input,
             ReplicaError::Node(e) => match e {
                 pgw_node::NodeError::InvalidOption { .. }
                 | pgw_node::NodeError::NotEmpty { .. }
@@ -80,6 +101,7 @@ impl pgw_common::Classify for ReplicaError {
             },
             ReplicaError::Query { .. }
             | ReplicaError::Io { .. }
+            | ReplicaError::RewindWalGone { .. }
             | ReplicaError::NotStreaming { .. }
             | ReplicaError::PromoteTimeout { .. } => pgw_common::ErrorClass::Failed,
         }

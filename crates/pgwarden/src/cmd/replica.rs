@@ -24,6 +24,11 @@ pub enum ReplicaCmd {
     /// lag against the target: exit 0 when all meet it, 1 when one misses it.
     #[command(after_help = REPLICA_EXIT_CODES)]
     Status(StatusArgs),
+    /// Turn an old primary (a local data directory) into a standby of the current primary:
+    /// pg_rewind (checked possible first), standby.signal and primary_conninfo, start, wait
+    /// until it streams.
+    #[command(after_help = REPLICA_EXIT_CODES)]
+    Rejoin(RejoinArgs),
     /// Promote a standby to primary (pg_promote, waiting until it has left recovery).
     #[command(after_help = REPLICA_EXIT_CODES)]
     Promote(PromoteArgs),
@@ -52,6 +57,34 @@ pub struct CloneArgs {
     /// How long --start waits for streaming, in seconds.
     #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub wait: u64,
+    /// PostgreSQL's programs (default $PGWARDEN_PG_BIN, else /usr/lib/postgresql/15/bin).
+    #[arg(long, value_name = "DIR")]
+    pub bin_dir: Option<std::path::PathBuf>,
+    /// Output: table (default) or json.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+    pub format: OutputFormat,
+}
+
+#[derive(Debug, Args)]
+pub struct RejoinArgs {
+    /// The data directory to rejoin (on this machine; a server running there is stopped).
+    #[arg(long, value_name = "DIR")]
+    pub pgdata: std::path::PathBuf,
+    /// The current primary: conninfo string or URI (superuser, or the grants pg_rewind needs).
+    #[arg(long, value_name = "DSN")]
+    pub from: Option<String>,
+    /// Stream through this physical replication slot (created on the primary when missing).
+    #[arg(long, value_name = "NAME")]
+    pub slot: Option<String>,
+    /// Its name in the primary's pg_stat_replication (default: the slot, else pgwarden_replica).
+    #[arg(long)]
+    pub application_name: Option<String>,
+    /// How long to wait until it streams, in seconds.
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub wait: u64,
+    /// Rejoin without asking (needed when stdin is not a terminal).
+    #[arg(long)]
+    pub yes: bool,
     /// PostgreSQL's programs (default $PGWARDEN_PG_BIN, else /usr/lib/postgresql/15/bin).
     #[arg(long, value_name = "DIR")]
     pub bin_dir: Option<std::path::PathBuf>,
@@ -100,6 +133,7 @@ fn parse_target(s: &str) -> Result<f64, String> {
 pub async fn run(cmd: ReplicaCmd) -> Result<Outcome, Failure> {
     match cmd {
         ReplicaCmd::Clone(a) => clone(a).await,
+        ReplicaCmd::Rejoin(a) => rejoin(a).await,
         ReplicaCmd::Status(a) => status(a).await,
         ReplicaCmd::Promote(a) => promote(a).await,
     }
@@ -115,10 +149,7 @@ async fn clone(a: CloneArgs) -> Result<Outcome, Failure> {
         port: a.port,
         start: a.start,
         application_name: a.application_name.clone(),
-        bin: match &a.bin_dir {
-            Some(d) => pgw_node::BinDir::new(d),
-            None => pgw_node::BinDir::from_env(),
-        },
+        bin: bin_dir(&a.bin_dir),
         stream_timeout: std::time::Duration::from_secs(a.wait),
     };
     let bar = term::counter("copying", "kB");
@@ -144,6 +175,60 @@ async fn clone(a: CloneArgs) -> Result<Outcome, Failure> {
                     "; not started (start it with pg_ctl -D {})",
                     c.pgdata.display()
                 )
+            }
+        )),
+    }
+    Ok(Outcome::Done)
+}
+
+fn bin_dir(dir: &Option<std::path::PathBuf>) -> pgw_node::BinDir {
+    match dir {
+        Some(d) => pgw_node::BinDir::new(d),
+        None => pgw_node::BinDir::from_env(),
+    }
+}
+
+async fn rejoin(a: RejoinArgs) -> Result<Outcome, Failure> {
+    let (client, params) = pgw_common::connect_dsn(a.from.as_deref())
+        .await
+        .or_fail("replica rejoin")?;
+    let question = format!(
+        "Rewind {} onto {} and restart it as its standby (a server running there is stopped; \
+         what it wrote that {} lacks is discarded)?",
+        a.pgdata.display(),
+        params.target(),
+        params.target()
+    );
+    let refusal = "refusing to rewind without confirmation: pass --yes (stdin is not a terminal)";
+    if !term::go_ahead(a.yes, &question, refusal)? {
+        return Ok(Outcome::NotConfirmed);
+    }
+    let opts = pgw_replica::RejoinOptions {
+        pgdata: a.pgdata.clone(),
+        slot: a.slot.clone(),
+        application_name: a.application_name.clone(),
+        bin: bin_dir(&a.bin_dir),
+        stream_timeout: std::time::Duration::from_secs(a.wait),
+    };
+    let r = pgw_replica::rejoin(&client, &params, &opts)
+        .await
+        .or_fail("replica rejoin")?;
+    match a.format {
+        OutputFormat::Json => out(&json(&r)),
+        OutputFormat::Table => out(&format!(
+            "{} rejoined as a standby of {}, streaming as {}{}{}\n",
+            r.pgdata.display(),
+            r.primary,
+            r.application_name,
+            if r.stopped_first {
+                "; it was running and was stopped first"
+            } else {
+                ""
+            },
+            match (&r.rewound, &r.diverged_at) {
+                (true, Some(at)) => format!("; rewound from {at}"),
+                (true, None) => "; rewound".to_string(),
+                (false, _) => "; no rewind was needed".to_string(),
             }
         )),
     }

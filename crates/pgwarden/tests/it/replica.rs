@@ -388,6 +388,14 @@ fn clone(c: &Cluster, dir: &str, extra: &[&str]) -> std::process::Output {
     pgwarden(&args)
 }
 
+/// `replica rejoin --pgdata <old's data> --from <new> --yes`.
+fn rejoin(old: &Cluster, new: &Cluster) -> std::process::Output {
+    let (dir, from) = (old.data_dir().display().to_string(), new.dsn());
+    pgwarden(&[
+        "replica", "rejoin", "--pgdata", &dir, "--from", &from, "--yes",
+    ])
+}
+
 fn dir_of(c: &Cluster, name: &str) -> String {
     c.data_dir()
         .parent()
@@ -395,4 +403,152 @@ fn dir_of(c: &Cluster, name: &str) -> String {
         .join(name)
         .display()
         .to_string()
+}
+
+/// Waits until `sql` on `c` prints `want`.
+fn wait_for(c: &Cluster, sql: &str, want: &str) {
+    let start = Instant::now();
+    loop {
+        if c.psql("postgres", sql)
+            .map(|o| o.trim() == want)
+            .unwrap_or(false)
+        {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "{sql} never gave {want}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn rejoin_rewinds_an_old_primary_into_a_standby_of_the_new_one() {
+    // Keeping WAL is what lets pg_rewind find where the servers diverged once the old
+    // primary has checkpointed past it (as an HA set-up configures it).
+    let old = Cluster::builder()
+        .data_checksums(true)
+        .setting("wal_keep_size", "256MB")
+        .start()
+        .expect("start a primary with data checksums");
+    old.psql(
+        "postgres",
+        "CREATE TABLE t (v text); INSERT INTO t VALUES ('before')",
+    )
+    .unwrap();
+    let new = Cluster::builder()
+        .standby_of(&old)
+        .application_name("new")
+        .start()
+        .expect("start a standby");
+    new.wait_streaming(Duration::from_secs(30)).unwrap();
+    wait_for(&new, "SELECT count(*) FROM t", "1");
+    let o = pgwarden(&["replica", "promote", "-d", &new.dsn(), "--yes"]);
+    assert_eq!(o.status.code(), Some(0), "{}", crate::stderr(&o));
+    // Both take writes now: the old primary's is lost by the rejoin, the new one's kept.
+    old.psql("postgres", "INSERT INTO t VALUES ('lost')")
+        .unwrap();
+    new.psql("postgres", "INSERT INTO t VALUES ('kept')")
+        .unwrap();
+
+    let args = [
+        "replica",
+        "rejoin",
+        "--pgdata",
+        old.data_dir().to_str().unwrap(),
+    ];
+    let from = new.dsn();
+    // Not a terminal and no --yes: refused, the old primary still runs as it was.
+    let mut no = args.to_vec();
+    no.extend(["--from", &from]);
+    assert_fails(&pgwarden(&no), 2, "--yes");
+    assert_eq!(
+        old.psql("postgres", "SELECT pg_is_in_recovery()")
+            .unwrap()
+            .trim(),
+        "f"
+    );
+
+    let mut yes = no.clone();
+    yes.extend(["--slot", "old_slot", "--yes", "--format", "json"]);
+    let o = pgwarden(&yes);
+    let doc = json(&o);
+    assert_eq!(o.status.code(), Some(0), "{doc} {}", crate::stderr(&o));
+    assert_eq!(doc["stopped_first"], true, "{doc}");
+    assert_eq!(doc["rewound"], true, "{doc}");
+    assert_eq!(doc["streaming"], true, "{doc}");
+    assert_eq!(
+        old.psql("postgres", "SELECT pg_is_in_recovery()")
+            .unwrap()
+            .trim(),
+        "t"
+    );
+    new.psql("postgres", "INSERT INTO t VALUES ('after')")
+        .unwrap();
+    wait_for(
+        &old,
+        "SELECT string_agg(v, ',' ORDER BY v) FROM t",
+        "after,before,kept",
+    );
+    let doc = status_json(&new.dsn(), 0);
+    assert_eq!(doc["standbys"][0]["application_name"], "old_slot", "{doc}");
+    assert_eq!(doc["slots"][0]["name"], "old_slot", "{doc}");
+    assert_eq!(doc["slots"][0]["active"], true, "{doc}");
+}
+
+#[test]
+fn rejoin_without_hint_bits_in_wal_is_refused_before_anything_stops() {
+    let (primary, standby) = pair();
+    let o = pgwarden(&["replica", "promote", "-d", &standby.dsn(), "--yes"]);
+    assert_eq!(o.status.code(), Some(0), "{}", crate::stderr(&o));
+    let o = rejoin(&primary, &standby);
+    assert_fails(&o, 2, "neither wal_log_hints nor data checksums");
+    // Untouched: still running, still a primary.
+    assert_eq!(
+        primary
+            .psql("postgres", "SELECT pg_is_in_recovery()")
+            .unwrap()
+            .trim(),
+        "f"
+    );
+    // --from must be a primary.
+    let other = Cluster::builder()
+        .standby_of(&standby)
+        .start()
+        .expect("a standby");
+    let o = rejoin(&primary, &other);
+    assert_fails(&o, 2, "must name the current primary");
+}
+
+#[test]
+fn rejoin_without_the_wal_back_to_the_divergence_says_so_and_changes_nothing() {
+    // No WAL kept: the old primary's clean stop recycles the segment where the servers'
+    // histories last met, and pg_rewind cannot start from there.
+    let old = Cluster::builder()
+        .data_checksums(true)
+        .start()
+        .expect("start a primary with data checksums");
+    old.psql("postgres", "CREATE TABLE t (v text)").unwrap();
+    let new = Cluster::builder()
+        .standby_of(&old)
+        .start()
+        .expect("start a standby");
+    new.wait_streaming(Duration::from_secs(30)).unwrap();
+    let o = pgwarden(&["replica", "promote", "-d", &new.dsn(), "--yes"]);
+    assert_eq!(o.status.code(), Some(0), "{}", crate::stderr(&o));
+    old.psql("postgres", "INSERT INTO t VALUES ('diverged')")
+        .unwrap();
+    let o = rejoin(&old, &new);
+    assert_fails(
+        &o,
+        1,
+        "no longer has the WAL back to where the servers diverged",
+    );
+    assert!(
+        crate::stderr(&o).contains("replica clone"),
+        "{}",
+        crate::stderr(&o)
+    );
+    assert!(!old.data_dir().join("standby.signal").exists());
 }
