@@ -10,6 +10,9 @@
 //!   streams; a failed clone leaves no data directory and no slot behind.
 //! - [`rejoin`]: an old primary becomes a standby of the new one: pg_rewind (checked
 //!   possible first), `standby.signal` and `primary_conninfo`, started, streaming.
+//! - [`switchover`]: the planned switch with no data loss: clean stop of a local primary,
+//!   the target waited on until it has the shutdown checkpoint, promoted, the old primary
+//!   restarted as its standby.
 //! - [`promote`]: promotes a standby (`pg_promote(wait => true)`) and checks that it left
 //!   recovery.
 //!
@@ -23,11 +26,13 @@ pub mod judge;
 pub mod promote;
 pub mod rejoin;
 pub mod status;
+pub mod switchover;
 
 pub use clone::{clone, CloneOptions, Cloned};
 pub use promote::{promote, Promoted};
 pub use rejoin::{rejoin, RejoinOptions, Rejoined};
 pub use status::{status, Receiver, Role, Slot, Standby, Status};
+pub use switchover::{switchover, Switched, SwitchoverOptions};
 
 /// Why a replica command could not do its work.
 #[derive(Debug, thiserror::Error)]
@@ -76,6 +81,22 @@ pub enum ReplicaError {
         pgdata: std::path::PathBuf,
         output: String,
     },
+    /// `switchover --pgdata` is not a running primary.
+    #[error("{} is not a running primary: switchover starts from the running primary's data directory", .0.display())]
+    NotRunningPrimary(std::path::PathBuf),
+    /// The target belongs to another cluster.
+    #[error("{} belongs to system {ours}, the target to {theirs}: not the same cluster", pgdata.display())]
+    OtherCluster {
+        pgdata: std::path::PathBuf,
+        ours: String,
+        theirs: String,
+    },
+    /// The switchover target does not stream.
+    #[error("{0} is not streaming (pg_stat_wal_receiver): it could not receive the primary's last WAL; nothing was changed")]
+    TargetNotStreaming(String),
+    /// The target did not receive the old primary's shutdown checkpoint in time.
+    #[error("the target had not received the shutdown checkpoint {lsn} within {seconds} s: switchover abandoned, the old primary was started again as primary")]
+    CheckpointNotReceived { lsn: String, seconds: u64 },
     /// `--from` is itself a standby.
     #[error("{0} is in recovery: --from must name the current primary")]
     FromNotPrimary(String),
@@ -92,7 +113,10 @@ impl pgw_common::Classify for ReplicaError {
             | ReplicaError::Prerequisites { .. }
             | ReplicaError::NotEmpty(_)
             | ReplicaError::RewindImpossible { .. }
-            | ReplicaError::FromNotPrimary(_) => pgw_common::ErrorClass::Input,
+            | ReplicaError::FromNotPrimary(_)
+            | ReplicaError::NotRunningPrimary(_)
+            | ReplicaError::OtherCluster { .. }
+            | ReplicaError::TargetNotStreaming(_) => pgw_common::ErrorClass::Input,
             ReplicaError::Node(e) => match e {
                 pgw_node::NodeError::InvalidOption { .. }
                 | pgw_node::NodeError::NotEmpty { .. }
@@ -102,9 +126,44 @@ impl pgw_common::Classify for ReplicaError {
             ReplicaError::Query { .. }
             | ReplicaError::Io { .. }
             | ReplicaError::RewindWalGone { .. }
+            | ReplicaError::CheckpointNotReceived { .. }
             | ReplicaError::NotStreaming { .. }
             | ReplicaError::PromoteTimeout { .. } => pgw_common::ErrorClass::Failed,
         }
+    }
+}
+
+/// Creates the physical slot `slot` on the primary `client` is connected to, unless it exists.
+pub(crate) async fn ensure_slot(
+    client: &tokio_postgres::Client,
+    slot: &str,
+) -> Result<(), ReplicaError> {
+    client
+        .execute(
+            "SELECT pg_create_physical_replication_slot($1, true)
+              WHERE NOT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = $1)",
+            &[&slot],
+        )
+        .await
+        .map_err(query("create the replication slot on the primary"))?;
+    Ok(())
+}
+
+/// The conninfo a standby (or pg_rewind) uses to reach the server of `params`: its first
+/// host and port, its user and password.
+pub(crate) fn conninfo_of(params: &pgw_common::ConnParams) -> pgw_node::Conninfo {
+    let c = pgw_node::Conninfo::tcp(
+        params
+            .hosts
+            .first()
+            .map(String::as_str)
+            .unwrap_or("localhost"),
+        params.port_for(0),
+        &params.user,
+    );
+    match &params.password {
+        Some(pw) => c.with_password(pgw_node::Password::new(pw.clone())),
+        None => c,
     }
 }
 

@@ -9,13 +9,12 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use pgw_common::ConnParams;
-use pgw_node::{
-    BinDir, Conninfo, Node, OsUser, Password, RewindOptions, StartOptions, StopOptions,
-};
+use pgw_node::{BinDir, Conninfo, Node, OsUser, RewindOptions, StartOptions, StopOptions};
 use serde::Serialize;
 use tokio_postgres::Client;
 
 use crate::clone::wait_streaming;
+use crate::switchover::blocking;
 use crate::{query, ReplicaError};
 
 /// The files of the data directory that stay this server's own through pg_rewind.
@@ -100,14 +99,7 @@ pub async fn rejoin(
         });
     }
     if let Some(slot) = &opts.slot {
-        client
-            .execute(
-                "SELECT pg_create_physical_replication_slot($1, true)
-                  WHERE NOT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = $1)",
-                &[slot],
-            )
-            .await
-            .map_err(query("create the replication slot on the primary"))?;
+        crate::ensure_slot(client, slot).await?;
     }
     // pg_rewind reads the primary's timeline from its pg_control, which a just-promoted
     // server updates only at its next checkpoint.
@@ -120,19 +112,7 @@ pub async fn rejoin(
         .clone()
         .or_else(|| opts.slot.clone())
         .unwrap_or_else(|| "pgwarden_replica".to_string());
-    let mut source = Conninfo::tcp(
-        params
-            .hosts
-            .first()
-            .map(String::as_str)
-            .unwrap_or("localhost"),
-        params.port_for(0),
-        &params.user,
-    )
-    .with_dbname(&params.dbname);
-    if let Some(pw) = &params.password {
-        source = source.with_password(Password::new(pw.clone()));
-    }
+    let source = crate::conninfo_of(params).with_dbname(&params.dbname);
     let stopped_first = check.running;
     let rewound = {
         let (n, source, slot) = (node.clone(), source.clone(), opts.slot.clone());
@@ -186,19 +166,6 @@ pub async fn rejoin(
         application_name,
         streaming: true,
     })
-}
-
-/// Runs a blocking pgw-node step off the async threads.
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, pgw_node::NodeError> + Send + 'static,
-) -> Result<T, ReplicaError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| ReplicaError::Io {
-            path: PathBuf::new(),
-            source: std::io::Error::other(e.to_string()),
-        })?
-        .map_err(ReplicaError::Node)
 }
 
 #[cfg(test)]

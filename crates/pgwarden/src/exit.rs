@@ -195,14 +195,17 @@ Exit codes:
   0  clone: copied (and with --start, streaming); status: every standby (or this
      standby) meets the lag target; promote: promoted
   1  clone: pg_basebackup or the start failed (the copy and its slot were removed);
-     rejoin: pg_rewind, the start or streaming failed;
+     rejoin: pg_rewind, the start or streaming failed; switchover: the target did not
+     get the shutdown checkpoint in time (the old primary was started again) or a later
+     step failed;
      status: a standby misses the target (not streaming, paused, or lagging beyond it);
      promote: not confirmed, or pg_promote did not finish in --wait seconds;
      either: the server could not be reached or refused us (the message says which)
   2  invalid usage: bad flags or DSN; clone: a non-empty directory or a missing
      prerequisite on the primary (each named with its fix, nothing made); promote on a
      server that is not a standby; rejoin: neither wal_log_hints nor checksums, or
-     --from is not a primary (nothing stopped)";
+     --from is not a primary (nothing stopped); switchover: --pgdata is not a running
+     primary or --to not a streaming standby of it";
 
 /// doctor's exit codes.
 pub const DOCTOR_EXIT_CODES: &str = "\

@@ -29,9 +29,50 @@ pub enum ReplicaCmd {
     /// until it streams.
     #[command(after_help = REPLICA_EXIT_CODES)]
     Rejoin(RejoinArgs),
+    /// Planned switch with no data loss, for a primary whose data directory is here: stop it
+    /// cleanly, wait until the target standby has its shutdown checkpoint, promote the
+    /// target, restart the old primary as its standby.
+    #[command(after_help = REPLICA_EXIT_CODES)]
+    Switchover(SwitchoverArgs),
     /// Promote a standby to primary (pg_promote, waiting until it has left recovery).
     #[command(after_help = REPLICA_EXIT_CODES)]
     Promote(PromoteArgs),
+}
+
+/// How a standby follows its primary: clone, rejoin and switchover take these.
+#[derive(Debug, Args)]
+pub struct FollowArgs {
+    /// Stream through this physical replication slot on the primary (created there when
+    /// missing; clone refuses one that exists).
+    #[arg(long, value_name = "NAME")]
+    pub slot: Option<String>,
+    /// Its name in the primary's pg_stat_replication (default: the slot, else pgwarden_replica).
+    #[arg(long)]
+    pub application_name: Option<String>,
+    /// How long each wait may take (until it streams; for switchover also the shutdown
+    /// checkpoint reaching the target), in seconds.
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub wait: u64,
+    /// PostgreSQL's programs (default $PGWARDEN_PG_BIN, else /usr/lib/postgresql/15/bin).
+    #[arg(long, value_name = "DIR")]
+    pub bin_dir: Option<std::path::PathBuf>,
+}
+
+impl FollowArgs {
+    /// The application_name: given, else the slot, else pgwarden_replica.
+    fn name(&self) -> String {
+        self.application_name
+            .clone()
+            .or_else(|| self.slot.clone())
+            .unwrap_or_else(|| "pgwarden_replica".to_string())
+    }
+
+    fn bin(&self) -> pgw_node::BinDir {
+        match &self.bin_dir {
+            Some(d) => pgw_node::BinDir::new(d),
+            None => pgw_node::BinDir::from_env(),
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -42,24 +83,14 @@ pub struct CloneArgs {
     /// The new data directory (must not exist, or be empty).
     #[arg(long, value_name = "DIR")]
     pub pgdata: std::path::PathBuf,
-    /// Stream through this physical replication slot, created on the primary.
-    #[arg(long, value_name = "NAME")]
-    pub slot: Option<String>,
     /// The port the new standby listens on (written to its postgresql.auto.conf).
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
     pub port: Option<u16>,
-    /// Its name in the primary's pg_stat_replication (default: the slot, else pgwarden_replica).
-    #[arg(long)]
-    pub application_name: Option<String>,
     /// Start it and wait until the primary shows it streaming.
     #[arg(long)]
     pub start: bool,
-    /// How long --start waits for streaming, in seconds.
-    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=3600))]
-    pub wait: u64,
-    /// PostgreSQL's programs (default $PGWARDEN_PG_BIN, else /usr/lib/postgresql/15/bin).
-    #[arg(long, value_name = "DIR")]
-    pub bin_dir: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    pub follow: FollowArgs,
     /// Output: table (default) or json.
     #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
     pub format: OutputFormat,
@@ -73,21 +104,29 @@ pub struct RejoinArgs {
     /// The current primary: conninfo string or URI (superuser, or the grants pg_rewind needs).
     #[arg(long, value_name = "DSN")]
     pub from: Option<String>,
-    /// Stream through this physical replication slot (created on the primary when missing).
-    #[arg(long, value_name = "NAME")]
-    pub slot: Option<String>,
-    /// Its name in the primary's pg_stat_replication (default: the slot, else pgwarden_replica).
-    #[arg(long)]
-    pub application_name: Option<String>,
-    /// How long to wait until it streams, in seconds.
-    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=3600))]
-    pub wait: u64,
     /// Rejoin without asking (needed when stdin is not a terminal).
     #[arg(long)]
     pub yes: bool,
-    /// PostgreSQL's programs (default $PGWARDEN_PG_BIN, else /usr/lib/postgresql/15/bin).
+    #[command(flatten)]
+    pub follow: FollowArgs,
+    /// Output: table (default) or json.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+    pub format: OutputFormat,
+}
+
+#[derive(Debug, Args)]
+pub struct SwitchoverArgs {
+    /// The running primary's data directory (on this machine).
     #[arg(long, value_name = "DIR")]
-    pub bin_dir: Option<std::path::PathBuf>,
+    pub pgdata: std::path::PathBuf,
+    /// The standby to promote: conninfo string or URI (superuser or EXECUTE on pg_promote).
+    #[arg(long, value_name = "DSN")]
+    pub to: Option<String>,
+    /// Switch without asking (needed when stdin is not a terminal).
+    #[arg(long)]
+    pub yes: bool,
+    #[command(flatten)]
+    pub follow: FollowArgs,
     /// Output: table (default) or json.
     #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
     pub format: OutputFormat,
@@ -134,6 +173,7 @@ pub async fn run(cmd: ReplicaCmd) -> Result<Outcome, Failure> {
     match cmd {
         ReplicaCmd::Clone(a) => clone(a).await,
         ReplicaCmd::Rejoin(a) => rejoin(a).await,
+        ReplicaCmd::Switchover(a) => switchover(a).await,
         ReplicaCmd::Status(a) => status(a).await,
         ReplicaCmd::Promote(a) => promote(a).await,
     }
@@ -145,12 +185,12 @@ async fn clone(a: CloneArgs) -> Result<Outcome, Failure> {
         .or_fail("replica clone")?;
     let opts = pgw_replica::CloneOptions {
         pgdata: a.pgdata.clone(),
-        slot: a.slot.clone(),
+        slot: a.follow.slot.clone(),
         port: a.port,
         start: a.start,
-        application_name: a.application_name.clone(),
-        bin: bin_dir(&a.bin_dir),
-        stream_timeout: std::time::Duration::from_secs(a.wait),
+        application_name: a.follow.application_name.clone(),
+        bin: a.follow.bin(),
+        stream_timeout: std::time::Duration::from_secs(a.follow.wait),
     };
     let bar = term::counter("copying", "kB");
     let c = pgw_replica::clone(&client, &params, &opts, move |p| bar(p.done_kb, p.total_kb))
@@ -181,13 +221,6 @@ async fn clone(a: CloneArgs) -> Result<Outcome, Failure> {
     Ok(Outcome::Done)
 }
 
-fn bin_dir(dir: &Option<std::path::PathBuf>) -> pgw_node::BinDir {
-    match dir {
-        Some(d) => pgw_node::BinDir::new(d),
-        None => pgw_node::BinDir::from_env(),
-    }
-}
-
 async fn rejoin(a: RejoinArgs) -> Result<Outcome, Failure> {
     let (client, params) = pgw_common::connect_dsn(a.from.as_deref())
         .await
@@ -205,10 +238,10 @@ async fn rejoin(a: RejoinArgs) -> Result<Outcome, Failure> {
     }
     let opts = pgw_replica::RejoinOptions {
         pgdata: a.pgdata.clone(),
-        slot: a.slot.clone(),
-        application_name: a.application_name.clone(),
-        bin: bin_dir(&a.bin_dir),
-        stream_timeout: std::time::Duration::from_secs(a.wait),
+        slot: a.follow.slot.clone(),
+        application_name: a.follow.application_name.clone(),
+        bin: a.follow.bin(),
+        stream_timeout: std::time::Duration::from_secs(a.follow.wait),
     };
     let r = pgw_replica::rejoin(&client, &params, &opts)
         .await
@@ -230,6 +263,47 @@ async fn rejoin(a: RejoinArgs) -> Result<Outcome, Failure> {
                 (true, None) => "; rewound".to_string(),
                 (false, _) => "; no rewind was needed".to_string(),
             }
+        )),
+    }
+    Ok(Outcome::Done)
+}
+
+async fn switchover(a: SwitchoverArgs) -> Result<Outcome, Failure> {
+    let (client, params) = pgw_common::connect_dsn(a.to.as_deref())
+        .await
+        .or_fail("replica switchover")?;
+    let question = format!(
+        "Stop the primary in {}, promote {} and restart the old primary as its standby \
+         (writes wait for a few seconds)?",
+        a.pgdata.display(),
+        params.target()
+    );
+    let refusal =
+        "refusing to switch over without confirmation: pass --yes (stdin is not a terminal)";
+    if !term::go_ahead(a.yes, &question, refusal)? {
+        return Ok(Outcome::NotConfirmed);
+    }
+    let opts = pgw_replica::SwitchoverOptions {
+        pgdata: a.pgdata.clone(),
+        application_name: a.follow.name(),
+        slot: a.follow.slot.clone(),
+        bin: a.follow.bin(),
+        timeout: std::time::Duration::from_secs(a.follow.wait),
+    };
+    let s = pgw_replica::switchover(&client, &params, &opts)
+        .await
+        .or_fail("replica switchover")?;
+    match a.format {
+        OutputFormat::Json => out(&json(&s)),
+        OutputFormat::Table => out(&format!(
+            "{} is the primary now (timeline {}); {} follows it as {}, streaming; no writes \
+             for {} ms; the new primary had the shutdown checkpoint {}\n",
+            s.new_primary,
+            s.timeline,
+            s.old_primary.display(),
+            s.application_name,
+            s.write_gap_ms,
+            s.shutdown_checkpoint
         )),
     }
     Ok(Outcome::Done)

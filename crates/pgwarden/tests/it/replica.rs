@@ -194,13 +194,7 @@ fn promote_asks_then_promotes_and_refuses_a_primary() {
     // Not a terminal and no --yes: refused, nothing changed.
     let o = pgwarden(&["replica", "promote", "-d", &standby.dsn()]);
     assert_fails(&o, 2, "--yes");
-    assert_eq!(
-        standby
-            .psql("postgres", "SELECT pg_is_in_recovery()")
-            .unwrap()
-            .trim(),
-        "t"
-    );
+    assert_eq!(in_recovery(&standby), "t");
 
     let o = pgwarden(&[
         "replica",
@@ -215,13 +209,7 @@ fn promote_asks_then_promotes_and_refuses_a_primary() {
     assert_eq!(o.status.code(), Some(0), "{doc}");
     assert_eq!(doc["timeline"], 2, "{doc}");
     assert!(doc["lsn"].as_str().unwrap().contains('/'), "{doc}");
-    assert_eq!(
-        standby
-            .psql("postgres", "SELECT pg_is_in_recovery()")
-            .unwrap()
-            .trim(),
-        "f"
-    );
+    assert_eq!(in_recovery(&standby), "f");
     standby
         .psql("postgres", "CREATE TABLE written_after_promotion (x int)")
         .expect("the promoted server takes writes");
@@ -396,6 +384,21 @@ fn rejoin(old: &Cluster, new: &Cluster) -> std::process::Output {
     ])
 }
 
+/// `replica switchover --pgdata <dir> --to <to> <extra...>`.
+fn switchover(dir: &str, to: &str, extra: &[&str]) -> std::process::Output {
+    let mut args = vec!["replica", "switchover", "--pgdata", dir, "--to", to];
+    args.extend_from_slice(extra);
+    pgwarden(&args)
+}
+
+/// `pg_is_in_recovery()` on `c`: "t" or "f".
+fn in_recovery(c: &Cluster) -> String {
+    c.psql("postgres", "SELECT pg_is_in_recovery()")
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
 fn dir_of(c: &Cluster, name: &str) -> String {
     c.data_dir()
         .parent()
@@ -463,12 +466,7 @@ fn rejoin_rewinds_an_old_primary_into_a_standby_of_the_new_one() {
     let mut no = args.to_vec();
     no.extend(["--from", &from]);
     assert_fails(&pgwarden(&no), 2, "--yes");
-    assert_eq!(
-        old.psql("postgres", "SELECT pg_is_in_recovery()")
-            .unwrap()
-            .trim(),
-        "f"
-    );
+    assert_eq!(in_recovery(&old), "f");
 
     let mut yes = no.clone();
     yes.extend(["--slot", "old_slot", "--yes", "--format", "json"]);
@@ -478,12 +476,7 @@ fn rejoin_rewinds_an_old_primary_into_a_standby_of_the_new_one() {
     assert_eq!(doc["stopped_first"], true, "{doc}");
     assert_eq!(doc["rewound"], true, "{doc}");
     assert_eq!(doc["streaming"], true, "{doc}");
-    assert_eq!(
-        old.psql("postgres", "SELECT pg_is_in_recovery()")
-            .unwrap()
-            .trim(),
-        "t"
-    );
+    assert_eq!(in_recovery(&old), "t");
     new.psql("postgres", "INSERT INTO t VALUES ('after')")
         .unwrap();
     wait_for(
@@ -505,13 +498,7 @@ fn rejoin_without_hint_bits_in_wal_is_refused_before_anything_stops() {
     let o = rejoin(&primary, &standby);
     assert_fails(&o, 2, "neither wal_log_hints nor data checksums");
     // Untouched: still running, still a primary.
-    assert_eq!(
-        primary
-            .psql("postgres", "SELECT pg_is_in_recovery()")
-            .unwrap()
-            .trim(),
-        "f"
-    );
+    assert_eq!(in_recovery(&primary), "f");
     // --from must be a primary.
     let other = Cluster::builder()
         .standby_of(&standby)
@@ -551,4 +538,53 @@ fn rejoin_without_the_wal_back_to_the_divergence_says_so_and_changes_nothing() {
         crate::stderr(&o)
     );
     assert!(!old.data_dir().join("standby.signal").exists());
+}
+
+#[test]
+fn switchover_loses_no_commit_and_the_old_primary_follows() {
+    let (primary, standby) = pair();
+    // Commits up to the switch: every one is on the new primary.
+    primary
+        .psql(
+            "postgres",
+            "INSERT INTO ticks SELECT now() FROM generate_series(1, 1000)",
+        )
+        .unwrap();
+    let dir = primary.data_dir().display().to_string();
+    let to = standby.dsn();
+    let o = switchover(&dir, &to, &[]);
+    assert_fails(&o, 2, "--yes");
+    let o = switchover(
+        &dir,
+        &to,
+        &["--slot", "old_primary", "--yes", "--format", "json"],
+    );
+    let doc = json(&o);
+    assert_eq!(o.status.code(), Some(0), "{doc} {}", crate::stderr(&o));
+    assert_eq!(doc["timeline"], 2, "{doc}");
+    assert_eq!(doc["streaming"], true, "{doc}");
+    eprintln!("switchover: no writes for {} ms", doc["write_gap_ms"]);
+    assert_eq!(in_recovery(&standby), "f");
+    assert_eq!(
+        standby
+            .psql("postgres", "SELECT count(*) FROM ticks")
+            .unwrap()
+            .trim(),
+        "1000"
+    );
+    assert_eq!(in_recovery(&primary), "t");
+    // The old primary replays the new one's writes.
+    standby
+        .psql("postgres", "INSERT INTO ticks VALUES (now())")
+        .unwrap();
+    wait_for(&primary, "SELECT count(*) FROM ticks", "1001");
+    let doc = status_json(&standby.dsn(), 0);
+    assert_eq!(
+        doc["standbys"][0]["application_name"], "old_primary",
+        "{doc}"
+    );
+
+    // Now the old primary is a standby: switching from it again is refused, nothing changed.
+    let o = switchover(&dir, &to, &["--yes"]);
+    assert_fails(&o, 2, "is not a running primary");
 }
