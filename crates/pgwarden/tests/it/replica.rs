@@ -119,6 +119,10 @@ fn status_of_a_primary_and_its_standby_and_a_missed_target() {
     );
     assert_eq!(r["replay_paused"], false, "{doc}");
     assert_eq!(r["met"], true, "{doc}");
+    // pg_monitor sees the same on the standby.
+    let doc = status_json(&standby.dsn_for("watcher", "watchpw", "postgres"), 0);
+    assert_eq!(doc["receiver"]["streaming"], true, "{doc}");
+    assert_eq!(doc["receiver"]["sender"], r["sender"], "{doc}");
 
     // Replay paused on the standby: it misses the target at once (exit 1), and the
     // primary sees its replay lag grow past a 100 ms target.
