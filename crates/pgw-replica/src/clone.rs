@@ -272,7 +272,7 @@ pub async fn clone(
         let (bin, pgdata, copied) = (opts.bin.clone(), opts.pgdata.clone(), copied.clone());
         let port = opts.port;
         let mut progress = progress;
-        tokio::task::spawn_blocking(move || -> Result<Node, pgw_node::NodeError> {
+        crate::blocking(move || {
             let node = Node::base_backup(bin, OsUser::detect()?, pgdata, &bb, |p| {
                 copied.store(p.done_kb, std::sync::atomic::Ordering::Relaxed);
                 progress(p);
@@ -283,13 +283,6 @@ pub async fn clone(
             Ok(node)
         })
         .await
-    };
-    let made = match made {
-        Ok(r) => r.map_err(ReplicaError::Node),
-        Err(join) => Err(ReplicaError::Io {
-            path: opts.pgdata.clone(),
-            source: std::io::Error::other(join.to_string()),
-        }),
     };
     let node = match made {
         Ok(node) => node,
@@ -322,18 +315,13 @@ pub async fn clone(
     if opts.start {
         let n = node.clone();
         let port = opts.port;
-        tokio::task::spawn_blocking(move || {
+        crate::blocking(move || {
             n.start(&StartOptions {
                 port,
                 ..StartOptions::default()
             })
         })
-        .await
-        .map_err(|e| ReplicaError::Io {
-            path: opts.pgdata.clone(),
-            source: std::io::Error::other(e.to_string()),
-        })?
-        .map_err(ReplicaError::Node)?;
+        .await?;
         cloned.started = true;
         wait_streaming(client, &application_name, opts.stream_timeout).await?;
         cloned.streaming = true;

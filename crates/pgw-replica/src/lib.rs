@@ -167,6 +167,19 @@ pub(crate) fn conninfo_of(params: &pgw_common::ConnParams) -> pgw_node::Conninfo
     }
 }
 
+/// Runs a blocking pgw-node step off the async threads.
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, pgw_node::NodeError> + Send + 'static,
+) -> Result<T, ReplicaError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ReplicaError::Io {
+            path: std::path::PathBuf::new(),
+            source: std::io::Error::other(e.to_string()),
+        })?
+        .map_err(ReplicaError::Node)
+}
+
 /// A query error with what was being done.
 pub(crate) fn query(what: &'static str) -> impl FnOnce(tokio_postgres::Error) -> ReplicaError {
     move |source| ReplicaError::Query { what, source }

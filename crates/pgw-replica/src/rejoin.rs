@@ -13,8 +13,8 @@ use pgw_node::{BinDir, Conninfo, Node, OsUser, RewindOptions, StartOptions, Stop
 use serde::Serialize;
 use tokio_postgres::Client;
 
+use crate::blocking;
 use crate::clone::wait_streaming;
-use crate::switchover::blocking;
 use crate::{query, ReplicaError};
 
 /// The files of the data directory that stay this server's own through pg_rewind.

@@ -14,6 +14,7 @@ use pgw_node::{BinDir, ClusterState, Lsn, Node, OsUser, StartOptions, StopOption
 use serde::Serialize;
 use tokio_postgres::Client;
 
+use crate::blocking;
 use crate::clone::wait_streaming;
 use crate::{query, ReplicaError};
 
@@ -159,17 +160,4 @@ async fn wait_received(target: &Client, lsn: Lsn, timeout: Duration) -> Result<(
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-}
-
-/// Runs a blocking pgw-node step off the async threads.
-pub(crate) async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, pgw_node::NodeError> + Send + 'static,
-) -> Result<T, ReplicaError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| ReplicaError::Io {
-            path: PathBuf::new(),
-            source: std::io::Error::other(e.to_string()),
-        })?
-        .map_err(ReplicaError::Node)
 }

@@ -282,14 +282,7 @@ pub(super) async fn table_bloat(ctx: &Ctx<'_>) -> Result<Outcome, tokio_postgres
                 continue;
             }
         };
-        if measured.waste < t.bloat_min_mb * 1_048_576.0 {
-            continue;
-        }
-        let Some(severity) = Severity::grade(
-            measured.share,
-            t.bloat_warning_share,
-            t.bloat_critical_share,
-        ) else {
+        let Some(severity) = measured.severity(t) else {
             continue;
         };
         let mb = |b: f64| b / 1_048_576.0;
@@ -329,12 +322,23 @@ pub(super) async fn table_bloat(ctx: &Ctx<'_>) -> Result<Outcome, tokio_postgres
     Ok(out)
 }
 
-/// One table's waste.
-struct Measure {
-    share: f64,
-    waste: f64,
-    size: f64,
-    how: String,
+/// One table's or index's waste: its share of the relation, in bytes, and how it was found.
+pub(super) struct Measure {
+    pub(super) share: f64,
+    pub(super) waste: f64,
+    pub(super) size: f64,
+    pub(super) how: String,
+}
+
+impl Measure {
+    /// The severity of this waste (table_bloat's and index_bloat's rule): None below
+    /// `bloat_min_mb` or the warning share.
+    pub(super) fn severity(&self, t: &crate::Thresholds) -> Option<Severity> {
+        if self.waste < t.bloat_min_mb * 1_048_576.0 {
+            return None;
+        }
+        Severity::grade(self.share, t.bloat_warning_share, t.bloat_critical_share)
+    }
 }
 
 /// Function `name(regclass)` (pgstattuple's `pgstattuple_approx`, `pgstatindex`) quoted

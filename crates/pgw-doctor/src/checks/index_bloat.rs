@@ -4,9 +4,11 @@
 
 use pgw_common::sql::{qualified, shown_qualified};
 
-use super::bloat::{align_up, extension_function, fillfactor_sql, stored, ALIGN_BYTES_SQL};
+use super::bloat::{
+    align_up, extension_function, fillfactor_sql, stored, Measure, ALIGN_BYTES_SQL,
+};
 use super::{CheckInfo, Ctx, Outcome, Scope};
-use crate::model::{Finding, Severity, Skipped};
+use crate::model::{Finding, Skipped};
 
 /// The checks of this module, in the order they run.
 pub(super) const CHECKS: &[CheckInfo] = &[CheckInfo {
@@ -153,14 +155,6 @@ fn estimated_pages(ix: &Index, tuple: f64, bs: f64) -> Option<f64> {
         pages += level;
     }
     Some(pages)
-}
-
-/// One index's waste.
-struct Measure {
-    share: f64,
-    waste: f64,
-    size: f64,
-    how: String,
 }
 
 /// `index_bloat`: how much of each btree index is space its entries do not need.
@@ -387,14 +381,7 @@ pub(super) async fn index_bloat(ctx: &Ctx<'_>) -> Result<Outcome, tokio_postgres
                 continue;
             }
         };
-        if measured.waste < t.bloat_min_mb * 1_048_576.0 {
-            continue;
-        }
-        let Some(severity) = Severity::grade(
-            measured.share,
-            t.bloat_warning_share,
-            t.bloat_critical_share,
-        ) else {
+        let Some(severity) = measured.severity(t) else {
             continue;
         };
         let name = qualified(&ix.schema, &ix.name);
