@@ -134,10 +134,7 @@ impl pgw_common::Classify for ReplicaError {
 }
 
 /// Creates the physical slot `slot` on the primary `client` is connected to, unless it exists.
-pub(crate) async fn ensure_slot(
-    client: &tokio_postgres::Client,
-    slot: &str,
-) -> Result<(), ReplicaError> {
+pub async fn ensure_slot(client: &tokio_postgres::Client, slot: &str) -> Result<(), ReplicaError> {
     client
         .execute(
             "SELECT pg_create_physical_replication_slot($1, true)

@@ -3,7 +3,7 @@
 
 use clap::{CommandFactory, Parser, Subcommand};
 
-use crate::cmd::{demo, doctor, partition, replica, tune};
+use crate::cmd::{demo, doctor, ha, partition, replica, tune};
 use crate::exit::{Convention, EXIT_CODES};
 
 /// pgwarden: what a senior PostgreSQL DBA does, measured rather than claimed.
@@ -26,6 +26,10 @@ pub enum Command {
     Doctor(doctor::DoctorArgs),
     /// Partition sets managed from outside the database: create, maintain (premake,
     /// retention, default-partition rescue), list. What pg_partman does, without the extension.
+    /// Automatic failover on etcd: the node agent, and list / switchover / failover /
+    /// pause / resume.
+    #[command(subcommand)]
+    Ha(ha::HaCmd),
     #[command(subcommand)]
     Partition(partition::PartitionCmd),
     /// Streaming replicas: status of standbys and slots against the 500 ms lag target, promote.
@@ -41,6 +45,7 @@ impl Command {
         match self {
             Command::Demo(_) => "demo",
             Command::Doctor(_) => "doctor",
+            Command::Ha(_) => "ha",
             Command::Partition(_) => "partition",
             Command::Replica(_) => "replica",
             Command::Tune(_) => "tune",

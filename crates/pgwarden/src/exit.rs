@@ -207,6 +207,18 @@ Exit codes:
      --from is not a primary (nothing stopped); switchover: --pgdata is not a running
      primary or --to not a streaming standby of it";
 
+/// ha's exit codes.
+pub const HA_EXIT_CODES: &str = "\
+Exit codes:
+  0  agent: stopped by SIGINT/SIGTERM after a clean stop; list, pause, resume: done;
+     switchover/failover: the target leads
+  1  etcd could not be reached; switchover/failover: not confirmed, no replica could take
+     over, or the target did not lead within --wait (the request was withdrawn); agent: a
+     step failed that it cannot go on without
+  2  invalid usage: bad flags, a config with an unknown key or a bad value (ttl too short
+     for loop_wait, say), a member that is not in the cluster or may not take over; agent:
+     its data directory belongs to another cluster, or its API address is taken";
+
 /// doctor's exit codes.
 pub const DOCTOR_EXIT_CODES: &str = "\
 Exit codes (the Nagios convention check_postgres users script against):

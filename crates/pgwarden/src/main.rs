@@ -95,6 +95,8 @@ const OWN_CRATES: &[&str] = &[
     "pgw_demo",
     "pgw_cluster",
     "pgw_node",
+    "pgw_replica",
+    "pgw_ha",
 ];
 
 /// The tracing filter for `--log`: a plain level (`debug`) for pgwarden's crates with the

@@ -4,6 +4,7 @@
 
 pub mod demo;
 pub mod doctor;
+pub mod ha;
 pub mod partition;
 pub mod replica;
 pub mod tune;
@@ -21,6 +22,7 @@ pub async fn run(command: Command) -> Result<Outcome, Failure> {
         let result = match command {
             Command::Demo(a) => demo::run(a).await,
             Command::Doctor(a) => doctor::run(a).await,
+            Command::Ha(c) => ha::run(c).await,
             Command::Partition(c) => partition::run(c).await,
             Command::Replica(c) => replica::run(c).await,
             Command::Tune(c) => tune::run(c).await,

@@ -4,6 +4,7 @@
 mod demo;
 mod doctor;
 mod errors;
+mod ha;
 mod logging;
 mod partition;
 mod replica;

@@ -1,0 +1,933 @@
+//! The agent: one per node. Two tasks and the API:
+//! - the **keeper** holds the lease: renews it every `loop_wait`, grants a new one when it
+//!   expired, and **fences**: when this member leads and no renewal has succeeded for
+//!   `ttl - loop_wait - 1` seconds, it stops PostgreSQL at once (immediate mode), before the
+//!   key can expire and a replica can take over; so two writable primaries never overlap.
+//!   With `failsafe_mode` it first asks every member over the REST API, and keeps the
+//!   primary while all of them confirm that they cannot reach etcd either and follow it.
+//! - the **loop** reads the cluster from etcd and this node's facts, calls
+//!   [`decide`](crate::decide::decide), carries out the action, and publishes this member's
+//!   state. It runs every `loop_wait`, and at once when the leader key changes (a watch).
+//!
+//! Control comes in as [`Control`] messages (the binary turns SIGHUP into `Reload`,
+//! SIGINT/SIGTERM into `Stop`), so the agent holds no global state.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::mpsc;
+
+use crate::api::Shared;
+use crate::config::{Config, ConfigError};
+use crate::dcs::{Dcs, DcsError, Lease};
+use crate::decide::{
+    decide, must_fence, sync_step, Action, Data, Local, Pg, Rules, SyncStep, View,
+};
+use crate::pg::{LocalPg, PgError};
+use crate::state::{ClusterView, HistoryEntry, MemberState, Role, Switchover};
+
+/// What the agent is told from outside.
+#[derive(Debug)]
+pub enum Control {
+    /// Re-read the config file (SIGHUP).
+    Reload,
+    /// Stop PostgreSQL cleanly, give up the lease, exit (SIGINT, SIGTERM).
+    Stop,
+}
+
+/// Why the agent stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Dcs(#[from] DcsError),
+    #[error(transparent)]
+    Pg(#[from] PgError),
+    #[error("refusing to run: {0}")]
+    Refused(String),
+    #[error("the REST API cannot listen on {addr}: {source}")]
+    Api {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl pgw_common::Classify for AgentError {
+    fn class(&self) -> pgw_common::ErrorClass {
+        match self {
+            AgentError::Config(_) | AgentError::Refused(_) | AgentError::Api { .. } => {
+                pgw_common::ErrorClass::Input
+            }
+            AgentError::Dcs(e) => e.class(),
+            AgentError::Pg(e) => e.class(),
+        }
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Runs the agent of `config` (read from `path`) until `Control::Stop`; an unreachable etcd
+/// at start, a busy API address, or another cluster's data directory end it with an error.
+pub async fn run(
+    path: PathBuf,
+    config: Config,
+    mut control: mpsc::Receiver<Control>,
+) -> Result<(), AgentError> {
+    let dcs = Dcs::connect(&config.etcd, &config.scope).await?;
+    // The first lease, before anything else: an etcd that cannot be reached is the first
+    // thing to report.
+    let lease = dcs.grant(config.ttl()).await?;
+    let shared = Shared::new(&config.name, &config.scope, config.demote_after());
+    shared.set_renewed(Instant::now());
+    let listener = tokio::net::TcpListener::bind(config.api_addr())
+        .await
+        .map_err(|source| AgentError::Api {
+            addr: config.api.clone(),
+            source,
+        })?;
+    let pg = LocalPg::new(config.clone())?;
+    let (stop_api_tx, stop_api_rx) = tokio::sync::oneshot::channel::<()>();
+    let api = tokio::spawn(crate::api::serve(listener, Arc::clone(&shared), async {
+        let _ = stop_api_rx.await;
+    }));
+
+    let leading = Arc::new(AtomicBool::new(false));
+    let lease_id = Arc::new(AtomicI64::new(lease.id));
+    let keeper_cfg = Arc::new(std::sync::Mutex::new(config.clone()));
+    let stop_keeper = Arc::new(AtomicBool::new(false));
+    let keeper = tokio::spawn(keep(
+        dcs.clone(),
+        lease,
+        Arc::clone(&lease_id),
+        Arc::clone(&leading),
+        Arc::clone(&shared),
+        pg.clone(),
+        Arc::clone(&keeper_cfg),
+        Arc::clone(&stop_keeper),
+    ));
+    tracing::info!(name = %config.name, scope = %config.scope, "agent started");
+
+    let mut agent = Agent {
+        cfg: config,
+        path,
+        dcs,
+        pg,
+        shared,
+        lease_id,
+        leading,
+        keeper_cfg,
+        client: None,
+        sysid: None,
+        down_since: None,
+        not_streaming_since: None,
+        backoff_until: None,
+    };
+    let result = agent.main_loop(&mut control).await;
+    // Clean stop: PostgreSQL first (a leader's last WAL reaches its replicas with the
+    // shutdown checkpoint), then the lease, so the key goes at once and a replica takes over
+    // without waiting for the TTL.
+    stop_keeper.store(true, Ordering::SeqCst);
+    let _ = keeper.await;
+    if let Err(e) = agent.pg.stop(false).await {
+        tracing::warn!(error = %e, "stopping PostgreSQL failed");
+    }
+    let _ = agent
+        .dcs
+        .revoke(agent.lease_id.load(Ordering::SeqCst))
+        .await;
+    let _ = stop_api_tx.send(());
+    let _ = api.await;
+    tracing::info!("agent stopped");
+    result
+}
+
+struct Agent {
+    cfg: Config,
+    path: PathBuf,
+    dcs: Dcs,
+    pg: LocalPg,
+    shared: Arc<Shared>,
+    lease_id: Arc<AtomicI64>,
+    leading: Arc<AtomicBool>,
+    keeper_cfg: Arc<std::sync::Mutex<Config>>,
+    client: Option<tokio_postgres::Client>,
+    sysid: Option<String>,
+    down_since: Option<Instant>,
+    not_streaming_since: Option<Instant>,
+    backoff_until: Option<Instant>,
+}
+
+/// One loop's local facts.
+struct Facts {
+    local: Local,
+    senders: Vec<crate::decide::Sender>,
+    ssn: String,
+}
+
+impl Agent {
+    async fn main_loop(&mut self, control: &mut mpsc::Receiver<Control>) -> Result<(), AgentError> {
+        let mut watch = None;
+        loop {
+            let started = Instant::now();
+            match self.iteration().await {
+                Ok(()) => {}
+                Err(AgentError::Refused(why)) => return Err(AgentError::Refused(why)),
+                Err(e) => {
+                    tracing::warn!(error = %e, "loop");
+                    self.shared.update(|s| s.state = format!("error: {e}"));
+                }
+            }
+            if watch.is_none() {
+                watch = self.dcs.watch_leader().await.ok();
+            }
+            let next = started + self.cfg.loop_wait();
+            tokio::select! {
+                _ = tokio::time::sleep_until(next.into()) => {}
+                m = async { watch.as_mut().expect("checked").message().await }, if watch.is_some() => {
+                    match m {
+                        Ok(Some(_)) => tracing::debug!("leader key changed"),
+                        _ => watch = None,
+                    }
+                }
+                c = control.recv() => match c {
+                    Some(Control::Reload) => self.reload().await,
+                    Some(Control::Stop) | None => return Ok(()),
+                },
+            }
+        }
+    }
+
+    async fn reload(&mut self) {
+        match Config::load(&self.path) {
+            Err(e) => tracing::warn!(error = %e, "reload: config not changed"),
+            Ok(new) => {
+                let fixed = |c: &Config| {
+                    (
+                        c.scope.clone(),
+                        c.name.clone(),
+                        c.etcd.clone(),
+                        c.data_dir.clone(),
+                        c.bin_dir.clone(),
+                        c.listen.clone(),
+                        c.api.clone(),
+                        c.superuser.clone(),
+                        c.replication_user.clone(),
+                        c.os_user.clone(),
+                    )
+                };
+                if fixed(&new) != fixed(&self.cfg) {
+                    tracing::warn!(
+                        "reload: a key that needs an agent restart changed; the others apply now"
+                    );
+                }
+                let mut merged = new;
+                (
+                    merged.scope,
+                    merged.name,
+                    merged.etcd,
+                    merged.data_dir,
+                    merged.bin_dir,
+                    merged.listen,
+                    merged.api,
+                    merged.superuser,
+                    merged.replication_user,
+                    merged.os_user,
+                ) = fixed(&self.cfg);
+                self.cfg = merged.clone();
+                self.pg.config = merged.clone();
+                *self.keeper_cfg.lock().unwrap_or_else(|e| e.into_inner()) = merged.clone();
+                *self
+                    .shared
+                    .demote_after
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner()) = merged.demote_after();
+                if self.pg.is_running() {
+                    let ssn = self.current_ssn().await;
+                    if let Err(e) = self.pg.write_settings(&ssn).await {
+                        tracing::warn!(error = %e, "reload: write settings");
+                    } else if let Err(e) = self.pg.reload().await {
+                        tracing::warn!(error = %e, "reload: reload PostgreSQL");
+                    }
+                }
+                tracing::info!("config reloaded");
+            }
+        }
+    }
+
+    async fn current_ssn(&mut self) -> String {
+        match self.facts().await {
+            Ok(f) => f.ssn,
+            Err(_) => String::new(),
+        }
+    }
+
+    fn rules(&self) -> Rules {
+        Rules {
+            name: self.cfg.name.clone(),
+            nofailover: self.cfg.nofailover,
+            synchronous_mode: self.cfg.synchronous_mode,
+            maximum_lag_on_failover: self.cfg.maximum_lag_on_failover,
+            restart_timeout: Duration::from_secs(self.cfg.restart_timeout),
+            rejoin_after: self.cfg.ttl(),
+            conn: self.cfg.listen.clone(),
+        }
+    }
+
+    /// This node's facts now.
+    async fn facts(&mut self) -> Result<Facts, AgentError> {
+        let data = self.pg.data(self.sysid.as_deref()).await?;
+        if let Data::Present {
+            system_identifier, ..
+        } = &data
+        {
+            self.sysid = Some(system_identifier.clone());
+        } else {
+            self.sysid = None;
+        }
+        let mut senders = Vec::new();
+        let mut ssn = String::new();
+        let pg = if self.pg.is_running() {
+            if self.client.as_ref().is_none_or(|c| c.is_closed()) {
+                self.client = self.pg.connect().await.ok();
+            }
+            match &self.client {
+                Some(c) => match self.pg.live(c).await {
+                    Ok((live, s, n)) => {
+                        senders = s;
+                        ssn = n;
+                        Pg::Running(live)
+                    }
+                    Err(e) => {
+                        self.client = None;
+                        return Err(e.into());
+                    }
+                },
+                None => {
+                    return Err(AgentError::Pg(PgError::Other(
+                        "PostgreSQL runs but does not accept connections yet".into(),
+                    )))
+                }
+            }
+        } else {
+            self.client = None;
+            Pg::Stopped
+        };
+        let now = Instant::now();
+        let not_streaming = matches!(&pg, Pg::Running(l) if l.in_recovery && !l.streaming);
+        self.not_streaming_since = if not_streaming {
+            Some(self.not_streaming_since.unwrap_or(now))
+        } else {
+            None
+        };
+        Ok(Facts {
+            local: Local {
+                data,
+                pg,
+                down_for: self.down_since.map(|t| now - t).unwrap_or_default(),
+                not_streaming_for: self
+                    .not_streaming_since
+                    .map(|t| now - t)
+                    .unwrap_or_default(),
+            },
+            senders,
+            ssn,
+        })
+    }
+
+    async fn iteration(&mut self) -> Result<(), AgentError> {
+        let view = match self.dcs.read().await {
+            Ok(v) => v,
+            Err(e) => {
+                self.shared.update(|s| {
+                    s.etcd_reachable = false;
+                    s.state = format!("etcd unreachable: {e}");
+                });
+                // Keep the API's view of PostgreSQL current; the keeper fences.
+                if let Ok(f) = self.facts().await {
+                    self.show(&f, &ClusterView::default(), "etcd unreachable");
+                }
+                return Ok(());
+            }
+        };
+        if let Some(until) = self.backoff_until {
+            if Instant::now() < until {
+                return Ok(());
+            }
+            self.backoff_until = None;
+        }
+        let mut facts = self.facts().await?;
+        let holds = view.leader_name() == Some(self.cfg.name.as_str());
+        self.down_since = if holds && matches!(facts.local.pg, Pg::Stopped) {
+            Some(self.down_since.unwrap_or_else(Instant::now))
+        } else {
+            None
+        };
+        facts.local.down_for = self.down_since.map(|t| t.elapsed()).unwrap_or_default();
+        let rules = self.rules();
+        let action = decide(View {
+            me: &facts.local,
+            rules: &rules,
+            cluster: &view,
+        });
+        tracing::debug!(?action, "decided");
+        let shown = match &action {
+            Action::Idle { why } => why.clone(),
+            other => serde_json::to_value(other)
+                .ok()
+                .and_then(|v| v.get("action").and_then(|a| a.as_str()).map(String::from))
+                .unwrap_or_default(),
+        };
+        if !matches!(action, Action::Idle { .. } | Action::Lead) {
+            tracing::info!(action = %shown, "acting");
+        }
+        let acted = self.act(action, &view, &facts).await;
+        if let Err(e) = &acted {
+            if matches!(e, AgentError::Refused(_)) {
+                return acted;
+            }
+            tracing::warn!(error = %e, "action failed");
+            self.backoff_until = Some(Instant::now() + self.cfg.loop_wait() * 3);
+        }
+        // Publish what is true after the action.
+        let view = self.dcs.read().await.unwrap_or(view);
+        let after = self.facts().await.unwrap_or(facts);
+        self.publish(&after, &view).await;
+        self.show(&after, &view, &shown);
+        if let Err(e) = acted {
+            self.shared
+                .update(|s| s.state = format!("{shown} failed: {e}"));
+        }
+        Ok(())
+    }
+
+    fn lease(&self) -> i64 {
+        self.lease_id.load(Ordering::SeqCst)
+    }
+
+    fn member_conn(&self, view: &ClusterView, name: &str) -> Result<String, AgentError> {
+        view.member(name).map(|m| m.conn.clone()).ok_or_else(|| {
+            AgentError::Pg(PgError::Other(format!(
+                "{name} has not published its address"
+            )))
+        })
+    }
+
+    async fn act(
+        &mut self,
+        action: Action,
+        view: &ClusterView,
+        facts: &Facts,
+    ) -> Result<(), AgentError> {
+        let me = self.cfg.name.clone();
+        let slot = Config::slot_of(&me);
+        match action {
+            Action::Idle { .. } => {
+                if view.leader_name() != Some(me.as_str()) {
+                    self.leading.store(false, Ordering::SeqCst);
+                }
+            }
+            Action::Refuse { why } => return Err(AgentError::Refused(why)),
+            Action::Bootstrap => self.bootstrap(view).await?,
+            Action::Clone { leader } => {
+                let conn = self.member_conn(view, &leader)?;
+                self.shared
+                    .update(|s| s.state = format!("cloning from {leader}"));
+                self.publish_state(Role::Uninitialized, "cloning", facts)
+                    .await;
+                self.pg.clone_from(&conn).await?;
+                self.sysid = None;
+                self.pg.write_settings("").await?;
+                let primary = self.pg.replication_conninfo(&conn)?;
+                self.pg.start(true, Some((primary, slot))).await?;
+            }
+            Action::StartReplica { leader } => {
+                self.pg.write_settings("").await?;
+                let primary = match leader {
+                    Some(l) => {
+                        let conn = self.member_conn(view, &l)?;
+                        Some((self.pg.replication_conninfo(&conn)?, slot))
+                    }
+                    None => None,
+                };
+                self.pg.start(true, primary).await?;
+            }
+            Action::Follow { leader } => {
+                let conn = self.member_conn(view, &leader)?;
+                let primary = self.pg.replication_conninfo(&conn)?;
+                self.pg.follow(primary, slot).await?;
+            }
+            Action::Rejoin { leader } => {
+                let conn = self.member_conn(view, &leader)?;
+                self.shared
+                    .update(|s| s.state = format!("rewinding onto {leader}"));
+                self.publish_state(Role::Stopped, "rewinding", facts).await;
+                self.pg.rejoin(&conn).await?;
+                self.sysid = None;
+            }
+            Action::Acquire => {
+                let Some(term) = self.dcs.acquire(&me, self.lease()).await? else {
+                    return Ok(());
+                };
+                self.leading.store(true, Ordering::SeqCst);
+                tracing::info!(term, "took the leader key");
+                let was_replica = matches!(&facts.local.pg, Pg::Running(l) if l.in_recovery);
+                if was_replica {
+                    self.pg.promote().await?;
+                    tracing::info!("promoted");
+                }
+                let reason = match &view.switchover {
+                    Some(s) if s.forced => "failover requested",
+                    Some(_) => "switchover",
+                    None if was_replica => "failover: the leader's key expired",
+                    None => "leader key free",
+                };
+                self.record(view, term, reason).await;
+                if view.switchover.is_some() {
+                    self.dcs.set_switchover(None).await?;
+                }
+            }
+            Action::Promote => {
+                if !self.fresh_leader().await? {
+                    return Ok(());
+                }
+                self.leading.store(true, Ordering::SeqCst);
+                self.pg.promote().await?;
+            }
+            Action::StartPrimary => {
+                if !self.fresh_leader().await? {
+                    return Ok(());
+                }
+                self.leading.store(true, Ordering::SeqCst);
+                self.shared
+                    .update(|s| s.state = "restarting PostgreSQL in place".into());
+                self.pg.write_settings("").await?;
+                self.pg.start(false, None).await?;
+            }
+            Action::Lead => {
+                self.leading.store(true, Ordering::SeqCst);
+                self.lead(view, facts).await?;
+            }
+            Action::Release => {
+                self.leading.store(false, Ordering::SeqCst);
+                tracing::warn!(
+                    "PostgreSQL stayed down past restart_timeout: giving up the leader key"
+                );
+                self.pg.kill().await.ok();
+                self.dcs.release(&me).await?;
+            }
+            Action::Demote { why } => {
+                self.leading.store(false, Ordering::SeqCst);
+                tracing::warn!(%why, "demoting");
+                self.pg.stop(true).await?;
+            }
+            Action::StepDown { to, forced } => self.step_down(view, &to, forced).await?,
+        }
+        Ok(())
+    }
+
+    /// Whether this member holds the key right now: renewed within the fencing deadline and
+    /// confirmed by etcd (the view the decision used may be older than a fence).
+    async fn fresh_leader(&self) -> Result<bool, AgentError> {
+        let renewed = self
+            .shared
+            .since_renewal()
+            .is_some_and(|d| d < self.cfg.demote_after());
+        Ok(renewed && self.dcs.still_leader(&self.cfg.name, self.lease()).await?)
+    }
+
+    async fn bootstrap(&mut self, view: &ClusterView) -> Result<(), AgentError> {
+        let _ = view;
+        if !self.dcs.claim_initialize().await? {
+            return Ok(());
+        }
+        tracing::info!("bootstrapping the cluster");
+        let made = !self.pg.has_data();
+        let result: Result<i64, AgentError> = async {
+            if made {
+                self.pg.initdb().await?;
+            }
+            self.pg.write_settings("").await?;
+            if !self.pg.is_running() {
+                self.pg.start(false, None).await?;
+            }
+            let client = self.pg.connect().await?;
+            self.pg.create_replication_role(&client).await?;
+            let sysid: String = client
+                .query_one(
+                    "SELECT system_identifier::text FROM pg_control_system()",
+                    &[],
+                )
+                .await
+                .map_err(|source| PgError::Query {
+                    what: "read the system identifier",
+                    source,
+                })?
+                .get(0);
+            self.dcs.set_initialize(Some(&sysid)).await?;
+            self.sysid = Some(sysid);
+            match self.dcs.acquire(&self.cfg.name, self.lease()).await? {
+                Some(term) => Ok(term),
+                None => Err(AgentError::Pg(PgError::Other(
+                    "another member took the leader key during bootstrap".into(),
+                ))),
+            }
+        }
+        .await;
+        match result {
+            Ok(term) => {
+                self.leading.store(true, Ordering::SeqCst);
+                let view = self.dcs.read().await.unwrap_or_default();
+                self.record(&view, term, "bootstrap").await;
+                Ok(())
+            }
+            Err(e) => {
+                // Nothing half-made: give the claim back, and remove what initdb made.
+                let _ = self.pg.stop(true).await;
+                if made {
+                    let _ = std::fs::remove_dir_all(self.pg.data_dir());
+                }
+                let _ = self.dcs.set_initialize(None).await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn lead(&mut self, view: &ClusterView, facts: &Facts) -> Result<(), AgentError> {
+        let me = self.cfg.name.clone();
+        if let (Some(c), Pg::Running(live)) = (&self.client, &facts.local.pg) {
+            let others: Vec<String> = view
+                .members
+                .iter()
+                .filter(|m| m.name != me)
+                .map(|m| m.name.clone())
+                .collect();
+            self.pg.ensure_slots(c, &others).await?;
+            if let Some(lsn) = live.wal_lsn {
+                self.dcs.set_optime(lsn).await?;
+            }
+        }
+        if let Some(s) = &view.switchover {
+            if s.from.as_deref() != Some(me.as_str()) {
+                self.dcs.set_switchover(None).await?;
+            }
+        }
+        let want_ssn = if self.cfg.synchronous_mode {
+            let excluded: Vec<String> = view
+                .members
+                .iter()
+                .filter(|m| m.nofailover)
+                .map(|m| Config::slot_of(&m.name))
+                .collect();
+            // Sender names are slot names (application_name); the key holds member names.
+            let key = view.sync.clone().map(|mut k| {
+                k.sync_standby = k.sync_standby.map(|s| Config::slot_of(&s));
+                k
+            });
+            match sync_step(&me, key.as_ref(), &facts.ssn, &facts.senders, &excluded) {
+                SyncStep::Keep => None,
+                SyncStep::SetStandbyNames(n) => Some(n),
+                SyncStep::WriteKey(mut k) => {
+                    k.sync_standby = k.sync_standby.map(|s| {
+                        view.members
+                            .iter()
+                            .find(|m| Config::slot_of(&m.name) == s)
+                            .map(|m| m.name.clone())
+                            .unwrap_or(s)
+                    });
+                    tracing::info!(sync_standby = ?k.sync_standby, "recording the synchronous standby");
+                    self.dcs.set_sync(&k).await?;
+                    None
+                }
+            }
+        } else if !facts.ssn.is_empty() {
+            Some(String::new())
+        } else {
+            None
+        };
+        if let Some(ssn) = want_ssn {
+            tracing::info!(synchronous_standby_names = %ssn, "setting the synchronous standby");
+            self.pg.write_settings(&ssn).await?;
+            self.pg.reload().await?;
+        }
+        Ok(())
+    }
+
+    async fn step_down(
+        &mut self,
+        view: &ClusterView,
+        to: &str,
+        forced: bool,
+    ) -> Result<(), AgentError> {
+        let me = self.cfg.name.clone();
+        tracing::info!(%to, forced, "stepping down");
+        // The key's request now names the target, so only it may take over.
+        let request = Switchover {
+            from: Some(me.clone()),
+            to: Some(to.to_string()),
+            forced,
+            requested_ms: view
+                .switchover
+                .as_ref()
+                .map(|s| s.requested_ms)
+                .unwrap_or_else(now_ms),
+        };
+        self.dcs.set_switchover(Some(&request)).await?;
+        self.leading.store(false, Ordering::SeqCst);
+        self.pg.stop(false).await?;
+        if !forced {
+            let lsn = self.pg.checkpoint_lsn().await?;
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                let v = self.dcs.read().await?;
+                let has = v
+                    .member(to)
+                    .and_then(|m| m.wal_position())
+                    .is_some_and(|p| p >= lsn);
+                if has {
+                    break;
+                }
+                if Instant::now() >= deadline {
+                    tracing::warn!(%to, "the target did not receive the shutdown checkpoint: switchover abandoned");
+                    self.dcs.set_switchover(None).await?;
+                    self.pg.start(false, None).await?;
+                    self.leading.store(true, Ordering::SeqCst);
+                    return Ok(());
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+        self.dcs.release(&me).await?;
+        Ok(())
+    }
+
+    /// Appends a change of leader to the history.
+    async fn record(&self, view: &ClusterView, term: i64, reason: &str) {
+        let mut history = view.history.clone();
+        let timeline = match &self.client {
+            Some(c) => c
+                .query_one(
+                    "SELECT ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int8",
+                    &[],
+                )
+                .await
+                .ok()
+                .map(|r| r.get::<_, i64>(0) as u32),
+            None => None,
+        };
+        history.push(HistoryEntry {
+            term,
+            leader: self.cfg.name.clone(),
+            timeline,
+            at_ms: now_ms(),
+            reason: reason.to_string(),
+        });
+        let keep = history.len().saturating_sub(100);
+        if let Err(e) = self.dcs.set_history(&history[keep..]).await {
+            tracing::warn!(error = %e, "record the history");
+        }
+    }
+
+    fn member_state(&self, facts: &Facts, view: &ClusterView) -> MemberState {
+        let (role, state, live) = match &facts.local.pg {
+            Pg::Running(l) if l.in_recovery => (
+                Role::Replica,
+                if l.streaming { "streaming" } else { "running" },
+                Some(l),
+            ),
+            Pg::Running(l) => (Role::Primary, "running", Some(l)),
+            Pg::Stopped if facts.local.data == Data::Missing => {
+                (Role::Uninitialized, "uninitialized", None)
+            }
+            Pg::Stopped => (Role::Stopped, "stopped", None),
+        };
+        let mut m = MemberState {
+            name: self.cfg.name.clone(),
+            role,
+            state: state.to_string(),
+            conn: self.cfg.listen.clone(),
+            api_url: format!("http://{}", self.cfg.api),
+            timeline: live.and_then(|l| l.timeline),
+            wal_lsn: live.and_then(|l| l.wal_lsn),
+            received_lsn: live.and_then(|l| l.received_lsn),
+            replayed_lsn: live.and_then(|l| l.replayed_lsn),
+            lag_bytes: None,
+            streaming: live.is_some_and(|l| l.streaming),
+            nofailover: self.cfg.nofailover,
+            system_identifier: self.sysid.clone(),
+            updated_ms: now_ms(),
+        };
+        if role == Role::Replica {
+            if let (Some(o), Some(p)) = (view.optime, m.wal_position()) {
+                m.lag_bytes = Some(o.saturating_sub(p));
+            }
+        }
+        m
+    }
+
+    async fn publish(&self, facts: &Facts, view: &ClusterView) {
+        let m = self.member_state(facts, view);
+        if let Err(e) = self.dcs.publish(&m, self.lease()).await {
+            tracing::debug!(error = %e, "publish");
+        }
+        if m.role == Role::Primary && view.leader_name() == Some(self.cfg.name.as_str()) {
+            if let Some(lsn) = m.wal_lsn {
+                let _ = self.dcs.set_optime(lsn).await;
+            }
+        }
+    }
+
+    async fn publish_state(&self, role: Role, state: &str, facts: &Facts) {
+        let mut m = self.member_state(facts, &ClusterView::default());
+        m.role = role;
+        m.state = state.to_string();
+        let _ = self.dcs.publish(&m, self.lease()).await;
+    }
+
+    fn show(&self, facts: &Facts, view: &ClusterView, action: &str) {
+        let m = self.member_state(facts, view);
+        let holds = view.leader_name() == Some(self.cfg.name.as_str());
+        let leader = view
+            .leader_name()
+            .filter(|l| *l != self.cfg.name)
+            .map(str::to_string);
+        let reachable = !view.members.is_empty() || view.initialize.is_some();
+        self.shared.update(|s| {
+            s.role = m.role;
+            s.state = m.state.clone();
+            s.running = matches!(facts.local.pg, Pg::Running(_));
+            s.writable = m.role == Role::Primary;
+            s.streaming = m.streaming;
+            s.holds_leader = holds;
+            if reachable {
+                s.leader = leader;
+                s.cluster = view.clone();
+                s.paused = view.paused;
+            }
+            s.etcd_reachable = reachable;
+            s.timeline = m.timeline;
+            s.lag_bytes = m.lag_bytes;
+            s.action = action.to_string();
+        });
+    }
+}
+
+/// The keeper: renews the lease every `loop_wait`, grants a new one when it expired, and
+/// fences a leader that cannot renew (see the module docs).
+#[allow(clippy::too_many_arguments)]
+async fn keep(
+    dcs: Dcs,
+    lease: Lease,
+    lease_id: Arc<AtomicI64>,
+    leading: Arc<AtomicBool>,
+    shared: Arc<Shared>,
+    pg: LocalPg,
+    config: Arc<std::sync::Mutex<Config>>,
+    stop: Arc<AtomicBool>,
+) {
+    let mut lease = Some(lease);
+    let mut last_try = Instant::now();
+    let tick = Duration::from_millis(100);
+    while !stop.load(Ordering::SeqCst) {
+        let cfg = config.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        if last_try.elapsed() >= cfg.loop_wait() {
+            last_try = Instant::now();
+            match lease.as_mut() {
+                None => match dcs.grant(cfg.ttl()).await {
+                    Ok(l) => {
+                        tracing::info!(lease = l.id, "new lease");
+                        lease_id.store(l.id, Ordering::SeqCst);
+                        shared.set_renewed(last_try);
+                        lease = Some(l);
+                    }
+                    Err(e) => tracing::debug!(error = %e, "grant a lease"),
+                },
+                Some(l) => match dcs.renew(l).await {
+                    Ok(true) => shared.set_renewed(last_try),
+                    Ok(false) => {
+                        tracing::warn!("the lease expired");
+                        lease = None;
+                        leading.store(false, Ordering::SeqCst);
+                    }
+                    Err(e) => {
+                        tracing::debug!(error = %e, "renew");
+                        // The keep-alive stream may be broken: open a new one next time.
+                        match dcs.reopen(l.id).await {
+                            Ok(fresh) => *l = fresh,
+                            Err(e) => tracing::debug!(error = %e, "reopen the keep-alive"),
+                        }
+                    }
+                },
+            }
+        }
+        if leading.load(Ordering::SeqCst) {
+            let since = shared.since_renewal().unwrap_or(Duration::MAX);
+            let held = if since >= cfg.demote_after() && cfg.failsafe_mode {
+                let ok = failsafe_confirmed(&shared, &cfg).await;
+                shared.set_failsafe_held(ok);
+                ok
+            } else {
+                if shared.failsafe_held() && since < cfg.demote_after() {
+                    shared.set_failsafe_held(false);
+                }
+                false
+            };
+            if must_fence(since, cfg.demote_after(), held) {
+                tracing::warn!(
+                    since_ms = since.as_millis() as u64,
+                    "cannot renew the leader key: stopping PostgreSQL before the key expires"
+                );
+                leading.store(false, Ordering::SeqCst);
+                shared.update(|s| {
+                    s.holds_leader = false;
+                    s.state = "fenced: etcd unreachable".into();
+                });
+                if let Err(e) = pg.stop(true).await {
+                    tracing::warn!(error = %e, "fencing stop failed: killing PostgreSQL");
+                    let _ = pg.kill().await;
+                }
+            }
+        }
+        tokio::time::sleep(tick).await;
+    }
+}
+
+/// Failsafe: every other member (from the last view) answers `POST /failsafe` with 200.
+async fn failsafe_confirmed(shared: &Shared, cfg: &Config) -> bool {
+    let s = shared.status();
+    let urls: Vec<String> = s
+        .cluster
+        .members
+        .iter()
+        .filter(|m| m.name != cfg.name)
+        .map(|m| format!("{}/failsafe", m.api_url))
+        .collect();
+    if urls.is_empty() {
+        return false;
+    }
+    let me = cfg.name.clone();
+    tokio::task::spawn_blocking(move || {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .timeout_global(Some(Duration::from_millis(500)))
+            .http_status_as_error(false)
+            .build()
+            .into();
+        urls.iter().all(|u| {
+            agent
+                .post(u)
+                .send_json(serde_json::json!({ "leader": me }))
+                .map(|r| r.status() == 200)
+                .unwrap_or(false)
+        })
+    })
+    .await
+    .unwrap_or(false)
+}
