@@ -16,7 +16,9 @@
 //! Capabilities shown so far: `doctor` (with a handful of problems planted), `partition`
 //! (a monthly time series `metrics` with premake, retention, and rows rescued from its
 //! default partition) and `tune` (recommend, diff against the live server, apply with
-//! ALTER SYSTEM, restart, and confirm every setting is in effect).
+//! ALTER SYSTEM, restart, and confirm every setting is in effect), then `ha` (`ha.rs`: a
+//! throwaway etcd and two nodes under `pgwarden ha agent`, the primary node killed while a
+//! probe writes, the failover's downtime, the old primary rejoining).
 //!
 //! Deliberately not here: printing (the binary renders [`DemoReport`]), and anything
 //! that touches a server other than the throwaway one.
@@ -31,6 +33,10 @@ use std::sync::Arc;
 
 use serde::Serialize;
 use tokio_postgres::Client;
+
+mod ha;
+
+pub use ha::HaDemo;
 
 use pgw_cluster::{Cluster, ClusterError};
 use pgw_tune::apply::ApplyReport;
@@ -48,10 +54,13 @@ pub struct Options {
     /// Called as each step starts, with its number (1-based), the step count and a
     /// description; the binary draws a progress bar from it.
     pub on_step: OnStep,
+    /// The `pgwarden` program that runs each HA node's agent (`pgwarden ha agent`): the
+    /// binary passes itself.
+    pub agent_exe: std::path::PathBuf,
 }
 
 /// The number of steps [`run`] reports through [`Options::on_step`].
-pub const STEPS: u64 = 9;
+pub const STEPS: u64 = 12;
 
 /// Why the demo failed.
 #[derive(Debug, thiserror::Error)]
@@ -68,6 +77,8 @@ pub enum DemoError {
     Tune(#[from] TuneError),
     #[error("run doctor on the demo cluster")]
     Doctor(#[from] pgw_doctor::DoctorError),
+    #[error("the HA part: {0}")]
+    Ha(String),
     #[error("the demo lost hold of its cluster")]
     ClusterGone,
     #[error("partition the demo's time series")]
@@ -103,6 +114,8 @@ pub struct DemoReport {
     pub apply: ApplyReport,
     /// After a restart: recommended settings now in effect, and any that are not.
     pub after_restart: AfterRestart,
+    /// `pgwarden ha`: two nodes on etcd, the primary node lost, the failover, the rejoin.
+    pub ha: HaDemo,
     pub elapsed_ms: u128,
 }
 
@@ -272,6 +285,11 @@ pub async fn run(opts: &Options) -> Result<DemoReport, DemoError> {
         .map(|d| d.name.clone())
         .collect();
 
+    let stopping = cluster.into_inner()?;
+    blocking("stop the throwaway cluster", move || stopping.stop()).await??;
+
+    let ha = ha::run(&opts.agent_exe, step, 10).await?;
+
     let report = DemoReport {
         cluster: ClusterInfo {
             version,
@@ -287,10 +305,9 @@ pub async fn run(opts: &Options) -> Result<DemoReport, DemoError> {
             in_effect: rows.len() - not_in_effect.len(),
             not_in_effect,
         },
+        ha,
         elapsed_ms: started.elapsed().as_millis(),
     };
-    let stopping = cluster.into_inner()?;
-    blocking("stop the throwaway cluster", move || stopping.stop()).await??;
     Ok(report)
 }
 

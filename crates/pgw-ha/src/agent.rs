@@ -806,8 +806,8 @@ impl Agent {
             s.running = matches!(facts.local.pg, Pg::Running(_));
             s.writable = m.role == Role::Primary;
             s.streaming = m.streaming;
-            s.holds_leader = holds;
             if reachable {
+                s.holds_leader = holds;
                 s.leader = leader;
                 s.cluster = view.clone();
                 s.paused = view.paused;
@@ -835,6 +835,7 @@ async fn keep(
 ) {
     let mut lease = Some(lease);
     let mut last_try = Instant::now();
+    let mut last_failsafe: Option<Instant> = None;
     let tick = Duration::from_millis(100);
     while !stop.load(Ordering::SeqCst) {
         let cfg = config.lock().unwrap_or_else(|e| e.into_inner()).clone();
@@ -871,9 +872,20 @@ async fn keep(
         if leading.load(Ordering::SeqCst) {
             let since = shared.since_renewal().unwrap_or(Duration::MAX);
             let held = if since >= cfg.demote_after() && cfg.failsafe_mode {
-                let ok = failsafe_confirmed(&shared, &cfg).await;
-                shared.set_failsafe_held(ok);
-                ok
+                // Ask again every loop_wait; between asks the last answer stands.
+                let due = last_failsafe.is_none_or(|t| t.elapsed() >= cfg.loop_wait());
+                if due || !shared.failsafe_held() {
+                    last_failsafe = Some(Instant::now());
+                    let ok = failsafe_confirmed(&shared, &cfg).await;
+                    if ok != shared.failsafe_held() {
+                        tracing::warn!(
+                            held = ok,
+                            "failsafe: asked every member whether it still follows this leader"
+                        );
+                    }
+                    shared.set_failsafe_held(ok);
+                }
+                shared.failsafe_held()
             } else {
                 if shared.failsafe_held() && since < cfg.demote_after() {
                     shared.set_failsafe_held(false);

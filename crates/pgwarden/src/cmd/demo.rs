@@ -8,7 +8,7 @@ use clap::Args;
 
 use pgw_common::output::table;
 
-use super::{doctor, partition, tune};
+use super::{doctor, ha, partition, tune};
 use crate::args::OutputFormat;
 use crate::exit::{Failure, OrFail, Outcome, EXIT_CODES};
 use crate::render::{json, out, size};
@@ -27,6 +27,9 @@ pub struct DemoArgs {
 
 /// Runs the demo with a progress bar on a terminal.
 pub async fn run(args: DemoArgs) -> Result<Outcome, Failure> {
+    let agent_exe = std::env::current_exe().map_err(|e| {
+        Failure::new(pgw_common::ErrorClass::Failed, e).context("demo: find the pgwarden program")
+    })?;
     let bar = term::steps_bar(pgw_demo::STEPS);
     let shown = bar.clone();
     let opts = pgw_demo::Options {
@@ -35,6 +38,7 @@ pub async fn run(args: DemoArgs) -> Result<Outcome, Failure> {
             shown.set_position(n.saturating_sub(1));
             shown.set_message(what.to_string());
         }),
+        agent_exe,
     };
     let task = tokio::spawn(async move { pgw_demo::run(&opts).await });
     let abort = task.abort_handle();
@@ -124,8 +128,26 @@ fn text(r: &pgw_demo::DemoReport) -> String {
             )
         }
     ));
+    let h = &r.ha;
+    s.push_str("\n== pgwarden ha: two nodes under `pgwarden ha agent` on a throwaway etcd ==\n");
+    s.push_str(&ha::render_list(&h.before));
     s.push_str(&format!(
-        "\nDone in {:.1} s; the throwaway cluster is stopped and removed.\n",
+        "\n{} lost (agent and PostgreSQL SIGKILLed) while a probe wrote every 100 ms:\n\
+         writes accepted again on {} after {:.1} s; {} of the {} inserts {} acknowledged are on {}.\n\
+         {}'s agent restarted: rejoined as a streaming replica (pg_rewind) in {:.1} s.\n",
+        h.killed,
+        h.new_leader,
+        h.downtime_ms as f64 / 1000.0,
+        h.present_after,
+        h.acked_before,
+        h.killed,
+        h.new_leader,
+        h.killed,
+        h.rejoin_ms as f64 / 1000.0
+    ));
+    s.push_str(&ha::render_list(&h.after));
+    s.push_str(&format!(
+        "\nDone in {:.1} s; the throwaway clusters and etcd are stopped and removed.\n",
         r.elapsed_ms as f64 / 1000.0
     ));
     s

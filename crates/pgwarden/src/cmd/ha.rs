@@ -139,7 +139,7 @@ async fn list(a: ListArgs) -> Result<Outcome, Failure> {
     Ok(Outcome::Done)
 }
 
-fn render_list(l: &Listing) -> String {
+pub fn render_list(l: &Listing) -> String {
     let rows = l.members.iter().map(|m| {
         vec![
             m.member.clone(),

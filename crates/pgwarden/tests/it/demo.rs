@@ -99,6 +99,26 @@ fn demo_runs_and_cleans_up() {
         0,
         "{doc}"
     );
+    let ha = &doc["ha"];
+    assert_eq!(ha["before"]["leader"], "node1", "{ha}");
+    assert_eq!(ha["new_leader"], "node2", "{ha}");
+    assert!(ha["acked_before"].as_u64().unwrap() > 0, "{ha}");
+    assert_eq!(
+        ha["present_after"], ha["acked_before"],
+        "acknowledged writes lost: {ha}"
+    );
+    assert!(ha["downtime_ms"].as_u64().unwrap() > 0, "{ha}");
+    let after: Vec<(&str, &str)> = ha["after"]["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| (m["role"].as_str().unwrap(), m["state"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        after,
+        [("replica", "streaming"), ("leader", "running")],
+        "{ha}"
+    );
     assert!(
         wait_no_process_mentions(tmp.path().to_str().unwrap()),
         "a server outlived the demo"
@@ -114,45 +134,41 @@ fn demo_runs_and_cleans_up() {
     assert!(o.status.success(), "demo failed: {}", stderr(&o));
     let text = String::from_utf8_lossy(&o.stdout);
     assert!(
-        text.contains("pgwarden tune --diff") && text.contains("shared_buffers"),
+        text.contains("pgwarden tune --diff")
+            && text.contains("shared_buffers")
+            && text.contains("writes accepted again on node2 after"),
         "{text}"
     );
 }
 
-#[test]
-fn demo_interrupted_with_ctrl_c_stops_its_cluster() {
+/// Runs the demo in a temp dir, sends SIGINT once `marker` (a path below one of the
+/// demo's temp dirs) exists plus `settle`, and checks the demo exits 130 leaving no process
+/// and no file behind.
+fn interrupt_demo(prefix: &str, rows: &str, marker: &str, settle: Duration, what: &str) {
     let tmp = tempfile::Builder::new()
-        .prefix("pgwint")
+        .prefix(prefix)
         .tempdir_in("/tmp")
         .unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_pgwarden"))
-        .args(["demo", "--rows", "2000000"])
+        .args(["demo", "--rows", rows])
         .env("TMPDIR", tmp.path())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // Wait until the cluster's server is up (its postmaster.pid exists; the watchdog
-    // alone already mentions the dir), give the load a moment, then Ctrl-C.
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let deadline = Instant::now() + Duration::from_secs(120);
     loop {
-        assert!(
-            Instant::now() < deadline,
-            "the demo never started a cluster"
-        );
+        assert!(Instant::now() < deadline, "the demo never reached {what}");
         let started = std::fs::read_dir(tmp.path())
-            .map(|d| {
-                d.flatten()
-                    .any(|e| e.path().join("data/postmaster.pid").exists())
-            })
+            .map(|d| d.flatten().any(|e| e.path().join(marker).exists()))
             .unwrap_or(false);
         if started {
             break;
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    std::thread::sleep(Duration::from_secs(2));
+    std::thread::sleep(settle);
     let pid = nix::unistd::Pid::from_raw(child.id() as i32);
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
     let status = child.wait().unwrap();
@@ -172,10 +188,34 @@ fn demo_interrupted_with_ctrl_c_stops_its_cluster() {
     assert!(!err.contains("panicked"), "{err}");
     assert!(
         wait_no_process_mentions(tmp.path().to_str().unwrap()),
-        "a server outlived the interrupted demo"
+        "a process outlived the demo interrupted during {what}"
     );
     assert!(
         dir_is_empty(tmp.path()),
-        "the interrupted demo left files behind"
+        "the demo interrupted during {what} left files behind"
+    );
+}
+
+#[test]
+fn demo_interrupted_with_ctrl_c_stops_its_cluster() {
+    // The cluster's server is up (its postmaster.pid exists; the watchdog alone already
+    // mentions the dir); the load gets a moment.
+    interrupt_demo(
+        "pgwint",
+        "2000000",
+        "data/postmaster.pid",
+        Duration::from_secs(2),
+        "its load",
+    );
+}
+
+#[test]
+fn demo_interrupted_during_its_ha_part_stops_etcd_agents_and_servers() {
+    interrupt_demo(
+        "pgwhaint",
+        "2000",
+        "node2/data/postmaster.pid",
+        Duration::ZERO,
+        "its HA part",
     );
 }

@@ -975,3 +975,42 @@ fn synchronous_mode_loses_no_acknowledged_commit_when_the_primary_dies_under_loa
         acked.len()
     );
 }
+
+#[test]
+fn failsafe_mode_keeps_the_primary_writable_through_an_etcd_outage() {
+    let ha = HaBuilder::new(2).config("failsafe_mode = true").build();
+    ha.start_all();
+    ha.etcd.kill();
+    std::thread::sleep(Duration::from_secs(10));
+    assert!(ha.writable(0), "failsafe: still writable\n{}", ha.logs());
+    assert_eq!(ha.api(0, "/primary"), 200, "{}", ha.logs());
+    assert!(ha.streaming(1));
+    assert!(ha.node(0).log().contains("failsafe"), "{}", ha.logs());
+    // etcd back: the same leader, without a failover.
+    ha.etcd.start_again().unwrap();
+    std::thread::sleep(Duration::from_secs(6));
+    ha.wait(
+        "node1 to lead again in etcd",
+        Duration::from_secs(20),
+        || ha.leader().as_deref() == Some("node1"),
+    );
+    assert!(ha.writable(0) && !ha.writable(1));
+}
+
+#[test]
+fn without_failsafe_an_etcd_outage_fences_the_primary() {
+    let ha = HaBuilder::new(2).build();
+    ha.start_all();
+    ha.etcd.kill();
+    ha.wait(
+        "node1 to stop accepting writes",
+        Duration::from_secs(10),
+        || !ha.writable(0),
+    );
+    assert_eq!(ha.api(0, "/primary"), 503);
+    assert!(!ha.writable(1), "no etcd: nobody promotes");
+    ha.etcd.start_again().unwrap();
+    ha.wait("a leader again", Duration::from_secs(40), || {
+        (0..2).any(|i| ha.writable(i)) && ha.leader().is_some()
+    });
+}
