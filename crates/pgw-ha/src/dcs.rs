@@ -407,3 +407,29 @@ fn reason(e: &etcd_client::Error) -> String {
         other => other.to_string().lines().next().unwrap_or("").to_string(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_that_never_answers_fails_after_the_deadline() {
+        let started = tokio::time::Instant::now();
+        let never = std::future::pending::<Result<(), etcd_client::Error>>();
+        let e = timed(never).await.unwrap_err();
+        assert!(e.to_string().contains("no answer within 900 ms"), "{e}");
+        assert_eq!(
+            started.elapsed(),
+            REQUEST_TIMEOUT + Duration::from_millis(100)
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_that_answers_in_time_passes() {
+        let soon = async {
+            tokio::time::sleep(Duration::from_millis(800)).await;
+            Ok::<_, etcd_client::Error>(7)
+        };
+        assert_eq!(timed(soon).await.unwrap(), 7);
+    }
+}

@@ -209,6 +209,17 @@ impl Ha {
         c.wait().ok()
     }
 
+    /// Sends SIGHUP to node `i`'s agent (reload its config).
+    pub fn hup_agent(&self, i: usize) {
+        let guard = self.nodes[i].agent.lock().unwrap();
+        let c = guard.as_ref().expect("the agent runs");
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(c.id() as i32),
+            nix::sys::signal::Signal::SIGHUP,
+        )
+        .unwrap();
+    }
+
     /// The agent's exit status if it has exited.
     pub fn agent_exited(&self, i: usize) -> Option<std::process::ExitStatus> {
         let mut guard = self.nodes[i].agent.lock().unwrap();
@@ -619,6 +630,35 @@ fn postgres_crash_with_the_agent_alive_restarts_in_place() {
     ha.wait("node2 to stream again", Duration::from_secs(30), || {
         ha.streaming(1)
     });
+
+    // SIGHUP reloads the config: a new [parameters] value reaches the running server.
+    let path = &ha.node(0).config;
+    let text = std::fs::read_to_string(path).unwrap();
+    std::fs::write(
+        path,
+        text.replace("[parameters]\n", "[parameters]\nwork_mem = \"7MB\"\n"),
+    )
+    .unwrap();
+    ha.hup_agent(0);
+    ha.wait(
+        "work_mem = 7MB after SIGHUP",
+        Duration::from_secs(10),
+        || ha.sql(0, "SHOW work_mem").as_deref() == Ok("7MB"),
+    );
+    // A malformed config is refused on reload and the agent goes on as it was.
+    std::fs::write(path, "bogus").unwrap();
+    ha.hup_agent(0);
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        ha.agent_exited(0).is_none(),
+        "a bad reload must not stop the agent"
+    );
+    assert!(
+        ha.node(0).log().contains("reload: config not changed"),
+        "{}",
+        ha.logs()
+    );
+    assert_eq!(ha.api(0, "/primary"), 200);
 }
 
 #[test]
