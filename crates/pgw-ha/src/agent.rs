@@ -26,7 +26,7 @@ use crate::decide::{
     decide, must_fence, sync_step, Action, Data, Local, Pg, Rules, SyncStep, View,
 };
 use crate::pg::{LocalPg, PgError};
-use crate::state::{ClusterView, HistoryEntry, MemberState, Role, Switchover};
+use crate::state::{ClusterView, Dynamic, HistoryEntry, MemberState, Role, Switchover};
 
 /// What the agent is told from outside.
 #[derive(Debug)]
@@ -270,12 +270,22 @@ impl Agent {
         }
     }
 
-    fn rules(&self) -> Rules {
+    /// This member's published rules (the leader publishes them for everyone).
+    fn own_dynamic(&self) -> Dynamic {
+        Dynamic {
+            synchronous_mode: self.cfg.synchronous_mode,
+            maximum_lag_on_failover: self.cfg.maximum_lag_on_failover,
+        }
+    }
+
+    /// The decision's rules: the cluster-wide ones the leader published, else our own.
+    fn rules(&self, view: &ClusterView) -> Rules {
+        let d = view.dynamic.unwrap_or_else(|| self.own_dynamic());
         Rules {
             name: self.cfg.name.clone(),
             nofailover: self.cfg.nofailover,
-            synchronous_mode: self.cfg.synchronous_mode,
-            maximum_lag_on_failover: self.cfg.maximum_lag_on_failover,
+            synchronous_mode: d.synchronous_mode,
+            maximum_lag_on_failover: d.maximum_lag_on_failover,
             restart_timeout: Duration::from_secs(self.cfg.restart_timeout),
             rejoin_after: self.cfg.ttl(),
             conn: self.cfg.listen.clone(),
@@ -372,7 +382,7 @@ impl Agent {
             None
         };
         facts.local.down_for = self.down_since.map(|t| t.elapsed()).unwrap_or_default();
-        let rules = self.rules();
+        let rules = self.rules(&view);
         let action = decide(View {
             me: &facts.local,
             rules: &rules,
@@ -619,6 +629,13 @@ impl Agent {
             if s.from.as_deref() != Some(me.as_str()) {
                 self.dcs.set_switchover(None).await?;
             }
+        }
+        // The leader's node.toml sets the rules every member decides by.
+        if view.dynamic != Some(self.own_dynamic()) {
+            tracing::info!(rules = ?self.own_dynamic(), "publishing the cluster's rules");
+            self.dcs
+                .set_config(view.config_revision, view.paused, Some(self.own_dynamic()))
+                .await?;
         }
         let want_ssn = if self.cfg.synchronous_mode {
             let excluded: Vec<String> = view

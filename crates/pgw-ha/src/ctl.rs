@@ -64,6 +64,8 @@ pub struct Listing {
     pub leader: Option<String>,
     pub term: Option<i64>,
     pub paused: bool,
+    /// The cluster-wide rules the leader published.
+    pub rules: Option<crate::state::Dynamic>,
     pub system_identifier: Option<String>,
     pub members: Vec<Row>,
     pub switchover: Option<Switchover>,
@@ -118,6 +120,7 @@ pub fn listing(scope: &str, view: &ClusterView) -> Listing {
         leader: leader.map(str::to_string),
         term: view.leader.as_ref().map(|l| l.term),
         paused: view.paused,
+        rules: view.dynamic,
         system_identifier: view.initialize.clone(),
         members,
         switchover: view.switchover.clone(),
@@ -127,9 +130,19 @@ pub fn listing(scope: &str, view: &ClusterView) -> Listing {
 /// `ha pause` / `ha resume`.
 pub async fn set_paused(config: &Config, paused: bool) -> Result<(), CtlError> {
     let dcs = Dcs::connect(&config.etcd, &config.scope).await?;
-    dcs.read().await?;
-    dcs.set_paused(paused).await?;
-    Ok(())
+    // Compare-and-set: a leader publishing the rules at the same moment is not overwritten.
+    for _ in 0..5 {
+        let view = dcs.read().await?;
+        if dcs
+            .set_config(view.config_revision, paused, view.dynamic)
+            .await?
+        {
+            return Ok(());
+        }
+    }
+    Err(CtlError::NoCandidate(
+        "the cluster config kept changing under us: try again".into(),
+    ))
 }
 
 /// A planned or forced switch: what it will do.

@@ -7,7 +7,7 @@
 //! | `members/<name>` | [`MemberState`] JSON | the member's |
 //! | `initialize` | the system identifier (empty while initdb runs) | none |
 //! | `optime` | the leader's last WAL position (decimal) | none |
-//! | `config` | `{"paused": bool}` | none |
+//! | `config` | `{"paused": bool, "synchronous_mode": bool, "maximum_lag_on_failover": n}` | none |
 //! | `sync` | [`SyncState`] JSON | none |
 //! | `switchover` | [`Switchover`] JSON | none |
 //! | `history` | [`HistoryEntry`] list JSON | none |
@@ -24,7 +24,20 @@ use etcd_client::{
     LeaseKeeper, PutOptions, Txn, TxnOp, WatchOptions, WatchStream,
 };
 
-use crate::state::{ClusterView, HistoryEntry, Leader, MemberState, Switchover, SyncState};
+use serde::{Deserialize, Serialize};
+
+use crate::state::{
+    ClusterView, Dynamic, HistoryEntry, Leader, MemberState, Switchover, SyncState,
+};
+
+/// The `config` key's document.
+#[derive(Debug, Serialize, Deserialize)]
+struct ConfigDoc {
+    #[serde(default)]
+    paused: bool,
+    #[serde(default, flatten)]
+    dynamic: Option<Dynamic>,
+}
 
 /// The deadline of one etcd request.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_millis(900);
@@ -128,9 +141,10 @@ impl Dcs {
                 "initialize" => view.initialize = Some(value),
                 "optime" => view.optime = Some(value.parse().map_err(|e| corrupt(&e))?),
                 "config" => {
-                    let c: serde_json::Value =
-                        serde_json::from_str(&value).map_err(|e| corrupt(&e))?;
-                    view.paused = c.get("paused").and_then(|p| p.as_bool()).unwrap_or(false);
+                    let c: ConfigDoc = serde_json::from_str(&value).map_err(|e| corrupt(&e))?;
+                    view.paused = c.paused;
+                    view.dynamic = c.dynamic;
+                    view.config_revision = kv.mod_revision();
                 }
                 "sync" => view.sync = Some(serde_json::from_str(&value).map_err(|e| corrupt(&e))?),
                 "switchover" => {
@@ -319,13 +333,28 @@ impl Dcs {
         .await
     }
 
-    pub async fn set_paused(&self, paused: bool) -> Result<(), DcsError> {
-        self.put_plain(
-            "config",
-            serde_json::json!({ "paused": paused }).to_string(),
-            "write the cluster config",
-        )
-        .await
+    /// Writes the `config` key if it is still at `revision` (0: absent): Ok(false) when
+    /// someone changed it since it was read.
+    pub async fn set_config(
+        &self,
+        revision: i64,
+        paused: bool,
+        dynamic: Option<Dynamic>,
+    ) -> Result<bool, DcsError> {
+        let key = self.key("config");
+        let doc = serde_json::to_string(&ConfigDoc { paused, dynamic }).expect("plain data");
+        let txn = Txn::new()
+            .when([Compare::mod_revision(
+                key.clone(),
+                CompareOp::Equal,
+                revision,
+            )])
+            .and_then([TxnOp::put(key, doc, None)]);
+        let mut c = self.client.clone();
+        let resp = timed(c.txn(txn))
+            .await
+            .map_err(self.err("write the cluster config"))?;
+        Ok(resp.succeeded())
     }
 
     pub async fn set_switchover(&self, s: Option<&Switchover>) -> Result<(), DcsError> {
@@ -411,6 +440,24 @@ fn reason(e: &etcd_client::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn config_documents_round_trip() {
+        let only_pause: ConfigDoc = serde_json::from_str(r#"{"paused": true}"#).unwrap();
+        assert!(only_pause.paused && only_pause.dynamic.is_none());
+        let d = Dynamic {
+            synchronous_mode: true,
+            maximum_lag_on_failover: 42,
+        };
+        let text = serde_json::to_string(&ConfigDoc {
+            paused: false,
+            dynamic: Some(d),
+        })
+        .unwrap();
+        let back: ConfigDoc = serde_json::from_str(&text).unwrap();
+        assert_eq!(back.dynamic, Some(d));
+        assert!(!back.paused);
+    }
 
     #[tokio::test(start_paused = true)]
     async fn a_request_that_never_answers_fails_after_the_deadline() {

@@ -229,6 +229,11 @@ impl LocalPg {
         if !params.iter().any(|(k, _)| k == "unix_socket_directories") {
             text.push_str("unix_socket_directories = ''\n");
         }
+        // Every member has a slot on the leader, and a member that is gone for good would
+        // keep its WAL forever: bound what a slot may hold back unless told otherwise.
+        if !params.iter().any(|(k, _)| k == "max_slot_wal_keep_size") {
+            text.push_str("max_slot_wal_keep_size = '1GB'\n");
+        }
         for (k, v) in params {
             text.push_str(&format!("{k} = {}\n", pgw_node::conf_quote(&v)));
         }

@@ -115,6 +115,15 @@ pub struct HistoryEntry {
     pub reason: String,
 }
 
+/// The cluster-wide rules the leader publishes in `config` from its node.toml, so that every
+/// member decides by the same ones (a member's own values apply only until the first leader
+/// has published them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Dynamic {
+    pub synchronous_mode: bool,
+    pub maximum_lag_on_failover: u64,
+}
+
 /// Everything under the scope's prefix, read in one request.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct ClusterView {
@@ -127,6 +136,10 @@ pub struct ClusterView {
     pub optime: Option<u64>,
     /// Maintenance mode: no automatic action.
     pub paused: bool,
+    /// The rules the leader published (`config`).
+    pub dynamic: Option<Dynamic>,
+    /// The `config` key's revision (0: absent), for compare-and-set.
+    pub config_revision: i64,
     pub sync: Option<SyncState>,
     pub switchover: Option<Switchover>,
     pub history: Vec<HistoryEntry>,

@@ -927,6 +927,11 @@ fn synchronous_mode_loses_no_acknowledged_commit_when_the_primary_dies_under_loa
             .as_deref(),
         Ok("sync")
     );
+    assert_eq!(
+        ha.list(1)["rules"]["synchronous_mode"],
+        true,
+        "the leader's rules, published"
+    );
     ha.sql(
         0,
         "CREATE TABLE acked(n int8 PRIMARY KEY, w int); CREATE TABLE load(x int)",
