@@ -28,6 +28,9 @@ use crate::decide::{
 use crate::pg::{LocalPg, PgError};
 use crate::state::{ClusterView, Dynamic, HistoryEntry, MemberState, Role, Switchover};
 
+/// How long a query on the local server may take before the loop gives up on it.
+const PG_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// What the agent is told from outside.
 #[derive(Debug)]
 pub enum Control {
@@ -100,7 +103,6 @@ pub async fn run(
         let _ = stop_api_rx.await;
     }));
 
-    let leading = Arc::new(AtomicBool::new(false));
     let lease_id = Arc::new(AtomicI64::new(lease.id));
     let keeper_cfg = Arc::new(std::sync::Mutex::new(config.clone()));
     let stop_keeper = Arc::new(AtomicBool::new(false));
@@ -108,7 +110,6 @@ pub async fn run(
         dcs.clone(),
         lease,
         Arc::clone(&lease_id),
-        Arc::clone(&leading),
         Arc::clone(&shared),
         pg.clone(),
         Arc::clone(&keeper_cfg),
@@ -123,13 +124,12 @@ pub async fn run(
         pg,
         shared,
         lease_id,
-        leading,
         keeper_cfg,
         client: None,
         sysid: None,
         down_since: None,
         not_streaming_since: None,
-        backoff_until: None,
+        backoff: None,
     };
     let result = agent.main_loop(&mut control).await;
     // Clean stop: PostgreSQL first (a leader's last WAL reaches its replicas with the
@@ -137,8 +137,11 @@ pub async fn run(
     // without waiting for the TTL.
     stop_keeper.store(true, Ordering::SeqCst);
     let _ = keeper.await;
-    if let Err(e) = agent.pg.stop(false).await {
-        tracing::warn!(error = %e, "stopping PostgreSQL failed");
+    // A refused data directory (another cluster's) is left exactly as it was.
+    if !matches!(result, Err(AgentError::Refused(_))) {
+        if let Err(e) = agent.pg.stop(false).await {
+            tracing::warn!(error = %e, "stopping PostgreSQL failed");
+        }
     }
     let _ = agent
         .dcs
@@ -157,13 +160,12 @@ struct Agent {
     pg: LocalPg,
     shared: Arc<Shared>,
     lease_id: Arc<AtomicI64>,
-    leading: Arc<AtomicBool>,
     keeper_cfg: Arc<std::sync::Mutex<Config>>,
     client: Option<tokio_postgres::Client>,
     sysid: Option<String>,
     down_since: Option<Instant>,
     not_streaming_since: Option<Instant>,
-    backoff_until: Option<Instant>,
+    backoff: Option<(Instant, String)>,
 }
 
 /// One loop's local facts.
@@ -222,6 +224,7 @@ impl Agent {
                         c.superuser.clone(),
                         c.replication_user.clone(),
                         c.os_user.clone(),
+                        c.ttl,
                     )
                 };
                 if fixed(&new) != fixed(&self.cfg) {
@@ -241,7 +244,13 @@ impl Agent {
                     merged.superuser,
                     merged.replication_user,
                     merged.os_user,
+                    merged.ttl,
                 ) = fixed(&self.cfg);
+                // ttl stays what the live lease was granted with; loop_wait must still fit it.
+                if let Err((key, why)) = merged.check() {
+                    tracing::warn!(key, %why, "reload: config not changed");
+                    return;
+                }
                 self.cfg = merged.clone();
                 self.pg.config = merged.clone();
                 *self.keeper_cfg.lock().unwrap_or_else(|e| e.into_inner()) = merged.clone();
@@ -251,8 +260,7 @@ impl Agent {
                     .lock()
                     .unwrap_or_else(|e| e.into_inner()) = merged.demote_after();
                 if self.pg.is_running() {
-                    let ssn = self.current_ssn().await;
-                    if let Err(e) = self.pg.write_settings(&ssn).await {
+                    if let Err(e) = self.pg.write_settings(None).await {
                         tracing::warn!(error = %e, "reload: write settings");
                     } else if let Err(e) = self.pg.reload().await {
                         tracing::warn!(error = %e, "reload: reload PostgreSQL");
@@ -260,13 +268,6 @@ impl Agent {
                 }
                 tracing::info!("config reloaded");
             }
-        }
-    }
-
-    async fn current_ssn(&mut self) -> String {
-        match self.facts().await {
-            Ok(f) => f.ssn,
-            Err(_) => String::new(),
         }
     }
 
@@ -310,7 +311,14 @@ impl Agent {
                 self.client = self.pg.connect().await.ok();
             }
             match &self.client {
-                Some(c) => match self.pg.live(c).await {
+                Some(c) => match tokio::time::timeout(PG_TIMEOUT, self.pg.live(c))
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(PgError::Other(format!(
+                            "PostgreSQL did not answer within {} s",
+                            PG_TIMEOUT.as_secs()
+                        )))
+                    }) {
                     Ok((live, s, n)) => {
                         senders = s;
                         ssn = n;
@@ -355,7 +363,12 @@ impl Agent {
 
     async fn iteration(&mut self) -> Result<(), AgentError> {
         let view = match self.dcs.read().await {
-            Ok(v) => v,
+            Ok(v) => {
+                // Reachable from now on: /failsafe must stop vouching for a leader before
+                // this member acts on what it read.
+                self.shared.update(|s| s.etcd_reachable = true);
+                v
+            }
             Err(e) => {
                 self.shared.update(|s| {
                     s.etcd_reachable = false;
@@ -368,11 +381,14 @@ impl Agent {
                 return Ok(());
             }
         };
-        if let Some(until) = self.backoff_until {
-            if Instant::now() < until {
-                return Ok(());
+        let mut view = view;
+        if let Some(s) = &view.switchover {
+            if s.expires_ms < now_ms() {
+                tracing::warn!("dropping an expired switchover request");
+                if self.dcs.set_switchover(None).await.is_ok() {
+                    view.switchover = None;
+                }
             }
-            self.backoff_until = None;
         }
         let mut facts = self.facts().await?;
         let holds = view.leader_name() == Some(self.cfg.name.as_str());
@@ -396,6 +412,15 @@ impl Agent {
                 .and_then(|v| v.get("action").and_then(|a| a.as_str()).map(String::from))
                 .unwrap_or_default(),
         };
+        // After a failure the same action waits three loops (a clone or a rewind is not
+        // retried in a tight loop); any other action, a demotion above all, goes ahead.
+        if let Some((until, failed)) = &self.backoff {
+            if Instant::now() < *until && *failed == shown {
+                self.show(&facts, &view, &format!("{shown}: waiting to retry"));
+                return Ok(());
+            }
+            self.backoff = None;
+        }
         if !matches!(action, Action::Idle { .. } | Action::Lead) {
             tracing::info!(action = %shown, "acting");
         }
@@ -405,7 +430,7 @@ impl Agent {
                 return acted;
             }
             tracing::warn!(error = %e, "action failed");
-            self.backoff_until = Some(Instant::now() + self.cfg.loop_wait() * 3);
+            self.backoff = Some((Instant::now() + self.cfg.loop_wait() * 3, shown.clone()));
         }
         // Publish what is true after the action.
         let view = self.dcs.read().await.unwrap_or(view);
@@ -440,11 +465,7 @@ impl Agent {
         let me = self.cfg.name.clone();
         let slot = Config::slot_of(&me);
         match action {
-            Action::Idle { .. } => {
-                if view.leader_name() != Some(me.as_str()) {
-                    self.leading.store(false, Ordering::SeqCst);
-                }
-            }
+            Action::Idle { .. } => {}
             Action::Refuse { why } => return Err(AgentError::Refused(why)),
             Action::Bootstrap => self.bootstrap(view).await?,
             Action::Clone { leader } => {
@@ -455,12 +476,12 @@ impl Agent {
                     .await;
                 self.pg.clone_from(&conn).await?;
                 self.sysid = None;
-                self.pg.write_settings("").await?;
+                self.pg.write_settings(Some("")).await?;
                 let primary = self.pg.replication_conninfo(&conn)?;
                 self.pg.start(true, Some((primary, slot))).await?;
             }
             Action::StartReplica { leader } => {
-                self.pg.write_settings("").await?;
+                self.pg.write_settings(Some("")).await?;
                 let primary = match leader {
                     Some(l) => {
                         let conn = self.member_conn(view, &l)?;
@@ -484,12 +505,30 @@ impl Agent {
                 self.sysid = None;
             }
             Action::Acquire => {
+                if self
+                    .shared
+                    .answered_failsafe()
+                    .is_some_and(|t| t.elapsed() < self.cfg.ttl())
+                {
+                    // We vouched for the old leader under failsafe a moment ago: it may still
+                    // be writable. Wait until that vouching has run out.
+                    return Ok(());
+                }
                 let Some(term) = self.dcs.acquire(&me, self.lease()).await? else {
                     return Ok(());
                 };
-                self.leading.store(true, Ordering::SeqCst);
                 tracing::info!(term, "took the leader key");
                 let was_replica = matches!(&facts.local.pg, Pg::Running(l) if l.in_recovery);
+                if self.rules(view).synchronous_mode {
+                    // Before the first commit on the new timeline: no member is recorded as
+                    // having them all (the old record named this member).
+                    self.dcs
+                        .set_sync(&crate::state::SyncState {
+                            leader: me.clone(),
+                            sync_standby: None,
+                        })
+                        .await?;
+                }
                 if was_replica {
                     self.pg.promote().await?;
                     tracing::info!("promoted");
@@ -509,25 +548,22 @@ impl Agent {
                 if !self.fresh_leader().await? {
                     return Ok(());
                 }
-                self.leading.store(true, Ordering::SeqCst);
                 self.pg.promote().await?;
             }
             Action::StartPrimary => {
                 if !self.fresh_leader().await? {
                     return Ok(());
                 }
-                self.leading.store(true, Ordering::SeqCst);
                 self.shared
                     .update(|s| s.state = "restarting PostgreSQL in place".into());
-                self.pg.write_settings("").await?;
+                // Keep its synchronous standby: commits wait for it from the first one.
+                self.pg.write_settings(None).await?;
                 self.pg.start(false, None).await?;
             }
             Action::Lead => {
-                self.leading.store(true, Ordering::SeqCst);
                 self.lead(view, facts).await?;
             }
             Action::Release => {
-                self.leading.store(false, Ordering::SeqCst);
                 tracing::warn!(
                     "PostgreSQL stayed down past restart_timeout: giving up the leader key"
                 );
@@ -535,7 +571,6 @@ impl Agent {
                 self.dcs.release(&me).await?;
             }
             Action::Demote { why } => {
-                self.leading.store(false, Ordering::SeqCst);
                 tracing::warn!(%why, "demoting");
                 self.pg.stop(true).await?;
             }
@@ -556,7 +591,7 @@ impl Agent {
 
     async fn bootstrap(&mut self, view: &ClusterView) -> Result<(), AgentError> {
         let _ = view;
-        if !self.dcs.claim_initialize().await? {
+        if !self.dcs.claim_initialize(self.lease()).await? {
             return Ok(());
         }
         tracing::info!("bootstrapping the cluster");
@@ -565,7 +600,7 @@ impl Agent {
             if made {
                 self.pg.initdb().await?;
             }
-            self.pg.write_settings("").await?;
+            self.pg.write_settings(Some("")).await?;
             if !self.pg.is_running() {
                 self.pg.start(false, None).await?;
             }
@@ -594,7 +629,6 @@ impl Agent {
         .await;
         match result {
             Ok(term) => {
-                self.leading.store(true, Ordering::SeqCst);
                 let view = self.dcs.read().await.unwrap_or_default();
                 self.record(&view, term, "bootstrap").await;
                 Ok(())
@@ -620,7 +654,9 @@ impl Agent {
                 .filter(|m| m.name != me)
                 .map(|m| m.name.clone())
                 .collect();
-            self.pg.ensure_slots(c, &others).await?;
+            tokio::time::timeout(PG_TIMEOUT, self.pg.ensure_slots(c, &others))
+                .await
+                .map_err(|_| PgError::Other("creating the members' slots hung".into()))??;
             if let Some(lsn) = live.wal_lsn {
                 self.dcs.set_optime(lsn).await?;
             }
@@ -629,6 +665,26 @@ impl Agent {
             if s.from.as_deref() != Some(me.as_str()) {
                 self.dcs.set_switchover(None).await?;
             }
+        }
+        // etcd lost the cluster's identity (a new or restored etcd): the leader writes it back.
+        if let (Some(own), true) = (
+            &self.sysid,
+            view.initialize.as_deref() != self.sysid.as_deref(),
+        ) {
+            tracing::warn!(system_identifier = %own, "recording the cluster's system identifier again");
+            self.dcs.set_initialize(Some(own)).await?;
+        }
+        if !self.cfg.synchronous_mode
+            && view.sync.as_ref().is_some_and(|s| s.sync_standby.is_some())
+        {
+            // A record left from synchronous mode must not make an asynchronous standby
+            // eligible should synchronous mode come back.
+            self.dcs
+                .set_sync(&crate::state::SyncState {
+                    leader: me.clone(),
+                    sync_standby: None,
+                })
+                .await?;
         }
         // The leader's node.toml sets the rules every member decides by.
         if view.dynamic != Some(self.own_dynamic()) {
@@ -672,7 +728,7 @@ impl Agent {
         };
         if let Some(ssn) = want_ssn {
             tracing::info!(synchronous_standby_names = %ssn, "setting the synchronous standby");
-            self.pg.write_settings(&ssn).await?;
+            self.pg.write_settings(Some(&ssn)).await?;
             self.pg.reload().await?;
         }
         Ok(())
@@ -696,9 +752,9 @@ impl Agent {
                 .as_ref()
                 .map(|s| s.requested_ms)
                 .unwrap_or_else(now_ms),
+            expires_ms: now_ms() + 120_000,
         };
         self.dcs.set_switchover(Some(&request)).await?;
-        self.leading.store(false, Ordering::SeqCst);
         self.pg.stop(false).await?;
         if !forced {
             let lsn = self.pg.checkpoint_lsn().await?;
@@ -708,7 +764,7 @@ impl Agent {
                 let has = v
                     .member(to)
                     .and_then(|m| m.wal_position())
-                    .is_some_and(|p| p >= lsn);
+                    .is_some_and(|p| p > lsn);
                 if has {
                     break;
                 }
@@ -716,7 +772,6 @@ impl Agent {
                     tracing::warn!(%to, "the target did not receive the shutdown checkpoint: switchover abandoned");
                     self.dcs.set_switchover(None).await?;
                     self.pg.start(false, None).await?;
-                    self.leading.store(true, Ordering::SeqCst);
                     return Ok(());
                 }
                 tokio::time::sleep(Duration::from_millis(200)).await;
@@ -838,13 +893,14 @@ impl Agent {
 }
 
 /// The keeper: renews the lease every `loop_wait`, grants a new one when it expired, and
-/// fences a leader that cannot renew (see the module docs).
-#[allow(clippy::too_many_arguments)]
+/// fences (see the module docs). Fencing is a standing rule checked every 100 ms, whatever
+/// the loop believes: a server that runs as a primary here while no renewal has succeeded
+/// for `ttl - loop_wait - 1` seconds is stopped, unless failsafe holds. No etcd request is
+/// waited on past that deadline.
 async fn keep(
     dcs: Dcs,
     lease: Lease,
     lease_id: Arc<AtomicI64>,
-    leading: Arc<AtomicBool>,
     shared: Arc<Shared>,
     pg: LocalPg,
     config: Arc<std::sync::Mutex<Config>>,
@@ -852,77 +908,90 @@ async fn keep(
 ) {
     let mut lease = Some(lease);
     let mut last_try = Instant::now();
-    let mut last_failsafe: Option<Instant> = None;
+    let mut failsafe_asked: Option<Instant> = None;
     let tick = Duration::from_millis(100);
     while !stop.load(Ordering::SeqCst) {
         let cfg = config.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let since = || shared.since_renewal().unwrap_or(Duration::MAX);
         if last_try.elapsed() >= cfg.loop_wait() {
             last_try = Instant::now();
+            let budget = cfg
+                .demote_after()
+                .saturating_sub(since())
+                .clamp(Duration::from_millis(100), crate::dcs::REQUEST_TIMEOUT);
             match lease.as_mut() {
-                None => match dcs.grant(cfg.ttl()).await {
-                    Ok(l) => {
+                None => match tokio::time::timeout(budget, dcs.grant(cfg.ttl())).await {
+                    Ok(Ok(l)) => {
                         tracing::info!(lease = l.id, "new lease");
                         lease_id.store(l.id, Ordering::SeqCst);
                         shared.set_renewed(last_try);
                         lease = Some(l);
                     }
-                    Err(e) => tracing::debug!(error = %e, "grant a lease"),
+                    Ok(Err(e)) => tracing::debug!(error = %e, "grant a lease"),
+                    Err(_) => tracing::debug!("grant a lease: no answer in time"),
                 },
-                Some(l) => match dcs.renew(l).await {
-                    Ok(true) => shared.set_renewed(last_try),
-                    Ok(false) => {
-                        tracing::warn!("the lease expired");
+                Some(l) => match tokio::time::timeout(budget, dcs.renew(l)).await {
+                    Ok(Ok(true)) => shared.set_renewed(last_try),
+                    Ok(Ok(false)) => {
+                        tracing::warn!("the lease expired: a new one is granted");
                         lease = None;
-                        leading.store(false, Ordering::SeqCst);
                     }
-                    Err(e) => {
-                        tracing::debug!(error = %e, "renew");
-                        // The keep-alive stream may be broken: open a new one next time.
-                        match dcs.reopen(l.id).await {
-                            Ok(fresh) => *l = fresh,
-                            Err(e) => tracing::debug!(error = %e, "reopen the keep-alive"),
+                    failed => {
+                        if let Ok(Err(e)) = failed {
+                            tracing::debug!(error = %e, "renew");
+                        }
+                        if since() > cfg.ttl() {
+                            // Past its TTL the lease is gone in etcd too: grant a new one.
+                            lease = None;
+                        } else {
+                            // The keep-alive stream may be broken: open a new one.
+                            let left = cfg
+                                .demote_after()
+                                .saturating_sub(since())
+                                .clamp(Duration::from_millis(100), crate::dcs::REQUEST_TIMEOUT);
+                            if let Ok(Ok(fresh)) =
+                                tokio::time::timeout(left, dcs.reopen(l.id)).await
+                            {
+                                *l = fresh;
+                            }
                         }
                     }
                 },
             }
         }
-        if leading.load(Ordering::SeqCst) {
-            let since = shared.since_renewal().unwrap_or(Duration::MAX);
-            let held = if since >= cfg.demote_after() && cfg.failsafe_mode {
-                // Ask again every loop_wait; between asks the last answer stands.
-                let due = last_failsafe.is_none_or(|t| t.elapsed() >= cfg.loop_wait());
-                if due || !shared.failsafe_held() {
-                    last_failsafe = Some(Instant::now());
-                    let ok = failsafe_confirmed(&shared, &cfg).await;
-                    if ok != shared.failsafe_held() {
-                        tracing::warn!(
-                            held = ok,
-                            "failsafe: asked every member whether it still follows this leader"
-                        );
-                    }
-                    shared.set_failsafe_held(ok);
+        // Failsafe: ask from one loop_wait before the deadline, so that the answer is there
+        // when the deadline comes; ask again every loop_wait.
+        let held = if cfg.failsafe_mode && since() + cfg.loop_wait() >= cfg.demote_after() {
+            if failsafe_asked.is_none_or(|t| t.elapsed() >= cfg.loop_wait()) {
+                failsafe_asked = Some(Instant::now());
+                let ok = failsafe_confirmed(&shared, &cfg).await;
+                if ok != shared.failsafe_held() {
+                    tracing::warn!(
+                        held = ok,
+                        "failsafe: asked every member whether it still follows this leader"
+                    );
                 }
-                shared.failsafe_held()
-            } else {
-                if shared.failsafe_held() && since < cfg.demote_after() {
-                    shared.set_failsafe_held(false);
-                }
-                false
-            };
-            if must_fence(since, cfg.demote_after(), held) {
-                tracing::warn!(
-                    since_ms = since.as_millis() as u64,
-                    "cannot renew the leader key: stopping PostgreSQL before the key expires"
-                );
-                leading.store(false, Ordering::SeqCst);
-                shared.update(|s| {
-                    s.holds_leader = false;
-                    s.state = "fenced: etcd unreachable".into();
-                });
-                if let Err(e) = pg.stop(true).await {
-                    tracing::warn!(error = %e, "fencing stop failed: killing PostgreSQL");
-                    let _ = pg.kill().await;
-                }
+                shared.set_failsafe_held(ok);
+            }
+            shared.failsafe_held()
+        } else {
+            if shared.failsafe_held() {
+                shared.set_failsafe_held(false);
+            }
+            false
+        };
+        if must_fence(since(), cfg.demote_after(), held) && pg.running_as_primary() {
+            tracing::warn!(
+                since_ms = since().as_millis() as u64,
+                "cannot renew the leader key: stopping PostgreSQL before the key expires"
+            );
+            shared.update(|s| {
+                s.holds_leader = false;
+                s.state = "fenced: etcd unreachable".into();
+            });
+            if let Err(e) = pg.stop(true).await {
+                tracing::warn!(error = %e, "fencing stop failed: killing PostgreSQL");
+                let _ = pg.kill().await;
             }
         }
         tokio::time::sleep(tick).await;
@@ -943,18 +1012,28 @@ async fn failsafe_confirmed(shared: &Shared, cfg: &Config) -> bool {
         return false;
     }
     let me = cfg.name.clone();
+    // One thread per member, all at once: the answer must be there within 400 ms.
     tokio::task::spawn_blocking(move || {
         let agent: ureq::Agent = ureq::Agent::config_builder()
-            .timeout_global(Some(Duration::from_millis(500)))
+            .timeout_global(Some(Duration::from_millis(400)))
             .http_status_as_error(false)
             .build()
             .into();
-        urls.iter().all(|u| {
-            agent
-                .post(u)
-                .send_json(serde_json::json!({ "leader": me }))
-                .map(|r| r.status() == 200)
-                .unwrap_or(false)
+        std::thread::scope(|scope| {
+            let asks: Vec<_> = urls
+                .iter()
+                .map(|u| {
+                    let (agent, me) = (agent.clone(), me.clone());
+                    scope.spawn(move || {
+                        agent
+                            .post(u)
+                            .send_json(serde_json::json!({ "leader": me }))
+                            .map(|r| r.status() == 200)
+                            .unwrap_or(false)
+                    })
+                })
+                .collect();
+            asks.into_iter().all(|a| a.join().unwrap_or(false))
         })
     })
     .await

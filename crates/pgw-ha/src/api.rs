@@ -57,6 +57,8 @@ pub struct Shared {
     pub demote_after: Mutex<Duration>,
     /// Failsafe holds: keep writable although renewals fail.
     pub failsafe_held: Mutex<bool>,
+    /// When this member last answered 200 to `POST /failsafe` (vouched for a leader).
+    pub answered_failsafe: Mutex<Option<Instant>>,
 }
 
 impl Shared {
@@ -83,6 +85,7 @@ impl Shared {
             renewed: Mutex::new(None),
             demote_after: Mutex::new(demote_after),
             failsafe_held: Mutex::new(false),
+            answered_failsafe: Mutex::new(None),
         })
     }
 
@@ -110,6 +113,13 @@ impl Shared {
 
     pub fn demote_after(&self) -> Duration {
         *self.demote_after.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn answered_failsafe(&self) -> Option<Instant> {
+        *self
+            .answered_failsafe
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
     }
 
     pub fn failsafe_held(&self) -> bool {
@@ -195,6 +205,11 @@ pub struct FailsafeAsk {
 async fn failsafe(State(sh): State<Arc<Shared>>, Json(ask): Json<FailsafeAsk>) -> Response {
     let s = sh.status();
     let ok = !s.etcd_reachable && s.leader.as_deref() == Some(ask.leader.as_str()) && s.running;
+    if ok {
+        *sh.answered_failsafe
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+    }
     let code = if ok {
         StatusCode::OK
     } else {

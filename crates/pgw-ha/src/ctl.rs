@@ -26,6 +26,8 @@ pub enum CtlError {
     Timeout { member: String, seconds: u64 },
     #[error("no replica can take over: {0}")]
     NoCandidate(String),
+    #[error("the cluster config kept changing while it was being written: try again")]
+    Contended,
 }
 
 impl pgw_common::Classify for CtlError {
@@ -35,9 +37,10 @@ impl pgw_common::Classify for CtlError {
             CtlError::UnknownMember(..) | CtlError::NotEligible { .. } => {
                 pgw_common::ErrorClass::Input
             }
-            CtlError::NoLeader(..) | CtlError::Timeout { .. } | CtlError::NoCandidate(_) => {
-                pgw_common::ErrorClass::Failed
-            }
+            CtlError::NoLeader(..)
+            | CtlError::Timeout { .. }
+            | CtlError::NoCandidate(_)
+            | CtlError::Contended => pgw_common::ErrorClass::Failed,
         }
     }
 }
@@ -140,9 +143,7 @@ pub async fn set_paused(config: &Config, paused: bool) -> Result<(), CtlError> {
             return Ok(());
         }
     }
-    Err(CtlError::NoCandidate(
-        "the cluster config kept changing under us: try again".into(),
-    ))
+    Err(CtlError::Contended)
 }
 
 /// A planned or forced switch: what it will do.
@@ -164,12 +165,18 @@ pub struct Switched {
     pub seconds: f64,
 }
 
-fn rules_for(config: &Config, m: &MemberState) -> Rules {
+/// The rules a member is judged by: the cluster-wide ones the leader published, else this
+/// node's own.
+fn rules_for(config: &Config, view: &ClusterView, m: &MemberState) -> Rules {
+    let d = view.dynamic.unwrap_or(crate::state::Dynamic {
+        synchronous_mode: config.synchronous_mode,
+        maximum_lag_on_failover: config.maximum_lag_on_failover,
+    });
     Rules {
         name: m.name.clone(),
         nofailover: m.nofailover,
-        synchronous_mode: config.synchronous_mode,
-        maximum_lag_on_failover: config.maximum_lag_on_failover,
+        synchronous_mode: d.synchronous_mode,
+        maximum_lag_on_failover: d.maximum_lag_on_failover,
         restart_timeout: Duration::from_secs(config.restart_timeout),
         rejoin_after: config.ttl(),
         conn: m.conn.clone(),
@@ -214,6 +221,7 @@ pub fn plan(
             to: Some(m.name.clone()),
             forced,
             requested_ms: 0,
+            expires_ms: u64::MAX,
         });
         let local = Local {
             data: Data::Missing,
@@ -221,7 +229,7 @@ pub fn plan(
             down_for: Duration::ZERO,
             not_streaming_for: Duration::ZERO,
         };
-        let rules = rules_for(config, m);
+        let rules = rules_for(config, view, m);
         match ineligible(
             m,
             View {
@@ -319,26 +327,30 @@ pub async fn prepare(config: &Config, to: Option<&str>, forced: bool) -> Result<
 pub async fn execute(config: &Config, plan: Plan, wait: Duration) -> Result<Switched, CtlError> {
     let dcs = Dcs::connect(&config.etcd, &config.scope).await?;
     let started = Instant::now();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    // The leader carries it out (stopping before it gives up the key, so two primaries
+    // never overlap); with no live leader, the key expires and the target takes it. The
+    // request expires by itself should this command die before withdrawing it.
     let request = Switchover {
         from: plan.from.clone(),
         to: Some(plan.to.clone()),
         forced: plan.forced,
-        requested_ms: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0),
+        requested_ms: now,
+        expires_ms: now + wait.as_millis() as u64,
     };
     dcs.set_switchover(Some(&request)).await?;
-    if plan.forced {
-        if let Some(from) = &plan.from {
-            // A forced failover does not wait for the old leader's agent: its key goes now,
-            // and its agent demotes when it sees another leader.
-            dcs.release(from).await?;
-        }
-    }
     let deadline = started + wait;
     loop {
-        let view = dcs.read().await?;
+        let view = match dcs.read().await {
+            Ok(v) => v,
+            Err(e) => {
+                let _ = dcs.set_switchover(None).await;
+                return Err(e.into());
+            }
+        };
         let leads = view.leader_name() == Some(plan.to.as_str())
             && view
                 .member(&plan.to)

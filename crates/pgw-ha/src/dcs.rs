@@ -116,10 +116,21 @@ impl Dcs {
 
     /// Everything under the scope, in one request.
     pub async fn read(&self) -> Result<ClusterView, DcsError> {
-        let mut c = self.client.clone();
-        let resp = timed(c.get(self.prefix.clone(), Some(GetOptions::new().with_prefix())))
-            .await
-            .map_err(self.err("read the cluster"))?;
+        // With several endpoints, a request the balancer sent to a dead member fails at
+        // once with a connect error; the next try goes to another member.
+        let tries = self.endpoints.split(',').count().clamp(1, 3);
+        let mut attempt = 0;
+        let resp = loop {
+            let mut c = self.client.clone();
+            attempt += 1;
+            match timed(c.get(self.prefix.clone(), Some(GetOptions::new().with_prefix()))).await {
+                Ok(r) => break r,
+                Err(e) if attempt < tries && is_transport(&e) => {
+                    tracing::debug!(error = %e, "read the cluster: trying another member");
+                }
+                Err(e) => return Err(self.err("read the cluster")(e)),
+            }
+        };
         let mut view = ClusterView::default();
         for kv in resp.kvs() {
             let key = String::from_utf8_lossy(kv.key()).into_owned();
@@ -154,10 +165,15 @@ impl Dcs {
                     view.history = serde_json::from_str(&value).map_err(|e| corrupt(&e))?
                 }
                 other => {
-                    if let Some(_member) = other.strip_prefix("members/") {
-                        let m: MemberState =
-                            serde_json::from_str(&value).map_err(|e| corrupt(&e))?;
-                        view.members.push(m);
+                    if let Some(member) = other.strip_prefix("members/") {
+                        // One unreadable member (written by hand, or by another version)
+                        // must not blind every agent: it is left out, with a warning.
+                        match serde_json::from_str::<MemberState>(&value) {
+                            Ok(m) => view.members.push(m),
+                            Err(e) => {
+                                tracing::warn!(member, error = %e, "ignoring an unreadable member key")
+                            }
+                        }
                     }
                 }
             }
@@ -282,12 +298,17 @@ impl Dcs {
         Ok(resp.succeeded())
     }
 
-    /// Claims the right to bootstrap: creates `initialize` (empty) if absent.
-    pub async fn claim_initialize(&self) -> Result<bool, DcsError> {
+    /// Claims the right to bootstrap: creates `initialize` (empty) if absent, under the
+    /// agent's lease, so that the claim of an agent that dies during initdb goes with it.
+    pub async fn claim_initialize(&self, lease_id: i64) -> Result<bool, DcsError> {
         let key = self.key("initialize");
         let txn = Txn::new()
             .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
-            .and_then([TxnOp::put(key, "", None)]);
+            .and_then([TxnOp::put(
+                key,
+                "",
+                Some(PutOptions::new().with_lease(lease_id)),
+            )]);
         let mut c = self.client.clone();
         let resp = timed(c.txn(txn))
             .await
@@ -392,10 +413,15 @@ impl Dcs {
         value: String,
         what: &'static str,
     ) -> Result<(), DcsError> {
-        let mut c = self.client.clone();
-        timed(c.put(self.key(name), value, None))
-            .await
-            .map_err(self.err(what))?;
+        let tries = self.endpoints.split(',').count().clamp(1, 3);
+        for attempt in 1.. {
+            let mut c = self.client.clone();
+            match timed(c.put(self.key(name), value.clone(), None)).await {
+                Ok(_) => return Ok(()),
+                Err(e) if attempt < tries && is_transport(&e) => {}
+                Err(e) => return Err(self.err(what)(e)),
+            }
+        }
         Ok(())
     }
 
@@ -419,6 +445,17 @@ async fn timed<T>(
             std::io::ErrorKind::TimedOut,
             format!("no answer within {} ms", REQUEST_TIMEOUT.as_millis()),
         ))),
+    }
+}
+
+/// A failure to reach the member the request went to (worth another member), not an
+/// answer from etcd.
+fn is_transport(e: &etcd_client::Error) -> bool {
+    match e {
+        // The code's name, so as not to depend on tonic for its enum.
+        etcd_client::Error::GRpcStatus(s) => format!("{:?}", s.code()) == "Unavailable",
+        etcd_client::Error::TransportError(_) | etcd_client::Error::IoError(_) => true,
+        _ => false,
     }
 }
 

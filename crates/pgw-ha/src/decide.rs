@@ -146,24 +146,39 @@ fn idle(why: impl Into<String>) -> Action {
 /// The decision.
 pub fn decide(v: View<'_>) -> Action {
     let (me, rules, cluster) = (v.me, v.rules, v.cluster);
-    let Some(sysid) = &cluster.initialize else {
-        if cluster.paused {
-            return idle("paused: no bootstrap");
+    let leader = cluster.leader_name();
+    let holds = leader == Some(rules.name.as_str());
+    let own_sysid = match &me.data {
+        Data::Present {
+            system_identifier, ..
+        } => Some(system_identifier),
+        Data::Missing => None,
+    };
+    // Only a node with no data bootstraps, and only into a scope with no cluster: a node
+    // with data whose scope lost its `initialize` key (a new or restored etcd) goes through
+    // the leader race like any other, and the leader writes the key back.
+    let sysid = match (&cluster.initialize, own_sysid) {
+        (Some(s), _) => s,
+        (None, Some(own)) => own,
+        (None, None) if leader.is_some() => {
+            return idle("a leader exists but the cluster's system identifier is not recorded yet")
         }
-        return Action::Bootstrap;
+        (None, None) if cluster.paused => return idle("paused: no bootstrap"),
+        (None, None) => return Action::Bootstrap,
     };
     if sysid.is_empty() {
         return idle("the first node is still running initdb");
     }
-    let leader = cluster.leader_name();
-    let holds = leader == Some(rules.name.as_str());
     match &me.data {
+        Data::Missing if holds => {
+            return Action::Release;
+        }
         Data::Missing => {
             return match leader {
-                Some(l) if !holds => Action::Clone {
+                Some(l) => Action::Clone {
                     leader: l.to_string(),
                 },
-                _ => idle("no leader to clone from yet"),
+                None => idle("no leader to clone from yet"),
             }
         }
         Data::Present {
@@ -297,7 +312,13 @@ pub fn ineligible(m: &MemberState, v: View<'_>) -> Option<String> {
     if !matches!(m.role, Role::Replica | Role::Primary) {
         return Some(format!("PostgreSQL is {}", m.role.as_str()));
     }
-    if m.system_identifier.as_deref() != cluster.initialize.as_deref() {
+    let cluster_sysid = cluster.initialize.as_deref().or(match &v.me.data {
+        Data::Present {
+            system_identifier, ..
+        } => Some(system_identifier.as_str()),
+        Data::Missing => None,
+    });
+    if m.system_identifier.as_deref() != cluster_sysid {
         return Some("its data belongs to another cluster".into());
     }
     if v.rules.synchronous_mode {
@@ -461,12 +482,11 @@ pub fn sync_step(
             .any(|s| s.application_name == n && s.streaming)
     };
     if let Some(x) = recorded {
-        if healthy(x) {
-            return if ssn == x {
-                SyncStep::Keep
-            } else {
-                SyncStep::SetStandbyNames(x.to_string())
-            };
+        // Recorded, named and streaming: it has every acknowledged commit. Recorded but not
+        // named (a restart, a reload): commits may have been acknowledged without it, so it
+        // leaves the key before anything else.
+        if healthy(x) && ssn == x {
+            return SyncStep::Keep;
         }
         return SyncStep::WriteKey(SyncState {
             leader: me.to_string(),

@@ -92,8 +92,31 @@ impl LocalPg {
         self.config.data_dir.join("PG_VERSION").exists()
     }
 
+    /// Beside the data directory while a clone runs: a directory found with it is a clone
+    /// that never finished (the agent was killed), removed and made again.
+    fn clone_marker(&self) -> std::path::PathBuf {
+        let mut name = self.config.data_dir.as_os_str().to_owned();
+        name.push(".pgwarden-cloning");
+        name.into()
+    }
+
     /// The data directory's system identifier (pg_controldata) and standby.signal.
     pub async fn data(&self, cached_sysid: Option<&str>) -> Result<Data, PgError> {
+        let marker = self.clone_marker();
+        if marker.exists() && !self.is_running() {
+            tracing::warn!(data_dir = %self.config.data_dir.display(), "removing an unfinished clone");
+            match std::fs::remove_dir_all(&self.config.data_dir) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    return Err(PgError::Other(format!(
+                        "remove the unfinished clone {}: {e}",
+                        self.config.data_dir.display()
+                    )))
+                }
+            }
+            let _ = std::fs::remove_file(&marker);
+        }
         if !self.has_data() {
             return Ok(Data::Missing);
         }
@@ -110,6 +133,11 @@ impl LocalPg {
             system_identifier,
             standby,
         })
+    }
+
+    /// A server runs here outside recovery (no standby.signal): what fencing stops.
+    pub fn running_as_primary(&self) -> bool {
+        self.is_running() && !self.config.data_dir.join("standby.signal").exists()
     }
 
     pub fn is_running(&self) -> bool {
@@ -201,25 +229,29 @@ impl LocalPg {
 
     /// The agent's settings in postgresql.auto.conf (kept by pg_rewind, rewritten after a
     /// clone), `[parameters]` in pgwarden.conf (included from postgresql.conf), pg_hba.conf.
-    pub async fn write_settings(&self, ssn: &str) -> Result<(), PgError> {
+    /// `ssn`: the synchronous standby to name (empty: none); None keeps what the data
+    /// directory has (a leader's restart or reload must not drop its synchronous standby).
+    pub async fn write_settings(&self, ssn: Option<&str>) -> Result<(), PgError> {
         let me = self.clone();
-        let ssn = ssn.to_string();
-        blocking(move || me.write_settings_now(&ssn)).await
+        let ssn = ssn.map(str::to_string);
+        blocking(move || me.write_settings_now(ssn.as_deref())).await
     }
 
-    fn write_settings_now(&self, ssn: &str) -> Result<(), NodeError> {
+    fn write_settings_now(&self, ssn: Option<&str>) -> Result<(), NodeError> {
         let node = Node::open(self.bin.clone(), self.user.clone(), &self.config.data_dir)?;
         let listen = self.config.listen();
         node.set_auto_conf("port", Some(&listen.port.to_string()))?;
         node.set_auto_conf("listen_addresses", Some(&listen.host))?;
         node.set_auto_conf("hot_standby", Some("on"))?;
         node.set_auto_conf("wal_log_hints", Some("on"))?;
-        let ssn = if ssn.is_empty() {
-            String::new()
-        } else {
-            format!("\"{}\"", ssn.replace('"', "\"\""))
-        };
-        node.set_auto_conf("synchronous_standby_names", Some(&ssn))?;
+        if let Some(ssn) = ssn {
+            let quoted = if ssn.is_empty() {
+                String::new()
+            } else {
+                format!("\"{}\"", ssn.replace('"', "\"\""))
+            };
+            node.set_auto_conf("synchronous_standby_names", Some(&quoted))?;
+        }
 
         let dir = &self.config.data_dir;
         let mut text = String::from(
@@ -416,8 +448,21 @@ impl LocalPg {
             application_name: Some(Config::slot_of(&self.config.name)),
             bin: self.bin.clone(),
             stream_timeout: Duration::from_secs(60),
+            user: Some(self.user.clone()),
         };
-        pgw_replica::clone(&client, &params, &opts, |_| {}).await?;
+        let marker = self.clone_marker();
+        std::fs::write(
+            &marker,
+            b"a pgwarden ha clone runs into the directory beside\n",
+        )
+        .map_err(|e| PgError::Other(format!("write {}: {e}", marker.display())))?;
+        let cloned = pgw_replica::clone(&client, &params, &opts, |_| {}).await;
+        if cloned.is_err() {
+            // pgw-replica removed what it made.
+            let _ = std::fs::remove_file(&marker);
+        }
+        cloned?;
+        let _ = std::fs::remove_file(&marker);
         Ok(())
     }
 
@@ -434,11 +479,11 @@ impl LocalPg {
             application_name: Some(name.clone()),
             bin: self.bin.clone(),
             stream_timeout: Duration::from_secs(60),
+            // Stream as the replication role (pg_rewind itself needs the superuser).
+            stream_as: Some(self.replication_conninfo(conn)?),
+            user: Some(self.user.clone()),
         };
         pgw_replica::rejoin(&client, &params, &opts).await?;
-        // pg_rewind's standby config names the superuser; stream as the replication role.
-        let primary = self.replication_conninfo(conn)?;
-        self.follow(primary, name).await?;
         Ok(())
     }
 

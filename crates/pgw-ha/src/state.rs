@@ -103,6 +103,9 @@ pub struct Switchover {
     /// A failover: no waiting for the target to catch up, and the lag limit does not apply.
     pub forced: bool,
     pub requested_ms: u64,
+    /// After this (Unix ms) the agents drop the request, so that one left behind by a
+    /// command that died cannot block failover.
+    pub expires_ms: u64,
 }
 
 /// One change of leader (`history`, newest last).

@@ -35,6 +35,8 @@ pub struct CloneOptions {
     pub bin: BinDir,
     /// How long `start` waits for streaming.
     pub stream_timeout: Duration,
+    /// The OS user to own the copy (default: `postgres` when we are root, else ourselves).
+    pub user: Option<OsUser>,
 }
 
 /// A clone done.
@@ -270,10 +272,14 @@ pub async fn clone(
     let copied = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     let made = {
         let (bin, pgdata, copied) = (opts.bin.clone(), opts.pgdata.clone(), copied.clone());
-        let port = opts.port;
+        let (port, user) = (opts.port, opts.user.clone());
         let mut progress = progress;
         crate::blocking(move || {
-            let node = Node::base_backup(bin, OsUser::detect()?, pgdata, &bb, |p| {
+            let user = match user {
+                Some(u) => u,
+                None => OsUser::detect()?,
+            };
+            let node = Node::base_backup(bin, user, pgdata, &bb, |p| {
                 copied.store(p.done_kb, std::sync::atomic::Ordering::Relaxed);
                 progress(p);
             })?;

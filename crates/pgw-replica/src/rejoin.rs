@@ -39,6 +39,13 @@ pub struct RejoinOptions {
     pub bin: BinDir,
     /// How long to wait for streaming once started.
     pub stream_timeout: Duration,
+    /// The connection the standby streams with (default: the `--from` connection, as
+    /// pg_rewind used it). The HA agent streams as its replication role, not the superuser
+    /// pg_rewind needs.
+    pub stream_as: Option<Conninfo>,
+    /// The OS user that owns the data directory (default: `postgres` when we are root, else
+    /// ourselves).
+    pub user: Option<OsUser>,
 }
 
 /// A rejoin done.
@@ -77,8 +84,15 @@ pub async fn rejoin(
     opts: &RejoinOptions,
 ) -> Result<Rejoined, ReplicaError> {
     let node = {
-        let (bin, dir) = (opts.bin.clone(), opts.pgdata.clone());
-        blocking(move || Node::open(bin, OsUser::detect()?, dir)).await?
+        let (bin, dir, user) = (opts.bin.clone(), opts.pgdata.clone(), opts.user.clone());
+        blocking(move || {
+            let user = match user {
+                Some(u) => u,
+                None => OsUser::detect()?,
+            };
+            Node::open(bin, user, dir)
+        })
+        .await?
     };
     let in_recovery: bool = client
         .query_one("SELECT pg_is_in_recovery()", &[])
@@ -116,6 +130,7 @@ pub async fn rejoin(
     let stopped_first = check.running;
     let rewound = {
         let (n, source, slot) = (node.clone(), source.clone(), opts.slot.clone());
+        let stream_as = opts.stream_as.clone();
         let name = application_name.clone();
         blocking(move || {
             if stopped_first {
@@ -132,10 +147,16 @@ pub async fn rejoin(
             for (path, bytes) in &kept {
                 n.user().write_file(path, bytes, 0o600)?;
             }
-            let conninfo = Conninfo {
-                dbname: None,
-                application_name: Some(name),
-                ..source
+            let conninfo = match stream_as {
+                Some(c) => Conninfo {
+                    application_name: Some(name),
+                    ..c
+                },
+                None => Conninfo {
+                    dbname: None,
+                    application_name: Some(name),
+                    ..source
+                },
             };
             n.configure_standby(&conninfo, slot.as_deref())?;
             n.start(&StartOptions::default())?;

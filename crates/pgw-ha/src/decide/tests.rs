@@ -132,6 +132,14 @@ fn table() {
         ..stopped(true)
     };
     let uninitialized = ClusterView::default();
+    let missing_leader = Local {
+        data: Data::Missing,
+        ..stopped(true)
+    };
+    let mut no_init = cluster(None, vec![member("b", Role::Replica, 1000)], 1000);
+    no_init.initialize = None;
+    let mut no_init_leader = two(Some("a"));
+    no_init_leader.initialize = None;
 
     #[rustfmt::skip]
     let cases: Vec<(&str, Local, Rules, ClusterView, Action)> = vec![
@@ -150,6 +158,9 @@ fn table() {
         ("not streaming for long: rejoin", not_streaming, rules("b"), two(Some("a")), Action::Rejoin { leader: "a".into() }),
         ("no leader, best replica: acquire", replica(1000, "a"), rules("b"), cluster(None, vec![member("b", Role::Replica, 1000)], 1000), Action::Acquire),
         ("no leader, stopped: start read-only", stopped(false), rules("a"), two(None), Action::StartReplica { leader: None }),
+        ("leader whose data vanished: release", missing_leader.clone(), rules("a"), two(Some("a")), Action::Release),
+        ("data, but etcd lost initialize: race, not bootstrap", replica(1000, "a"), rules("b"), no_init.clone(), Action::Acquire),
+        ("no data, etcd lost initialize, a leader: wait", missing_leader, rules("c"), no_init_leader, idle("a leader exists but the cluster's system identifier is not recorded yet")),
         ("other cluster's data: refuse", other_cluster, rules("b"), two(Some("a")), Action::Refuse { why: String::new() }),
     ];
     for (what, me, r, c, want) in cases {
@@ -239,6 +250,7 @@ fn forced_failover_ignores_the_lag_limit_only_for_its_target() {
         to: Some("b".into()),
         forced: true,
         requested_ms: 0,
+        expires_ms: u64::MAX,
     });
     assert_eq!(run(&replica(0, "a"), &rules("b"), &c), Action::Acquire);
     assert!(is_idle(&run(&replica(10, "a"), &rules("c"), &c)));
@@ -259,6 +271,7 @@ fn switchover_waits_for_a_streaming_target() {
         to: Some("b".into()),
         forced: false,
         requested_ms: 0,
+        expires_ms: u64::MAX,
     });
     assert_eq!(
         run(&primary(1000), &rules("a"), &c),
@@ -400,11 +413,11 @@ fn sync_steps() {
             SyncStep::SetStandbyNames(String::new()),
         ),
         (
-            "recorded but names differ: fix names",
+            "recorded but not named: unrecord first",
             Some(key("a", Some("b"))),
             "",
             vec![sender("b", true, false, 5)],
-            SyncStep::SetStandbyNames("b".into()),
+            SyncStep::WriteKey(none.clone()),
         ),
     ];
     for (what, k, ssn, senders, want) in cases {
@@ -574,10 +587,8 @@ proptest! {
                 prop_assert_eq!(s.as_str(), ssn);
                 prop_assert!(senders.iter().any(|x| x.application_name == s && x.sync));
             }
-            SyncStep::SetStandbyNames(n) => {
-                if let Some(r) = recorded {
-                    prop_assert_eq!(n.as_str(), r, "a recorded standby stays named until unrecorded");
-                }
+            SyncStep::SetStandbyNames(_) => {
+                prop_assert!(recorded.is_none(), "names change only while no standby is recorded");
             }
             _ => {}
         }

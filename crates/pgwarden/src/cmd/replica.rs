@@ -191,6 +191,7 @@ async fn clone(a: CloneArgs) -> Result<Outcome, Failure> {
         application_name: a.follow.application_name.clone(),
         bin: a.follow.bin(),
         stream_timeout: std::time::Duration::from_secs(a.follow.wait),
+        user: None,
     };
     let bar = term::counter("copying", "kB");
     let c = pgw_replica::clone(&client, &params, &opts, move |p| bar(p.done_kb, p.total_kb))
@@ -242,6 +243,8 @@ async fn rejoin(a: RejoinArgs) -> Result<Outcome, Failure> {
         application_name: a.follow.application_name.clone(),
         bin: a.follow.bin(),
         stream_timeout: std::time::Duration::from_secs(a.follow.wait),
+        stream_as: None,
+        user: None,
     };
     let r = pgw_replica::rejoin(&client, &params, &opts)
         .await
