@@ -1059,3 +1059,24 @@ fn without_failsafe_an_etcd_outage_fences_the_primary() {
         (0..2).any(|i| ha.writable(i)) && ha.leader().is_some()
     });
 }
+
+#[test]
+fn leader_that_cannot_restart_postgres_gives_up_the_key() {
+    let ha = HaBuilder::new(2).config("restart_timeout = 3").build();
+    ha.start_all();
+    // A setting the server refuses at start: every restart in place fails.
+    let conf = ha.node(0).data_dir().join("postgresql.conf");
+    let mut text = std::fs::read_to_string(&conf).unwrap();
+    text.push_str("no_such_setting_at_all = 1\n");
+    std::fs::write(&conf, text).unwrap();
+    ha.kill_postgres(0);
+    ha.wait("node2 to take over", Duration::from_secs(40), || {
+        ha.leader().as_deref() == Some("node2") && ha.writable(1)
+    });
+    assert!(
+        ha.node(0).log().contains("giving up the leader key"),
+        "{}",
+        ha.logs()
+    );
+    assert!(!ha.writable(0));
+}
