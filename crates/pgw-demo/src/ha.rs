@@ -337,8 +337,7 @@ pub async fn run(
 
     // A probe: one insert every 100 ms into whichever node etcd names as leader.
     let ports = [g.nodes[0].pg_port, g.nodes[1].pg_port];
-    let cfg = pgw_ha::Config::load(&g.nodes[0].config).map_err(|e| failed(e.to_string()))?;
-    pgw_ha::pg::connect_to(&cfg, &format!("127.0.0.1:{}", ports[0]), "postgres", None)
+    pgw_ha::pg::connect_to(&format!("127.0.0.1:{}", ports[0]), "postgres", None)
         .await
         .map_err(|e| failed(e.to_string()))?
         .batch_execute("CREATE TABLE probe(seq int8 PRIMARY KEY, at timestamptz DEFAULT now())")
@@ -379,7 +378,7 @@ pub async fn run(
     let view = dcs.read().await.map_err(|e| failed(e.to_string()))?;
     let new_leader = view.leader_name().unwrap_or("").to_string();
     let present_after = {
-        let c = pgw_ha::pg::connect_to(&cfg, &format!("127.0.0.1:{}", ports[1]), "postgres", None)
+        let c = pgw_ha::pg::connect_to(&format!("127.0.0.1:{}", ports[1]), "postgres", None)
             .await
             .map_err(|e| failed(e.to_string()))?;
         let n: i64 = c

@@ -91,7 +91,14 @@ pub async fn run(
     let lease = dcs.grant(config.ttl()).await?;
     let shared = Shared::new(&config.name, &config.scope, config.demote_after());
     shared.set_renewed(Instant::now());
-    let listener = tokio::net::TcpListener::bind(config.api_addr())
+    let api_addr = config.api_addr().map_err(|reason| {
+        AgentError::Config(ConfigError::Invalid {
+            path: path.clone(),
+            key: "api",
+            reason,
+        })
+    })?;
+    let listener = tokio::net::TcpListener::bind(api_addr)
         .await
         .map_err(|source| AgentError::Api {
             addr: config.api.clone(),
@@ -194,7 +201,12 @@ impl Agent {
             let next = started + self.cfg.loop_wait();
             tokio::select! {
                 _ = tokio::time::sleep_until(next.into()) => {}
-                m = async { watch.as_mut().expect("checked").message().await }, if watch.is_some() => {
+                m = async {
+                    match watch.as_mut() {
+                        Some(w) => w.message().await,
+                        None => std::future::pending().await,
+                    }
+                }, if watch.is_some() => {
                     match m {
                         Ok(Some(_)) => tracing::debug!("leader key changed"),
                         _ => watch = None,
@@ -424,6 +436,7 @@ impl Agent {
         if !matches!(action, Action::Idle { .. } | Action::Lead) {
             tracing::info!(action = %shown, "acting");
         }
+        let changed = !matches!(action, Action::Idle { .. } | Action::Lead);
         let acted = self.act(action, &view, &facts).await;
         if let Err(e) = &acted {
             if matches!(e, AgentError::Refused(_)) {
@@ -432,9 +445,14 @@ impl Agent {
             tracing::warn!(error = %e, "action failed");
             self.backoff = Some((Instant::now() + self.cfg.loop_wait() * 3, shown.clone()));
         }
-        // Publish what is true after the action.
-        let view = self.dcs.read().await.unwrap_or(view);
-        let after = self.facts().await.unwrap_or(facts);
+        // Publish what is true after the action: read again only when it changed something.
+        let (view, after) = if changed {
+            let view = self.dcs.read().await.unwrap_or(view);
+            let after = self.facts().await.unwrap_or(facts);
+            (view, after)
+        } else {
+            (view, facts)
+        };
         self.publish(&after, &view).await;
         self.show(&after, &view, &shown);
         if let Err(e) = acted {
@@ -467,7 +485,7 @@ impl Agent {
         match action {
             Action::Idle { .. } => {}
             Action::Refuse { why } => return Err(AgentError::Refused(why)),
-            Action::Bootstrap => self.bootstrap(view).await?,
+            Action::Bootstrap => self.bootstrap().await?,
             Action::Clone { leader } => {
                 let conn = self.member_conn(view, &leader)?;
                 self.shared
@@ -589,8 +607,7 @@ impl Agent {
         Ok(renewed && self.dcs.still_leader(&self.cfg.name, self.lease()).await?)
     }
 
-    async fn bootstrap(&mut self, view: &ClusterView) -> Result<(), AgentError> {
-        let _ = view;
+    async fn bootstrap(&mut self) -> Result<(), AgentError> {
         if !self.dcs.claim_initialize(self.lease()).await? {
             return Ok(());
         }

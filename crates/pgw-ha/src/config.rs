@@ -313,14 +313,16 @@ impl Config {
         Duration::from_secs(self.loop_wait)
     }
 
-    /// PostgreSQL's address.
-    pub fn listen(&self) -> HostPort {
-        HostPort::parse(&self.listen).expect("checked at load")
+    /// PostgreSQL's address (checked at load; a config made by hand gets the reason).
+    pub fn listen(&self) -> Result<HostPort, String> {
+        HostPort::parse(&self.listen).map_err(|r| format!("listen: {r}"))
     }
 
     /// The REST API's address.
-    pub fn api_addr(&self) -> SocketAddr {
-        self.api.parse().expect("checked at load")
+    pub fn api_addr(&self) -> Result<SocketAddr, String> {
+        self.api
+            .parse()
+            .map_err(|_| format!("api: {:?} is not an IP address:port", self.api))
     }
 
     /// The replication slot of member `name` on the leader.
@@ -329,10 +331,14 @@ impl Config {
     }
 
     /// `[parameters]` as postgresql.conf text values.
-    pub fn parameter_lines(&self) -> Vec<(String, String)> {
+    pub fn parameter_lines(&self) -> Result<Vec<(String, String)>, String> {
         self.parameters
             .iter()
-            .map(|(k, v)| (k.clone(), parameter_text(v).expect("checked at load")))
+            .map(|(k, v)| {
+                parameter_text(v)
+                    .map(|t| (k.clone(), t))
+                    .map_err(|r| format!("parameters: {k}: {r}"))
+            })
             .collect()
     }
 }
@@ -396,7 +402,7 @@ api = "127.0.0.1:8008"
         assert_eq!(c.demote_after(), Duration::from_secs(3));
         assert_eq!(c.maximum_lag_on_failover, 1_048_576);
         assert_eq!(c.bin_dir, PathBuf::from("/usr/lib/postgresql/15/bin"));
-        assert_eq!(c.listen().port, 5433);
+        assert_eq!(c.listen().unwrap().port, 5433);
         assert!(!c.synchronous_mode && !c.nofailover && c.data_checksums);
     }
 
@@ -446,7 +452,7 @@ api = "127.0.0.1:8008"
         ))
         .unwrap();
         assert_eq!(
-            c.parameter_lines(),
+            c.parameter_lines().unwrap(),
             vec![
                 ("fsync".to_string(), "off".to_string()),
                 ("max_connections".to_string(), "50".to_string()),

@@ -53,13 +53,15 @@ pub enum DcsError {
     },
     #[error("etcd key {key} holds something that is not pgwarden's: {reason}")]
     Corrupt { key: String, reason: String },
+    #[error("encode {what} for etcd: {reason}")]
+    Encode { what: &'static str, reason: String },
 }
 
 impl pgw_common::Classify for DcsError {
     fn class(&self) -> pgw_common::ErrorClass {
         match self {
             DcsError::Etcd { .. } => pgw_common::ErrorClass::Failed,
-            DcsError::Corrupt { .. } => pgw_common::ErrorClass::Failed,
+            DcsError::Corrupt { .. } | DcsError::Encode { .. } => pgw_common::ErrorClass::Failed,
         }
     }
 }
@@ -240,7 +242,7 @@ impl Dcs {
     /// Publishes this member's state under `lease_id`.
     pub async fn publish(&self, m: &MemberState, lease_id: i64) -> Result<(), DcsError> {
         let mut c = self.client.clone();
-        let value = serde_json::to_string(m).expect("plain data");
+        let value = encode(m, "this member's state")?;
         timed(c.put(
             self.key(&format!("members/{}", m.name)),
             value,
@@ -348,7 +350,7 @@ impl Dcs {
     pub async fn set_sync(&self, sync: &SyncState) -> Result<(), DcsError> {
         self.put_plain(
             "sync",
-            serde_json::to_string(sync).expect("plain data"),
+            encode(sync, "the synchronous standby")?,
             "record the synchronous standby",
         )
         .await
@@ -363,7 +365,7 @@ impl Dcs {
         dynamic: Option<Dynamic>,
     ) -> Result<bool, DcsError> {
         let key = self.key("config");
-        let doc = serde_json::to_string(&ConfigDoc { paused, dynamic }).expect("plain data");
+        let doc = encode(&ConfigDoc { paused, dynamic }, "the cluster config")?;
         let txn = Txn::new()
             .when([Compare::mod_revision(
                 key.clone(),
@@ -383,7 +385,7 @@ impl Dcs {
             Some(s) => {
                 self.put_plain(
                     "switchover",
-                    serde_json::to_string(s).expect("plain data"),
+                    encode(s, "the switchover request")?,
                     "request the switchover",
                 )
                 .await
@@ -401,7 +403,7 @@ impl Dcs {
     pub async fn set_history(&self, history: &[HistoryEntry]) -> Result<(), DcsError> {
         self.put_plain(
             "history",
-            serde_json::to_string(history).expect("plain data"),
+            encode(history, "the leader history")?,
             "record the leader history",
         )
         .await
@@ -446,6 +448,14 @@ async fn timed<T>(
             format!("no answer within {} ms", REQUEST_TIMEOUT.as_millis()),
         ))),
     }
+}
+
+/// `value` as JSON for a key.
+fn encode<T: Serialize + ?Sized>(value: &T, what: &'static str) -> Result<String, DcsError> {
+    serde_json::to_string(value).map_err(|e| DcsError::Encode {
+        what,
+        reason: e.to_string(),
+    })
 }
 
 /// A failure to reach the member the request went to (worth another member), not an

@@ -147,7 +147,6 @@ impl LocalPg {
     /// A superuser connection to the local server.
     pub async fn connect(&self) -> Result<Client, PgError> {
         connect_to(
-            &self.config,
             &self.config.listen,
             &self.config.superuser,
             self.config.superuser_password.as_deref(),
@@ -234,12 +233,18 @@ impl LocalPg {
     pub async fn write_settings(&self, ssn: Option<&str>) -> Result<(), PgError> {
         let me = self.clone();
         let ssn = ssn.map(str::to_string);
-        blocking(move || me.write_settings_now(ssn.as_deref())).await
+        let listen = self.config.listen().map_err(PgError::Other)?;
+        let params = self.config.parameter_lines().map_err(PgError::Other)?;
+        blocking(move || me.write_settings_now(ssn.as_deref(), &listen, params)).await
     }
 
-    fn write_settings_now(&self, ssn: Option<&str>) -> Result<(), NodeError> {
+    fn write_settings_now(
+        &self,
+        ssn: Option<&str>,
+        listen: &crate::config::HostPort,
+        params: Vec<(String, String)>,
+    ) -> Result<(), NodeError> {
         let node = Node::open(self.bin.clone(), self.user.clone(), &self.config.data_dir)?;
-        let listen = self.config.listen();
         node.set_auto_conf("port", Some(&listen.port.to_string()))?;
         node.set_auto_conf("listen_addresses", Some(&listen.host))?;
         node.set_auto_conf("hot_standby", Some("on"))?;
@@ -257,7 +262,6 @@ impl LocalPg {
         let mut text = String::from(
             "# Written by pgwarden ha agent from [parameters] in its config; edits here are lost.\n",
         );
-        let params = self.config.parameter_lines();
         if !params.iter().any(|(k, _)| k == "unix_socket_directories") {
             text.push_str("unix_socket_directories = ''\n");
         }
@@ -432,18 +436,12 @@ impl LocalPg {
     /// Copies the leader at `conn` into the (missing) data directory, without starting it.
     pub async fn clone_from(&self, conn: &str) -> Result<(), PgError> {
         let user = self.config.replication_user.clone();
-        let client = connect_to(
-            &self.config,
-            conn,
-            &user,
-            self.config.replication_password.as_deref(),
-        )
-        .await?;
+        let client = connect_to(conn, &user, self.config.replication_password.as_deref()).await?;
         let params = params_for(conn, &user, self.config.replication_password.as_deref())?;
         let opts = pgw_replica::CloneOptions {
             pgdata: self.config.data_dir.clone(),
             slot: None,
-            port: Some(self.config.listen().port),
+            port: Some(self.config.listen().map_err(PgError::Other)?.port),
             start: false,
             application_name: Some(Config::slot_of(&self.config.name)),
             bin: self.bin.clone(),
@@ -470,7 +468,7 @@ impl LocalPg {
     pub async fn rejoin(&self, conn: &str) -> Result<(), PgError> {
         let su = self.config.superuser.clone();
         let pw = self.config.superuser_password.clone();
-        let client = connect_to(&self.config, conn, &su, pw.as_deref()).await?;
+        let client = connect_to(conn, &su, pw.as_deref()).await?;
         let params = params_for(conn, &su, pw.as_deref())?;
         let name = Config::slot_of(&self.config.name);
         let opts = pgw_replica::RejoinOptions {
@@ -503,13 +501,7 @@ impl LocalPg {
 }
 
 /// A connection to `conn` (`host:port`) as `user`, database postgres, 2 s to connect.
-pub async fn connect_to(
-    config: &Config,
-    conn: &str,
-    user: &str,
-    password: Option<&str>,
-) -> Result<Client, PgError> {
-    let _ = config;
+pub async fn connect_to(conn: &str, user: &str, password: Option<&str>) -> Result<Client, PgError> {
     let hp = crate::config::HostPort::parse(conn).map_err(PgError::Other)?;
     let mut c = tokio_postgres::Config::new();
     c.host(&hp.host)
