@@ -909,8 +909,9 @@ impl Agent {
     }
 }
 
-/// The keeper: renews the lease every `loop_wait`, grants a new one when it expired, and
-/// fences (see the module docs). Fencing is a standing rule checked every 100 ms, whatever
+/// The keeper: renews the lease every `loop_wait` (and again after 200 ms when a renewal
+/// failed, so one slow etcd answer does not cost a whole `loop_wait` of the fencing budget),
+/// grants a new one when it expired, and fences (see the module docs). Fencing is a standing rule checked every 100 ms, whatever
 /// the loop believes: a server that runs as a primary here while no renewal has succeeded
 /// for `ttl - loop_wait - 1` seconds is stopped, unless failsafe holds. No etcd request is
 /// waited on past that deadline.
@@ -927,10 +928,13 @@ async fn keep(
     let mut last_try = Instant::now();
     let mut failsafe_asked: Option<Instant> = None;
     let tick = Duration::from_millis(100);
+    let retry = Duration::from_millis(200);
     while !stop.load(Ordering::SeqCst) {
         let cfg = config.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let since = || shared.since_renewal().unwrap_or(Duration::MAX);
-        if last_try.elapsed() >= cfg.loop_wait() {
+        let failing = since() > cfg.loop_wait() + retry;
+        let wait = if failing { retry } else { cfg.loop_wait() };
+        if last_try.elapsed() >= wait {
             last_try = Instant::now();
             let budget = cfg
                 .demote_after()

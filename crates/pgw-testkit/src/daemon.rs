@@ -230,6 +230,24 @@ pub(crate) fn require_binary(path: &Path, package: &'static str) -> Result<(), T
     }
 }
 
+/// A temp dir in memory (`/dev/shm`) when the machine has one, else [`temp_dir`]'s. For
+/// fixtures that fsync on every write (etcd): on a 2-core machine running the suite in
+/// parallel, a disk fsync can stall for seconds and a 5 s lease with it, which tests the
+/// disk rather than the code under test.
+pub(crate) fn memory_temp_dir(
+    prefix: &str,
+    user: &OsUser,
+) -> Result<tempfile::TempDir, TestkitError> {
+    let shm = Path::new("/dev/shm");
+    if shm.is_dir() {
+        if let Ok(tmp) = tempfile::Builder::new().prefix(prefix).tempdir_in(shm) {
+            user.chown(tmp.path())?;
+            return Ok(tmp);
+        }
+    }
+    temp_dir(prefix, user)
+}
+
 /// A fixture's temp dir (`<prefix>XXXXXX`), reachable by `user`.
 pub(crate) fn temp_dir(prefix: &str, user: &OsUser) -> Result<tempfile::TempDir, TestkitError> {
     let base = pgw_cluster::os::temp_base(user);

@@ -16,7 +16,7 @@ use pgw_cluster::watchdog::{Watchdog, Watched};
 use pgw_cluster::{panic_log, ports};
 use pgw_node::OsUser;
 
-use crate::daemon::{require_binary, temp_dir, Daemon, Spec};
+use crate::daemon::{memory_temp_dir, require_binary, Daemon, Spec};
 use crate::TestkitError;
 
 /// Where Debian's `etcd-server` installs etcd.
@@ -65,7 +65,7 @@ impl EtcdBuilder {
     pub fn start(self) -> Result<Etcd, TestkitError> {
         require_binary(&self.binary, "etcd-server")?;
         let user = OsUser::current()?;
-        let tmp = temp_dir("pgw-etcd-", &user)?;
+        let tmp = memory_temp_dir("pgw-etcd-", &user)?;
         let root = tmp.path().to_owned();
         let names: Vec<String> = (0..self.members).map(|i| format!("m{i}")).collect();
         let watched: Vec<Watched> = names
