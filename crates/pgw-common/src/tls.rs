@@ -63,6 +63,26 @@ fn provider() -> Arc<CryptoProvider> {
 
 /// The rustls client configuration `params` asks for.
 pub fn client_config(params: &ConnParams) -> Result<ClientConfig, TlsError> {
+    client_config_from(&TlsFiles {
+        sslmode: params.sslmode,
+        sslrootcert: params.sslrootcert.clone(),
+        sslcert: params.sslcert.clone(),
+        sslkey: params.sslkey.clone(),
+    })
+}
+
+/// The TLS part of a connection's parameters (for callers without a whole [`ConnParams`],
+/// such as the pooler's server side).
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub sslmode: SslMode,
+    pub sslrootcert: Option<PathBuf>,
+    pub sslcert: Option<PathBuf>,
+    pub sslkey: Option<PathBuf>,
+}
+
+/// The rustls client configuration for `params`' sslmode and files.
+pub fn client_config_from(params: &TlsFiles) -> Result<ClientConfig, TlsError> {
     let provider = provider();
     let builder = ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()?;

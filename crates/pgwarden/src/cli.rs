@@ -3,7 +3,7 @@
 
 use clap::{CommandFactory, Parser, Subcommand};
 
-use crate::cmd::{demo, doctor, ha, partition, replica, tune};
+use crate::cmd::{demo, doctor, ha, partition, pool, replica, tune};
 use crate::exit::{Convention, EXIT_CODES};
 
 /// pgwarden: what a senior PostgreSQL DBA does, measured rather than claimed.
@@ -24,14 +24,17 @@ pub enum Command {
     Demo(demo::DemoArgs),
     /// Health checks on a live server: findings with severity and the SQL that fixes them.
     Doctor(doctor::DoctorArgs),
-    /// Partition sets managed from outside the database: create, maintain (premake,
-    /// retention, default-partition rescue), list. What pg_partman does, without the extension.
     /// Automatic failover on etcd: the node agent, and list / switchover / failover /
     /// pause / resume.
     #[command(subcommand)]
     Ha(ha::HaCmd),
+    /// Partition sets managed from outside the database: create, maintain (premake,
+    /// retention, default-partition rescue), list. What pg_partman does, without the extension.
     #[command(subcommand)]
     Partition(partition::PartitionCmd),
+    /// A PgBouncer-compatible connection pooler, run in the foreground from a
+    /// pgbouncer.ini or a pool.toml.
+    Pool(pool::PoolArgs),
     /// Streaming replicas: status of standbys and slots against the 500 ms lag target, promote.
     #[command(subcommand)]
     Replica(replica::ReplicaCmd),
@@ -47,6 +50,7 @@ impl Command {
             Command::Doctor(_) => "doctor",
             Command::Ha(_) => "ha",
             Command::Partition(_) => "partition",
+            Command::Pool(_) => "pool",
             Command::Replica(_) => "replica",
             Command::Tune(_) => "tune",
         }

@@ -219,6 +219,19 @@ Exit codes:
      for loop_wait, say), a member that is not in the cluster or may not take over; agent:
      its data directory belongs to another cluster, or its API address is taken";
 
+/// pool's exit codes.
+pub const POOL_EXIT_CODES: &str = "\
+Signals: SIGHUP reloads the configuration (RELOAD); SIGINT stops once no server
+connection is in use (SHUTDOWN WAIT_FOR_SERVERS); SIGTERM lets each client go at its
+next transaction boundary, then stops (SHUTDOWN WAIT_FOR_CLIENTS); a second signal stops
+at once.
+
+Exit codes:
+  0  stopped by a signal or SHUTDOWN; --check: the configuration is usable
+  1  a listening address is taken or cannot be bound
+  2  invalid usage: bad flags, a configuration or auth file that cannot be read, an
+     unknown setting, a bad value";
+
 /// doctor's exit codes.
 pub const DOCTOR_EXIT_CODES: &str = "\
 Exit codes (the Nagios convention check_postgres users script against):

@@ -89,6 +89,7 @@ fn usage_error(e: clap::Error, convention: exit::Convention) -> ExitCode {
 const OWN_CRATES: &[&str] = &[
     "pgwarden",
     "pgw_common",
+    "pgw_pool",
     "pgw_tune",
     "pgw_doctor",
     "pgw_partition",

@@ -6,6 +6,7 @@ pub mod demo;
 pub mod doctor;
 pub mod ha;
 pub mod partition;
+pub mod pool;
 pub mod replica;
 pub mod tune;
 
@@ -24,6 +25,7 @@ pub async fn run(command: Command) -> Result<Outcome, Failure> {
             Command::Doctor(a) => doctor::run(a).await,
             Command::Ha(c) => ha::run(c).await,
             Command::Partition(c) => partition::run(c).await,
+            Command::Pool(a) => pool::run(a).await,
             Command::Replica(c) => replica::run(c).await,
             Command::Tune(c) => tune::run(c).await,
         };

@@ -1,0 +1,365 @@
+//! What every connection of one pooler shares: the loaded configuration (swapped whole on
+//! RELOAD), the pools, the prepared-statement registry, the client registry (for SHOW
+//! CLIENTS, KILL and cancel keys) and the pause / shutdown state.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{watch, Notify};
+
+use crate::config::{secs, Config, PoolMode};
+use crate::hba::Hba;
+use crate::pool::{Pool, PoolSettings};
+use crate::prepared::Registry;
+use crate::secret::Secret;
+use crate::server::{Credential, Target};
+
+/// The configuration with everything read from its files.
+pub struct Runtime {
+    /// The settings.
+    pub config: Config,
+    /// The auth file's users.
+    pub users: BTreeMap<String, Secret>,
+    /// auth_hba_file's rules.
+    pub hba: Option<Hba>,
+    /// Client TLS.
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
+    /// Server TLS.
+    pub server_tls: Option<Arc<rustls::ClientConfig>>,
+    /// The settings the pooler does not support, one line each (SHOW CONFIG notes them).
+    pub unsupported: Vec<String>,
+}
+
+/// A connected client, as SHOW CLIENTS and cancel requests see it.
+pub struct ClientInfo {
+    pub id: u64,
+    pub user: String,
+    pub db: String,
+    pub addr: String,
+    pub port: u16,
+    pub tls: bool,
+    pub connected: Instant,
+    pub connect_time_us: i64,
+    pub application_name: Mutex<String>,
+    /// The cancel key given to the client.
+    pub pid: i32,
+    pub key: i32,
+    /// `active`, `waiting`, `idle` (SHOW CLIENTS' state; PgBouncer says active for idle
+    /// clients too).
+    pub state: Mutex<&'static str>,
+    /// The server running this client's request, for its cancel request.
+    pub cancel_target: Mutex<Option<(Target, i32, i32)>>,
+    /// The server connection's id, if linked (SHOW CLIENTS' `link`).
+    pub link: AtomicU64,
+    /// Set by KILL or shutdown; `kill` wakes the session.
+    pub killed: AtomicBool,
+    pub kill: Notify,
+    /// When the current request started (µs since the epoch), 0 when idle.
+    pub request_us: std::sync::atomic::AtomicI64,
+}
+
+/// Pause state (PAUSE / SUSPEND / RESUME).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pause {
+    Running,
+    Paused,
+}
+
+/// How the pooler is stopping.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stopping {
+    /// Not stopping.
+    No,
+    /// SIGINT / SHUTDOWN WAIT_FOR_SERVERS: no new clients; stop once no server is in use.
+    WaitForServers,
+    /// SIGTERM / SHUTDOWN WAIT_FOR_CLIENTS: clients are let go at transaction boundaries.
+    Drain,
+    /// SHUTDOWN / a second signal: now.
+    Now,
+}
+
+/// The shared state.
+pub struct Ctx {
+    runtime: RwLock<Arc<Runtime>>,
+    pools: RwLock<HashMap<(String, String), Arc<Pool>>>,
+    /// Protocol-level prepared statements.
+    pub registry: Registry,
+    clients: Mutex<HashMap<u64, Arc<ClientInfo>>>,
+    cancel: Mutex<HashMap<(i32, i32), Arc<ClientInfo>>>,
+    next_client: AtomicU64,
+    next_pid: AtomicI32,
+    /// Connected clients.
+    pub client_count: AtomicUsize,
+    /// PAUSE / RESUME.
+    pub pause: watch::Sender<Pause>,
+    /// Shutdown.
+    pub stopping: watch::Sender<Stopping>,
+    /// When the pooler started.
+    pub started: Instant,
+    /// How many SIGHUP/RELOADs were applied.
+    pub reloads: AtomicU64,
+    /// Where RELOAD reads the configuration again.
+    pub source: (crate::Source, crate::Overrides),
+}
+
+impl Ctx {
+    /// A new context for a loaded configuration.
+    pub fn new(runtime: Runtime, source: (crate::Source, crate::Overrides)) -> Ctx {
+        Ctx {
+            runtime: RwLock::new(Arc::new(runtime)),
+            pools: RwLock::new(HashMap::new()),
+            registry: Registry::default(),
+            clients: Mutex::new(HashMap::new()),
+            cancel: Mutex::new(HashMap::new()),
+            next_client: AtomicU64::new(1),
+            next_pid: AtomicI32::new(1),
+            client_count: AtomicUsize::new(0),
+            pause: watch::channel(Pause::Running).0,
+            stopping: watch::channel(Stopping::No).0,
+            started: Instant::now(),
+            reloads: AtomicU64::new(0),
+            source,
+        }
+    }
+
+    /// The current configuration.
+    pub fn runtime(&self) -> Arc<Runtime> {
+        self.runtime
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Replaces the configuration (RELOAD) and updates every pool's settings.
+    pub fn replace(&self, rt: Runtime) {
+        *self.runtime.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(rt);
+        let rt = self.runtime();
+        let pools: Vec<Arc<Pool>> = self.pools();
+        for p in pools {
+            match pool_settings(&rt, &p.db, &p.user) {
+                Some(s) => p.update(s),
+                // The database is gone from the config: close what it holds.
+                None => p.reconnect(),
+            }
+        }
+        self.reloads.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Every pool.
+    pub fn pools(&self) -> Vec<Arc<Pool>> {
+        let mut v: Vec<Arc<Pool>> = self
+            .pools
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        v.sort_by(|a, b| (&a.db, &a.user).cmp(&(&b.db, &b.user)));
+        v
+    }
+
+    /// The pool for (database, user), made on first use; None when the config has no
+    /// such database.
+    pub fn pool(&self, db: &str, user: &str) -> Option<Arc<Pool>> {
+        let key = (db.to_owned(), user.to_owned());
+        if let Some(p) = self
+            .pools
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key)
+        {
+            return Some(p.clone());
+        }
+        let rt = self.runtime();
+        let settings = pool_settings(&rt, db, user)?;
+        let mut pools = self.pools.write().unwrap_or_else(|e| e.into_inner());
+        Some(
+            pools
+                .entry(key)
+                .or_insert_with(|| Arc::new(Pool::new(db, user, settings)))
+                .clone(),
+        )
+    }
+
+    /// Registers a new client.
+    #[allow(clippy::too_many_arguments)]
+    pub fn add_client(
+        &self,
+        user: &str,
+        db: &str,
+        addr: String,
+        port: u16,
+        tls: bool,
+        application_name: &str,
+    ) -> Arc<ClientInfo> {
+        let id = self.next_client.fetch_add(1, Ordering::Relaxed);
+        let pid = self.next_pid.fetch_add(1, Ordering::Relaxed) & 0x7fff_ffff;
+        let key: i32 = rand::random();
+        let info = Arc::new(ClientInfo {
+            id,
+            user: user.to_owned(),
+            db: db.to_owned(),
+            addr,
+            port,
+            tls,
+            connected: Instant::now(),
+            connect_time_us: crate::stats::now_us(),
+            application_name: Mutex::new(application_name.to_owned()),
+            pid,
+            key,
+            state: Mutex::new("active"),
+            cancel_target: Mutex::new(None),
+            link: AtomicU64::new(0),
+            killed: AtomicBool::new(false),
+            kill: Notify::new(),
+            request_us: std::sync::atomic::AtomicI64::new(0),
+        });
+        self.clients
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, info.clone());
+        self.cancel
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert((pid, key), info.clone());
+        info
+    }
+
+    /// Forgets a client.
+    pub fn remove_client(&self, info: &ClientInfo) {
+        self.clients
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&info.id);
+        self.cancel
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&(info.pid, info.key));
+    }
+
+    /// The client holding a cancel key.
+    pub fn by_cancel_key(&self, pid: i32, key: i32) -> Option<Arc<ClientInfo>> {
+        self.cancel
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&(pid, key))
+            .cloned()
+    }
+
+    /// Every client (SHOW CLIENTS), oldest first.
+    pub fn clients(&self) -> Vec<Arc<ClientInfo>> {
+        let mut v: Vec<Arc<ClientInfo>> = self
+            .clients
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        v.sort_by_key(|c| c.id);
+        v
+    }
+
+    /// Disconnects the clients `filter` picks (KILL, shutdown).
+    pub fn kill_clients(&self, filter: impl Fn(&ClientInfo) -> bool) -> usize {
+        let mut n = 0;
+        for c in self.clients() {
+            if filter(&c) {
+                c.killed.store(true, Ordering::SeqCst);
+                c.kill.notify_one();
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// Server connections in use, all pools.
+    pub fn servers_in_use(&self) -> usize {
+        self.pools()
+            .iter()
+            .map(|p| p.sv_active.load(Ordering::Relaxed))
+            .sum()
+    }
+}
+
+/// The parameters PgBouncer keeps in step between a client and the server connection it
+/// is given.
+pub const TRACKED_PARAMS: &[&str] = &[
+    "client_encoding",
+    "DateStyle",
+    "TimeZone",
+    "standard_conforming_strings",
+    "application_name",
+    "IntervalStyle",
+];
+
+/// The pool settings for (database, user), from the configuration.
+pub fn pool_settings(rt: &Runtime, db: &str, user: &str) -> Option<PoolSettings> {
+    let cfg = &rt.config;
+    let s = &cfg.pool;
+    let entry = cfg.database(db)?;
+    let user_cfg = cfg.users.get(user);
+    let mode = user_cfg
+        .and_then(|u| u.pool_mode)
+        .or(entry.pool_mode)
+        .unwrap_or(s.pool_mode);
+    let server_user = entry.user.clone().unwrap_or_else(|| user.to_owned());
+    let credential = match (&entry.user, &entry.password) {
+        (Some(_), Some(p)) => Credential::Password(p.clone()),
+        _ => match rt.users.get(&server_user) {
+            Some(Secret::Plain(p)) => Credential::Password(p.clone()),
+            Some(Secret::Md5(m)) => Credential::Md5(m.clone()),
+            // SCRAM secrets: the keys come from the client's login (pass-through).
+            _ => Credential::None,
+        },
+    };
+    let mut params = Vec::new();
+    for (k, v) in [
+        ("client_encoding", &entry.client_encoding),
+        ("DateStyle", &entry.datestyle),
+        ("TimeZone", &entry.timezone),
+    ] {
+        if let Some(v) = v {
+            params.push((k.to_owned(), v.clone()));
+        }
+    }
+    let dbname = entry.dbname.clone().unwrap_or_else(|| db.to_owned());
+    let connect_timeout = secs(s.server_connect_timeout).unwrap_or(Duration::from_secs(15));
+    let targets = entry
+        .hosts()
+        .into_iter()
+        .map(|host| Target {
+            host,
+            port: entry.port(),
+            dbname: dbname.clone(),
+            user: server_user.clone(),
+            credential: credential.clone(),
+            params: params.clone(),
+            connect_timeout,
+            tls_mode: s.server_tls_sslmode,
+            tls: rt.server_tls.clone(),
+        })
+        .collect();
+    Some(PoolSettings {
+        mode,
+        size: entry.pool_size.unwrap_or(s.default_pool_size),
+        min_size: entry.min_pool_size.unwrap_or(s.min_pool_size),
+        reserve_size: entry.reserve_pool_size.unwrap_or(s.reserve_pool_size),
+        reserve_timeout: secs(s.reserve_pool_timeout),
+        targets,
+        tsa: entry.target_session_attrs,
+        ha_api: entry.ha_api.clone(),
+        lifetime: secs(s.server_lifetime),
+        idle_timeout: secs(s.server_idle_timeout),
+        check_delay: secs(s.server_check_delay),
+        check_query: s.server_check_query.clone(),
+        connect_query: entry.connect_query.clone(),
+        login_retry: secs(s.server_login_retry).unwrap_or(Duration::ZERO),
+        max_prepared: if mode == PoolMode::Session {
+            0
+        } else {
+            s.max_prepared_statements
+        },
+    })
+}

@@ -1,0 +1,360 @@
+//! The connection pooler (`pgwarden pool`): a drop-in for PgBouncer's configuration, auth
+//! file, console and clients, multi-threaded on tokio.
+//!
+//! - [`config`]: the settings as serde data (`pool.toml`); [`ini`]: a `pgbouncer.ini` read
+//!   into the same settings; [`userlist`]: the auth file; [`hba`]: `auth_hba_file` rules.
+//! - [`secret`]: stored secrets (plain, md5, SCRAM); [`auth`]: the SCRAM and MD5
+//!   exchanges on both sides, pure functions.
+//! - [`proto`]: framing and the client-side message decoder; [`stream`]: TCP, Unix and
+//!   TLS streams; [`tls`]: rustls on both sides.
+//! - [`server`]: one server connection and its login; [`pool`]: one pool per (database,
+//!   user); [`health`]: the primary from `pgwarden ha`'s REST API.
+//! - [`client`]: one client connection (startup, auth, the proxy loop); [`prepared`] and
+//!   [`sql`]: what transaction mode carries; [`admin`]: the console; [`stats`]: counters
+//!   and latency histograms; [`metrics`]: the Prometheus endpoint.
+//! - [`ctx`]: what every connection shares; this file: loading, the listeners, signals.
+
+pub mod admin;
+pub mod auth;
+pub mod client;
+pub mod config;
+pub mod ctx;
+pub mod hba;
+pub mod health;
+pub mod ini;
+pub mod metrics;
+pub mod pool;
+pub mod prepared;
+pub mod proto;
+pub mod secret;
+pub mod server;
+pub mod sql;
+pub mod stats;
+pub mod stream;
+pub mod tls;
+pub mod userlist;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::{TcpListener, UnixListener};
+
+pub use config::Config;
+pub use ctx::{Ctx, Runtime, Stopping};
+
+/// Where the configuration comes from (re-read on RELOAD / SIGHUP).
+#[derive(Debug, Clone)]
+pub enum Source {
+    /// A pgbouncer.ini.
+    Ini(PathBuf),
+    /// A native pool.toml.
+    Toml(PathBuf),
+}
+
+/// Command-line settings that win over the file (kept across reloads).
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    /// `--listen host:port`.
+    pub listen: Option<(String, u16)>,
+    /// `--metrics host:port`.
+    pub metrics: Option<String>,
+}
+
+/// Why the pooler cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum PoolError {
+    /// The configuration or a file it names.
+    #[error("{0}")]
+    Config(String),
+    /// A listening socket.
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: String,
+        source: std::io::Error,
+    },
+}
+
+/// Loads a configuration and every file it names.
+pub fn load(source: &Source, over: &Overrides) -> Result<Runtime, String> {
+    let (mut config, unsupported) = match source {
+        Source::Ini(p) => {
+            let l = ini::load(p).map_err(|e| e.to_string())?;
+            (l.config, l.unsupported)
+        }
+        Source::Toml(p) => (Config::load(p).map_err(|e| e.to_string())?, Vec::new()),
+    };
+    if let Some((host, port)) = &over.listen {
+        config.pool.listen_addr = host.clone();
+        config.pool.listen_port = *port;
+    }
+    if let Some(m) = &over.metrics {
+        config.pool.metrics_addr = m.clone();
+    }
+    config.validate().map_err(|e| e.to_string())?;
+    let users = match &config.pool.auth_file {
+        Some(p) => userlist::load(p).map_err(|e| e.to_string())?,
+        None => Default::default(),
+    };
+    let hba = match &config.pool.auth_hba_file {
+        Some(p) => Some(hba::Hba::load(p).map_err(|e| e.to_string())?),
+        None => None,
+    };
+    let tls = tls::acceptor(&config.pool)?;
+    let server_tls = tls::server_client_config(&config.pool)?;
+    Ok(Runtime {
+        config,
+        users,
+        hba,
+        tls,
+        server_tls,
+        unsupported,
+    })
+}
+
+/// RELOAD: reads the configuration again and applies it; on error the old one stays.
+/// Settings marked "no reload" keep their old values until a restart.
+pub fn reload(ctx: &Arc<Ctx>) -> Result<(), String> {
+    let (source, over) = ctx.source.clone();
+    let mut rt = load(&source, &over)?;
+    let old = ctx.runtime();
+    // No-reload settings keep their running values.
+    let keep = &old.config.pool;
+    let s = &mut rt.config.pool;
+    s.listen_addr = keep.listen_addr.clone();
+    s.listen_port = keep.listen_port;
+    s.unix_socket_dir = keep.unix_socket_dir.clone();
+    s.metrics_addr = keep.metrics_addr.clone();
+    s.workers = keep.workers;
+    ctx.replace(rt);
+    tracing::info!("configuration reloaded");
+    Ok(())
+}
+
+/// Where the pooler listens once started.
+#[derive(Debug, Clone)]
+pub struct Bound {
+    /// TCP addresses.
+    pub tcp: Vec<SocketAddr>,
+    /// The Unix socket path, if any.
+    pub unix: Option<PathBuf>,
+    /// The metrics endpoint, if any.
+    pub metrics: Option<SocketAddr>,
+}
+
+/// Runs the pooler until SHUTDOWN or a signal ends it. `bound` hears where it listens.
+pub async fn run(
+    source: Source,
+    over: Overrides,
+    bound: Option<tokio::sync::oneshot::Sender<Bound>>,
+) -> Result<(), PoolError> {
+    let rt = load(&source, &over).map_err(PoolError::Config)?;
+    for line in &rt.unsupported {
+        tracing::warn!("{line}");
+    }
+    let s = rt.config.pool.clone();
+    let ctx = Arc::new(Ctx::new(rt, (source, over)));
+    serve(ctx, &s, bound).await
+}
+
+async fn serve(
+    ctx: Arc<Ctx>,
+    s: &config::Settings,
+    bound: Option<tokio::sync::oneshot::Sender<Bound>>,
+) -> Result<(), PoolError> {
+    let mut tcp = Vec::new();
+    for host in s
+        .listen_addr
+        .split(',')
+        .map(str::trim)
+        .filter(|h| !h.is_empty())
+    {
+        let host = if host == "*" { "0.0.0.0" } else { host };
+        let addr = format!("{host}:{}", s.listen_port);
+        let l = TcpListener::bind(&addr)
+            .await
+            .map_err(|source| PoolError::Listen {
+                addr: addr.clone(),
+                source,
+            })?;
+        tcp.push(l);
+    }
+    let mut unix = None;
+    if !s.unix_socket_dir.is_empty() {
+        let path = PathBuf::from(&s.unix_socket_dir).join(format!(".s.PGSQL.{}", s.listen_port));
+        // A socket file left by a dead pooler is removed; a live one refuses the bind.
+        if path.exists() && std::os::unix::net::UnixStream::connect(&path).is_err() {
+            let _ = std::fs::remove_file(&path);
+        }
+        let l = UnixListener::bind(&path).map_err(|source| PoolError::Listen {
+            addr: path.display().to_string(),
+            source,
+        })?;
+        unix = Some((l, path));
+    }
+    if tcp.is_empty() && unix.is_none() {
+        return Err(PoolError::Config(
+            "nothing to listen on: listen_addr and unix_socket_dir are both empty".into(),
+        ));
+    }
+    let metrics = if s.metrics_addr.is_empty() {
+        None
+    } else {
+        let l = TcpListener::bind(&s.metrics_addr)
+            .await
+            .map_err(|source| PoolError::Listen {
+                addr: s.metrics_addr.clone(),
+                source,
+            })?;
+        Some(l)
+    };
+    let info = Bound {
+        tcp: tcp.iter().filter_map(|l| l.local_addr().ok()).collect(),
+        unix: unix.as_ref().map(|(_, p)| p.clone()),
+        metrics: metrics.as_ref().and_then(|l| l.local_addr().ok()),
+    };
+    tracing::info!(tcp = ?info.tcp, unix = ?info.unix, metrics = ?info.metrics, "pgwarden pool listening");
+    if let Some(tx) = bound {
+        let _ = tx.send(info.clone());
+    }
+    let mut tasks = tokio::task::JoinSet::new();
+    for l in tcp {
+        let ctx = ctx.clone();
+        tasks.spawn(async move {
+            loop {
+                match l.accept().await {
+                    Ok((sock, addr)) => {
+                        let _ = sock.set_nodelay(true);
+                        let ctx = ctx.clone();
+                        tokio::spawn(client::serve(
+                            stream::Stream::Tcp(sock),
+                            client::Peer { addr: Some(addr) },
+                            ctx,
+                        ));
+                    }
+                    Err(e) => {
+                        // Out of file descriptors and similar: wait rather than spin.
+                        tracing::warn!(error = %e, "accept");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                }
+            }
+        });
+    }
+    let unix_path = unix.as_ref().map(|(_, p)| p.clone());
+    if let Some((l, _)) = unix {
+        let ctx = ctx.clone();
+        tasks.spawn(async move {
+            loop {
+                match l.accept().await {
+                    Ok((sock, _)) => {
+                        let ctx = ctx.clone();
+                        tokio::spawn(client::serve(
+                            stream::Stream::Unix(sock),
+                            client::Peer { addr: None },
+                            ctx,
+                        ));
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accept");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                }
+            }
+        });
+    }
+    if let Some(l) = metrics {
+        let ctx = ctx.clone();
+        tasks.spawn(async move { metrics::serve(l, ctx).await });
+    }
+    {
+        let ctx = ctx.clone();
+        tasks.spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                for p in ctx.pools() {
+                    let missing = p.sweep();
+                    for _ in 0..missing {
+                        let p = p.clone();
+                        tokio::spawn(async move { p.prefill().await });
+                    }
+                }
+            }
+        });
+    }
+    let r = wait_for_stop(&ctx).await;
+    tasks.abort_all();
+    ctx.kill_clients(|_| true);
+    for p in ctx.pools() {
+        p.close_idle();
+    }
+    // Sessions see the kill and give their servers back; idle ones close.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+    while ctx.client_count.load(Ordering::SeqCst) > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for p in ctx.pools() {
+        p.close_idle();
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    if let Some(path) = unix_path {
+        let _ = std::fs::remove_file(path);
+    }
+    tracing::info!("pgwarden pool stopped");
+    r
+}
+
+async fn wait_for_stop(ctx: &Arc<Ctx>) -> Result<(), PoolError> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let sig = |k| signal(k).map_err(|e| PoolError::Config(format!("signal handler: {e}")));
+    let mut hup = sig(SignalKind::hangup())?;
+    let mut int = sig(SignalKind::interrupt())?;
+    let mut term = sig(SignalKind::terminate())?;
+    let mut stopping = ctx.stopping.subscribe();
+    let mut poll = tokio::time::interval(Duration::from_millis(50));
+    loop {
+        let now = *stopping.borrow();
+        let done = match now {
+            Stopping::No => false,
+            Stopping::Now => true,
+            Stopping::WaitForServers => ctx.servers_in_use() == 0,
+            Stopping::Drain => ctx.client_count.load(Ordering::SeqCst) == 0,
+        };
+        if done {
+            return Ok(());
+        }
+        let escalate = |ctx: &Ctx, how: Stopping| {
+            let cur = *ctx.stopping.borrow();
+            let next = if cur == Stopping::No {
+                how
+            } else {
+                Stopping::Now
+            };
+            tracing::info!(?next, "stopping");
+            let _ = ctx.stopping.send(next);
+        };
+        tokio::select! {
+            _ = hup.recv() => {
+                if let Err(e) = reload(ctx) {
+                    tracing::error!("reload failed, the old configuration stays: {e}");
+                }
+            }
+            _ = int.recv() => escalate(ctx, Stopping::WaitForServers),
+            _ = term.recv() => escalate(ctx, Stopping::Drain),
+            _ = stopping.changed() => {}
+            _ = poll.tick() => {}
+        }
+    }
+}
+
+impl pgw_common::Classify for PoolError {
+    fn class(&self) -> pgw_common::ErrorClass {
+        match self {
+            PoolError::Config(_) => pgw_common::ErrorClass::Input,
+            PoolError::Listen { .. } => pgw_common::ErrorClass::Failed,
+        }
+    }
+}

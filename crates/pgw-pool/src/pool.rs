@@ -1,0 +1,489 @@
+//! One pool per (database, user): a semaphore of `pool_size` permits (FIFO, so waiting
+//! clients are served in order), a LIFO stack of idle server connections behind a short
+//! lock, the reserve pool, and the counters SHOW POOLS and SHOW STATS report. Server
+//! selection for multi-host databases (`target_session_attrs`, `ha_api`) happens at
+//! connect time.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::config::{PoolMode, TargetSessionAttrs};
+use crate::server::{Credential, Server, ServerError, Target};
+use crate::stats::Stats;
+
+/// What a pool needs to know, from the config (replaced on reload).
+#[derive(Clone)]
+pub struct PoolSettings {
+    pub mode: PoolMode,
+    pub size: u32,
+    pub min_size: u32,
+    pub reserve_size: u32,
+    pub reserve_timeout: Option<Duration>,
+    pub targets: Vec<Target>,
+    pub tsa: TargetSessionAttrs,
+    pub ha_api: Vec<String>,
+    pub lifetime: Option<Duration>,
+    pub idle_timeout: Option<Duration>,
+    pub check_delay: Option<Duration>,
+    pub check_query: String,
+    pub connect_query: Option<String>,
+    pub login_retry: Duration,
+    pub max_prepared: u32,
+}
+
+/// Why a client gets no server connection.
+#[derive(Debug, thiserror::Error)]
+pub enum AcquireError {
+    /// query_wait_timeout passed.
+    #[error("query_wait_timeout: no server connection became free in {0:.1} s")]
+    Timeout(f64),
+    /// Logging in failed (recently, within server_login_retry).
+    #[error("{0}")]
+    Server(String, String),
+    /// The pooler is shutting down or the pool was removed.
+    #[error("the pooler is shutting down")]
+    Closed,
+}
+
+impl AcquireError {
+    /// SQLSTATE for the client.
+    pub fn sqlstate(&self) -> &str {
+        match self {
+            AcquireError::Timeout(_) => "57014",
+            AcquireError::Server(code, _) => code,
+            AcquireError::Closed => "57P01",
+        }
+    }
+}
+
+/// A pool.
+pub struct Pool {
+    /// The client-side database name.
+    pub db: String,
+    /// The client-side user name.
+    pub user: String,
+    settings: Mutex<Arc<PoolSettings>>,
+    sem: Arc<Semaphore>,
+    reserve: Arc<Semaphore>,
+    idle: Mutex<Vec<Server>>,
+    /// Counters.
+    pub stats: Stats,
+    /// Server connections handed to clients now.
+    pub sv_active: AtomicUsize,
+    /// Server connections logging in now.
+    pub sv_login: AtomicUsize,
+    /// Clients linked to this pool.
+    pub cl_active: AtomicUsize,
+    /// Clients waiting for a server.
+    pub cl_waiting: AtomicUsize,
+    /// Microseconds since the epoch at which the longest-waiting client started (0: none).
+    pub oldest_wait_us: AtomicI64,
+    /// Connections of older generations are closed when released (RECONNECT, reload).
+    generation: AtomicU64,
+    /// The last login failure and until when to answer with it (server_login_retry).
+    failure: Mutex<Option<(Instant, String, String)>>,
+    /// Parameters servers of this pool reported (for a new client's ParameterStatus).
+    pub server_params: Mutex<BTreeMap<String, String>>,
+    /// The credential for servers; SCRAM pass-through stores the keys here once a client
+    /// has proved them.
+    pub credential: Mutex<Credential>,
+    /// Which host index connected last (multi-host).
+    last_host: AtomicUsize,
+    /// Total permits handed out, to grow or shrink the semaphore on reload.
+    size_now: AtomicUsize,
+}
+
+/// A server connection lent to a client, with its permit.
+pub struct Lease {
+    pub server: Server,
+    permit: OwnedSemaphorePermit,
+}
+
+impl Pool {
+    /// A new, empty pool.
+    pub fn new(db: &str, user: &str, settings: PoolSettings) -> Pool {
+        let size = settings.size as usize;
+        let reserve = settings.reserve_size as usize;
+        let credential = settings
+            .targets
+            .first()
+            .map(|t| t.credential.clone())
+            .unwrap_or(Credential::None);
+        Pool {
+            db: db.to_owned(),
+            user: user.to_owned(),
+            settings: Mutex::new(Arc::new(settings)),
+            sem: Arc::new(Semaphore::new(size)),
+            reserve: Arc::new(Semaphore::new(reserve)),
+            idle: Mutex::new(Vec::new()),
+            stats: Stats::default(),
+            sv_active: AtomicUsize::new(0),
+            sv_login: AtomicUsize::new(0),
+            cl_active: AtomicUsize::new(0),
+            cl_waiting: AtomicUsize::new(0),
+            oldest_wait_us: AtomicI64::new(0),
+            generation: AtomicU64::new(0),
+            failure: Mutex::new(None),
+            server_params: Mutex::new(BTreeMap::new()),
+            credential: Mutex::new(credential),
+            last_host: AtomicUsize::new(0),
+            size_now: AtomicUsize::new(size),
+        }
+    }
+
+    /// The current settings.
+    pub fn settings(&self) -> Arc<PoolSettings> {
+        self.settings
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Applies new settings (RELOAD): the size grows at once and shrinks as connections
+    /// come back; when the servers it points at changed, every connection is replaced.
+    pub fn update(&self, new: PoolSettings) {
+        let old = self.settings();
+        let size = new.size as usize;
+        let now = self.size_now.swap(size, Ordering::SeqCst);
+        if size > now {
+            self.sem.add_permits(size - now);
+        } else if size < now {
+            self.sem.forget_permits(now - size);
+        }
+        let changed = old.targets.iter().map(|t| t.addr()).collect::<Vec<_>>()
+            != new.targets.iter().map(|t| t.addr()).collect::<Vec<_>>()
+            || old.targets.first().map(|t| (&t.dbname, &t.user))
+                != new.targets.first().map(|t| (&t.dbname, &t.user));
+        *self.settings.lock().unwrap_or_else(|e| e.into_inner()) = Arc::new(new);
+        if changed {
+            self.reconnect();
+        }
+    }
+
+    /// RECONNECT: every server connection is closed when next released; idle ones now.
+    pub fn reconnect(&self) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        let idle: Vec<Server> =
+            std::mem::take(&mut *self.idle.lock().unwrap_or_else(|e| e.into_inner()));
+        for s in idle {
+            tokio::spawn(s.close());
+        }
+    }
+
+    fn current(&self, s: &Server) -> bool {
+        s.generation == self.generation.load(Ordering::SeqCst)
+    }
+
+    /// Idle server connections now.
+    pub fn sv_idle(&self) -> usize {
+        self.idle.lock().map(|v| v.len()).unwrap_or(0)
+    }
+
+    /// A snapshot of idle connections for SHOW SERVERS: (id, addr, pid, created, last used).
+    pub fn idle_servers(&self) -> Vec<(u64, String, i32, Instant, Instant)> {
+        self.idle
+            .lock()
+            .map(|v| {
+                v.iter()
+                    .map(|s| (s.id, s.addr.clone(), s.pid, s.created, s.last_used))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Waits for a permit (FIFO) and returns an idle connection or a new one.
+    pub async fn acquire(&self, wait: Option<Duration>) -> Result<Lease, AcquireError> {
+        let started = Instant::now();
+        let permit = self.permit(wait).await?;
+        self.stats.add_wait(started.elapsed());
+        let settings = self.settings();
+        loop {
+            let popped = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
+            let Some(mut s) = popped else { break };
+            let expired = settings.lifetime.is_some_and(|l| s.created.elapsed() >= l);
+            if expired || !self.current(&s) || s.broken {
+                tokio::spawn(s.close());
+                continue;
+            }
+            if let Some(delay) = settings.check_delay {
+                if s.last_used.elapsed() >= delay
+                    && !settings.check_query.is_empty()
+                    && (s.run(&settings.check_query).await.is_err() || s.txn_status != b'I')
+                {
+                    tokio::spawn(s.close());
+                    continue;
+                }
+            }
+            self.sv_active.fetch_add(1, Ordering::Relaxed);
+            self.stats.server_assignment();
+            return Ok(Lease { server: s, permit });
+        }
+        let s = self.connect(&settings).await?;
+        self.sv_active.fetch_add(1, Ordering::Relaxed);
+        self.stats.server_assignment();
+        Ok(Lease { server: s, permit })
+    }
+
+    async fn permit(&self, wait: Option<Duration>) -> Result<OwnedSemaphorePermit, AcquireError> {
+        if let Ok(p) = self.sem.clone().try_acquire_owned() {
+            return Ok(p);
+        }
+        self.cl_waiting.fetch_add(1, Ordering::Relaxed);
+        let now_us = crate::stats::now_us();
+        let _ = self
+            .oldest_wait_us
+            .compare_exchange(0, now_us, Ordering::SeqCst, Ordering::SeqCst);
+        let settings = self.settings();
+        let main = self.sem.clone().acquire_owned();
+        let result = async {
+            let main_or_reserve = async {
+                match settings.reserve_timeout.filter(|_| settings.reserve_size > 0) {
+                    None => main.await.map_err(|_| AcquireError::Closed),
+                    Some(after) => {
+                        tokio::pin!(main);
+                        tokio::select! {
+                            p = &mut main => p.map_err(|_| AcquireError::Closed),
+                            _ = tokio::time::sleep(after) => {
+                                tokio::select! {
+                                    p = &mut main => p.map_err(|_| AcquireError::Closed),
+                                    p = self.reserve.clone().acquire_owned() => p.map_err(|_| AcquireError::Closed),
+                                }
+                            }
+                        }
+                    }
+                }
+            };
+            match wait {
+                Some(w) => tokio::time::timeout(w, main_or_reserve)
+                    .await
+                    .map_err(|_| AcquireError::Timeout(w.as_secs_f64()))?,
+                None => main_or_reserve.await,
+            }
+        }
+        .await;
+        if self.cl_waiting.fetch_sub(1, Ordering::Relaxed) == 1 {
+            self.oldest_wait_us.store(0, Ordering::SeqCst);
+        }
+        result
+    }
+
+    async fn connect(&self, settings: &PoolSettings) -> Result<Server, AcquireError> {
+        if let Some((until, code, msg)) = self
+            .failure
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+        {
+            if Instant::now() < until {
+                return Err(AcquireError::Server(code, msg));
+            }
+        }
+        self.sv_login.fetch_add(1, Ordering::Relaxed);
+        let r = self.connect_any(settings).await;
+        self.sv_login.fetch_sub(1, Ordering::Relaxed);
+        match r {
+            Ok(mut s) => {
+                *self.failure.lock().unwrap_or_else(|e| e.into_inner()) = None;
+                if let Some(q) = &settings.connect_query {
+                    if let Err(e) = s.run(q).await {
+                        tracing::warn!(pool = %self.name(), error = %e, "connect_query failed");
+                    }
+                }
+                {
+                    let mut p = self.server_params.lock().unwrap_or_else(|e| e.into_inner());
+                    if p.is_empty() {
+                        *p = s.params.clone();
+                    }
+                }
+                s.generation = self.generation.load(Ordering::SeqCst);
+                Ok(s)
+            }
+            Err(e) => {
+                tracing::warn!(pool = %self.name(), error = %e, "server login failed");
+                let (code, msg) = (e.sqlstate().to_owned(), client_text(&e));
+                // Only a refused login is remembered; a connection failure retries at once
+                // (the next host may be up).
+                if matches!(e, ServerError::Login { .. } | ServerError::Auth(_)) {
+                    *self.failure.lock().unwrap_or_else(|e| e.into_inner()) = Some((
+                        Instant::now() + settings.login_retry,
+                        code.clone(),
+                        msg.clone(),
+                    ));
+                }
+                Err(AcquireError::Server(code, msg))
+            }
+        }
+    }
+
+    async fn connect_any(&self, settings: &PoolSettings) -> Result<Server, ServerError> {
+        let credential = self
+            .credential
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let n = settings.targets.len();
+        let start = if settings.tsa == TargetSessionAttrs::Any {
+            0
+        } else {
+            self.last_host.load(Ordering::Relaxed) % n.max(1)
+        };
+        let mut last_err = None;
+        let mut fallback: Option<(usize, Server)> = None;
+        let order: Vec<usize> =
+            match crate::health::ha_primary(&settings.ha_api, &settings.targets).await {
+                Some(i) if settings.tsa == TargetSessionAttrs::ReadWrite => vec![i],
+                _ => (0..n).map(|k| (start + k) % n).collect(),
+            };
+        for i in order {
+            let mut t = settings.targets[i].clone();
+            t.credential = credential.clone();
+            let mut s = match Server::connect(&t).await {
+                Ok(s) => s,
+                Err(e) => {
+                    last_err = Some(e);
+                    continue;
+                }
+            };
+            let ok = match settings.tsa {
+                TargetSessionAttrs::Any => true,
+                tsa => match s.ask_recovery().await {
+                    Ok(rec) => match tsa {
+                        TargetSessionAttrs::ReadWrite => !rec,
+                        TargetSessionAttrs::ReadOnly => rec,
+                        TargetSessionAttrs::PreferStandby => {
+                            if !rec && fallback.is_none() {
+                                fallback = Some((i, s));
+                                continue;
+                            }
+                            rec
+                        }
+                        TargetSessionAttrs::Any => true,
+                    },
+                    Err(e) => {
+                        last_err = Some(e);
+                        false
+                    }
+                },
+            };
+            if ok {
+                self.last_host.store(i, Ordering::Relaxed);
+                if let Some((_, f)) = fallback {
+                    tokio::spawn(f.close());
+                }
+                return Ok(s);
+            }
+            tokio::spawn(s.close());
+        }
+        if let Some((i, s)) = fallback {
+            self.last_host.store(i, Ordering::Relaxed);
+            return Ok(s);
+        }
+        Err(last_err.unwrap_or_else(|| {
+            ServerError::Io(format!(
+                "no host of {} is {}",
+                settings
+                    .targets
+                    .iter()
+                    .map(|t| t.addr())
+                    .collect::<Vec<_>>()
+                    .join(","),
+                settings.tsa.as_str()
+            ))
+        }))
+    }
+
+    /// Gives a server connection back: to the idle stack, or closed when broken, of an
+    /// older generation, past its lifetime, or not idle in a transaction-less state.
+    pub fn release(&self, lease: Lease) {
+        let Lease { mut server, permit } = lease;
+        self.sv_active.fetch_sub(1, Ordering::Relaxed);
+        let settings = self.settings();
+        let expired = settings
+            .lifetime
+            .is_some_and(|l| server.created.elapsed() >= l);
+        if server.broken || server.txn_status != b'I' || expired || !self.current(&server) {
+            tokio::spawn(server.close());
+        } else {
+            server.last_used = Instant::now();
+            self.idle
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(server);
+        }
+        drop(permit);
+    }
+
+    /// Closes idle connections past server_idle_timeout (above min_pool_size) or their
+    /// lifetime; returns how many connections to open to reach min_pool_size.
+    pub fn sweep(&self) -> usize {
+        let settings = self.settings();
+        let mut closing = Vec::new();
+        {
+            let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+            let mut total = idle.len() + self.sv_active.load(Ordering::Relaxed);
+            let mut kept = Vec::with_capacity(idle.len());
+            // The bottom of the LIFO stack is the longest idle.
+            for s in idle.drain(..) {
+                let life = settings.lifetime.is_some_and(|l| s.created.elapsed() >= l);
+                let idle_long = settings
+                    .idle_timeout
+                    .is_some_and(|t| s.last_used.elapsed() >= t)
+                    && total > settings.min_size as usize;
+                if life || idle_long || !self.current(&s) {
+                    total -= 1;
+                    closing.push(s);
+                } else {
+                    kept.push(s);
+                }
+            }
+            *idle = kept;
+        }
+        for s in closing {
+            tokio::spawn(s.close());
+        }
+        let total = self.sv_idle() + self.sv_active.load(Ordering::Relaxed);
+        (settings.min_size as usize).saturating_sub(total)
+    }
+
+    /// Opens one idle connection (for min_pool_size), if a permit is free.
+    pub async fn prefill(&self) {
+        let Ok(permit) = self.sem.clone().try_acquire_owned() else {
+            return;
+        };
+        let settings = self.settings();
+        if let Ok(s) = self.connect(&settings).await {
+            self.sv_active.fetch_add(1, Ordering::Relaxed);
+            self.release(Lease { server: s, permit });
+        }
+    }
+
+    /// Closes every idle connection (shutdown, KILL).
+    pub fn close_idle(&self) {
+        let idle: Vec<Server> =
+            std::mem::take(&mut *self.idle.lock().unwrap_or_else(|e| e.into_inner()));
+        for s in idle {
+            tokio::spawn(s.close());
+        }
+    }
+
+    /// `db/user` for logs.
+    pub fn name(&self) -> String {
+        format!("{}/{}", self.db, self.user)
+    }
+}
+
+/// What a client is told when the pooler cannot reach its server: the server's own
+/// refusal is passed on; connection details (addresses) stay in the pooler's log.
+pub fn client_text(e: &ServerError) -> String {
+    match e {
+        ServerError::Login { message, .. } => message.clone(),
+        ServerError::Auth(m) => format!("pooler cannot log in to the server: {m}"),
+        ServerError::Connect { .. } | ServerError::Timeout { .. } | ServerError::Io(_) => {
+            "pooler cannot connect to the server".into()
+        }
+    }
+}

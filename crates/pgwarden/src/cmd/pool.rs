@@ -1,0 +1,112 @@
+//! `pgwarden pool`: runs the connection pooler in the foreground from a pgbouncer.ini
+//! (as PgBouncer would read it) or a native pool.toml, on its own multi-threaded runtime.
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+use crate::exit::{Failure, OrFail, Outcome, Usage, POOL_EXIT_CODES};
+
+#[derive(Debug, Args)]
+#[command(after_help = POOL_EXIT_CODES)]
+pub struct PoolArgs {
+    /// A PgBouncer configuration file, read as PgBouncer reads it (%include, [databases],
+    /// [users], [pgbouncer], auth_file).
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["config", "file"])]
+    pub pgbouncer_ini: Option<PathBuf>,
+    /// The native configuration (pool.toml; see docs/pool.md).
+    #[arg(long, value_name = "FILE", conflicts_with = "file")]
+    pub config: Option<PathBuf>,
+    /// Either, as PgBouncer takes it: a path ending in .toml is native, anything else ini.
+    #[arg(value_name = "FILE")]
+    pub file: Option<PathBuf>,
+    /// Listen here instead of listen_addr:listen_port (`127.0.0.1:6432`).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub listen: Option<String>,
+    /// Serve Prometheus metrics on HOST:PORT at /metrics.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub metrics: Option<String>,
+    /// Worker threads (default: the config's `workers`, else one per core).
+    #[arg(long, value_name = "N")]
+    pub workers: Option<usize>,
+    /// Read and check the configuration, print what is not supported, and exit.
+    #[arg(long)]
+    pub check: bool,
+}
+
+pub async fn run(a: PoolArgs) -> Result<Outcome, Failure> {
+    let source = match (a.pgbouncer_ini, a.config, a.file) {
+        (Some(p), None, None) => pgw_pool::Source::Ini(p),
+        (None, Some(p), None) => pgw_pool::Source::Toml(p),
+        (None, None, Some(p)) if p.extension().is_some_and(|e| e == "toml") => {
+            pgw_pool::Source::Toml(p)
+        }
+        (None, None, Some(p)) => pgw_pool::Source::Ini(p),
+        _ => {
+            return Err(Failure::from_classified(Usage(
+                "pool: give --pgbouncer-ini FILE or --config FILE",
+            )))
+        }
+    };
+    let listen = match a.listen {
+        None => None,
+        Some(l) => {
+            let (h, p) = l
+                .rsplit_once(':')
+                .ok_or_else(|| Failure::from_classified(Usage("--listen: expected HOST:PORT")))?;
+            let port: u16 = p.parse().map_err(|_| {
+                Failure::from_classified(Usage("--listen: the port is not a number"))
+            })?;
+            Some((h.trim_matches(['[', ']']).to_owned(), port))
+        }
+    };
+    let over = pgw_pool::Overrides {
+        listen,
+        metrics: a.metrics,
+    };
+    if a.check {
+        let rt = pgw_pool::load(&source, &over)
+            .map_err(pgw_pool::PoolError::Config)
+            .or_fail("pool")?;
+        for line in &rt.unsupported {
+            println!("{line}");
+        }
+        println!(
+            "configuration ok: {} databases, {} users in the auth file, pool_mode {}, listening on {}:{}",
+            rt.config.databases.len(),
+            rt.users.len(),
+            rt.config.pool.pool_mode.as_str(),
+            rt.config.pool.listen_addr,
+            rt.config.pool.listen_port
+        );
+        return Ok(Outcome::Done);
+    }
+    let workers = a.workers.filter(|w| *w > 0).unwrap_or(0);
+    // The pooler gets a runtime of its own size; the binary's 2-thread runtime only waits.
+    let r = tokio::task::spawn_blocking(move || {
+        let rt = pgw_pool::load(&source, &over).map_err(pgw_pool::PoolError::Config)?;
+        let n = match (workers, rt.config.pool.workers) {
+            (0, 0) => std::thread::available_parallelism().map_or(2, |n| n.get()),
+            (0, w) => w,
+            (w, _) => w,
+        };
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(n)
+            .thread_name("pgwarden-pool")
+            .enable_all()
+            .build()
+            .map_err(|e| pgw_pool::PoolError::Config(format!("start the runtime: {e}")))?;
+        let r = runtime.block_on(pgw_pool::run(source, over, None));
+        runtime.shutdown_timeout(std::time::Duration::from_secs(2));
+        r
+    })
+    .await
+    .map_err(|e| {
+        Failure::new(
+            pgw_common::ErrorClass::Failed,
+            std::io::Error::other(e.to_string()),
+        )
+    })?;
+    r.or_fail("pool")?;
+    Ok(Outcome::Done)
+}
