@@ -35,8 +35,10 @@ use serde::Serialize;
 use tokio_postgres::Client;
 
 mod ha;
+mod pool;
 
 pub use ha::HaDemo;
+pub use pool::{Churn, PoolDemo};
 
 use pgw_cluster::{Cluster, ClusterError};
 use pgw_tune::apply::ApplyReport;
@@ -54,13 +56,13 @@ pub struct Options {
     /// Called as each step starts, with its number (1-based), the step count and a
     /// description; the binary draws a progress bar from it.
     pub on_step: OnStep,
-    /// The `pgwarden` program that runs each HA node's agent (`pgwarden ha agent`): the
-    /// binary passes itself.
+    /// The `pgwarden` program the demo starts for each HA node's agent (`pgwarden ha
+    /// agent`) and for the pooler (`pgwarden pool`): the binary passes itself.
     pub agent_exe: std::path::PathBuf,
 }
 
 /// The number of steps [`run`] reports through [`Options::on_step`].
-pub const STEPS: u64 = 12;
+pub const STEPS: u64 = 13;
 
 /// Why the demo failed.
 #[derive(Debug, thiserror::Error)]
@@ -79,6 +81,8 @@ pub enum DemoError {
     Doctor(#[from] pgw_doctor::DoctorError),
     #[error("the HA part: {0}")]
     Ha(String),
+    #[error("the pooler part: {0}")]
+    Pool(String),
     #[error("the demo lost hold of its cluster")]
     ClusterGone,
     #[error("partition the demo's time series")]
@@ -114,6 +118,8 @@ pub struct DemoReport {
     pub apply: ApplyReport,
     /// After a restart: recommended settings now in effect, and any that are not.
     pub after_restart: AfterRestart,
+    /// `pgwarden pool`: pgbench -C direct and through the pooler, and SHOW POOLS.
+    pub pool: PoolDemo,
     /// `pgwarden ha`: two nodes on etcd, the primary node lost, the failover, the rejoin.
     pub ha: HaDemo,
     pub elapsed_ms: u128,
@@ -186,6 +192,10 @@ impl Owned {
     /// The cluster, to move into a blocking call (which gives it back or drops it).
     fn into_inner(mut self) -> Result<Cluster, DemoError> {
         self.0.take().ok_or(DemoError::ClusterGone)
+    }
+
+    fn get(&self) -> Result<&Cluster, DemoError> {
+        self.0.as_ref().ok_or(DemoError::ClusterGone)
     }
 }
 
@@ -285,10 +295,28 @@ pub async fn run(opts: &Options) -> Result<DemoReport, DemoError> {
         .map(|d| d.name.clone())
         .collect();
 
+    step(
+        10,
+        "pool: pgbench -C straight to PostgreSQL and through `pgwarden pool`",
+    );
+    let pool = {
+        let c = cluster.get()?;
+        pool::run(
+            &opts.agent_exe,
+            pool::Server {
+                port: c.port(),
+                user: c.superuser(),
+                password: c.password(),
+                bin_dir: c.bin_dir(),
+            },
+        )
+        .await?
+    };
+
     let stopping = cluster.into_inner()?;
     blocking("stop the throwaway cluster", move || stopping.stop()).await??;
 
-    let ha = ha::run(&opts.agent_exe, step, 10).await?;
+    let ha = ha::run(&opts.agent_exe, step, 11).await?;
 
     let report = DemoReport {
         cluster: ClusterInfo {
@@ -305,6 +333,7 @@ pub async fn run(opts: &Options) -> Result<DemoReport, DemoError> {
             in_effect: rows.len() - not_in_effect.len(),
             not_in_effect,
         },
+        pool,
         ha,
         elapsed_ms: started.elapsed().as_millis(),
     };

@@ -80,6 +80,9 @@ pub enum Stopping {
     Now,
 }
 
+/// A shared limit: its size and its semaphore.
+type Limit = (u32, Arc<tokio::sync::Semaphore>);
+
 /// The shared state.
 pub struct Ctx {
     runtime: RwLock<Arc<Runtime>>,
@@ -102,6 +105,9 @@ pub struct Ctx {
     pub reloads: AtomicU64,
     /// Where RELOAD reads the configuration again.
     pub source: (crate::Source, crate::Overrides),
+    /// max_db_connections / max_user_connections: one semaphore per database or user
+    /// (with its size), shared by every pool of it.
+    limits: Mutex<HashMap<(bool, String), Limit>>,
 }
 
 impl Ctx {
@@ -121,6 +127,7 @@ impl Ctx {
             started: Instant::now(),
             reloads: AtomicU64::new(0),
             source,
+            limits: Mutex::new(HashMap::new()),
         }
     }
 
@@ -138,7 +145,7 @@ impl Ctx {
         let rt = self.runtime();
         let pools: Vec<Arc<Pool>> = self.pools();
         for p in pools {
-            match pool_settings(&rt, &p.db, &p.user) {
+            match self.pool_settings(&rt, &p.db, &p.user) {
                 Some(s) => p.update(s),
                 // The database is gone from the config: close what it holds.
                 None => p.reconnect(),
@@ -173,7 +180,7 @@ impl Ctx {
             return Some(p.clone());
         }
         let rt = self.runtime();
-        let settings = pool_settings(&rt, db, user)?;
+        let settings = self.pool_settings(&rt, db, user)?;
         let mut pools = self.pools.write().unwrap_or_else(|e| e.into_inner());
         Some(
             pools
@@ -274,6 +281,40 @@ impl Ctx {
         n
     }
 
+    /// The pool settings for (database, user), with the shared limits attached.
+    pub fn pool_settings(&self, rt: &Runtime, db: &str, user: &str) -> Option<PoolSettings> {
+        let mut ps = pool_settings(rt, db, user)?;
+        let cfg = &rt.config;
+        let db_max = cfg
+            .database(db)
+            .and_then(|d| d.max_db_connections)
+            .unwrap_or(cfg.pool.max_db_connections);
+        let user_max = cfg
+            .users
+            .get(user)
+            .and_then(|u| u.max_user_connections)
+            .unwrap_or(cfg.pool.max_user_connections);
+        ps.db_limit = self.limit(false, db, db_max);
+        ps.user_limit = self.limit(true, user, user_max);
+        Some(ps)
+    }
+
+    fn limit(&self, user: bool, name: &str, max: u32) -> Option<Arc<tokio::sync::Semaphore>> {
+        if max == 0 {
+            return None;
+        }
+        let mut m = self.limits.lock().unwrap_or_else(|e| e.into_inner());
+        let e = m
+            .entry((user, name.to_owned()))
+            .or_insert_with(|| (max, Arc::new(tokio::sync::Semaphore::new(max as usize))));
+        if e.0 != max {
+            // A new limit after RELOAD: the permits held under the old one stay with their
+            // connections; the new semaphore counts from here.
+            *e = (max, Arc::new(tokio::sync::Semaphore::new(max as usize)));
+        }
+        Some(e.1.clone())
+    }
+
     /// Server connections in use, all pools.
     pub fn servers_in_use(&self) -> usize {
         self.pools()
@@ -356,6 +397,8 @@ pub fn pool_settings(rt: &Runtime, db: &str, user: &str) -> Option<PoolSettings>
         check_query: s.server_check_query.clone(),
         connect_query: entry.connect_query.clone(),
         login_retry: secs(s.server_login_retry).unwrap_or(Duration::ZERO),
+        db_limit: None,
+        user_limit: None,
         max_prepared: if mode == PoolMode::Session {
             0
         } else {

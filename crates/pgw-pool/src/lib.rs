@@ -275,7 +275,31 @@ async fn serve(
             let mut tick = tokio::time::interval(Duration::from_secs(1));
             loop {
                 tick.tick().await;
-                for p in ctx.pools() {
+                let pools = ctx.pools();
+                // A pool waiting on a shared limit gets room: another pool of the same
+                // database or user gives up its longest-idle connection.
+                for p in pools
+                    .iter()
+                    .filter(|p| p.limit_waiting.load(Ordering::Relaxed) > 0)
+                {
+                    let st = p.settings();
+                    for sem in [&st.db_limit, &st.user_limit].into_iter().flatten() {
+                        if sem.available_permits() > 0 {
+                            continue;
+                        }
+                        for other in pools.iter().filter(|o| !Arc::ptr_eq(o, p)) {
+                            let os = other.settings();
+                            let shares = [&os.db_limit, &os.user_limit]
+                                .into_iter()
+                                .flatten()
+                                .any(|x| Arc::ptr_eq(x, sem));
+                            if shares && other.close_one_idle() {
+                                break;
+                            }
+                        }
+                    }
+                }
+                for p in pools {
                     let missing = p.sweep();
                     for _ in 0..missing {
                         let p = p.clone();

@@ -33,6 +33,10 @@ pub struct PoolSettings {
     pub connect_query: Option<String>,
     pub login_retry: Duration,
     pub max_prepared: u32,
+    /// max_db_connections of the database, shared with its other pools.
+    pub db_limit: Option<Arc<Semaphore>>,
+    /// max_user_connections of the user, shared with its other pools.
+    pub user_limit: Option<Arc<Semaphore>>,
 }
 
 /// Why a client gets no server connection.
@@ -95,6 +99,8 @@ pub struct Pool {
     last_host: AtomicUsize,
     /// Total permits handed out, to grow or shrink the semaphore on reload.
     size_now: AtomicUsize,
+    /// Clients waiting on max_db_connections / max_user_connections.
+    pub limit_waiting: AtomicUsize,
 }
 
 /// A server connection lent to a client, with its permit.
@@ -132,6 +138,7 @@ impl Pool {
             credential: Mutex::new(credential),
             last_host: AtomicUsize::new(0),
             size_now: AtomicUsize::new(size),
+            limit_waiting: AtomicUsize::new(0),
         }
     }
 
@@ -222,7 +229,8 @@ impl Pool {
             self.stats.server_assignment();
             return Ok(Lease { server: s, permit });
         }
-        let s = self.connect(&settings).await?;
+        let left = wait.map(|w| w.saturating_sub(started.elapsed()));
+        let s = self.connect(&settings, left).await?;
         self.sv_active.fetch_add(1, Ordering::Relaxed);
         self.stats.server_assignment();
         Ok(Lease { server: s, permit })
@@ -271,7 +279,50 @@ impl Pool {
         result
     }
 
-    async fn connect(&self, settings: &PoolSettings) -> Result<Server, AcquireError> {
+    /// Permits of max_db_connections and max_user_connections for one more server
+    /// connection, waiting up to `wait` (None: forever; zero: not at all).
+    async fn limits(
+        &self,
+        settings: &PoolSettings,
+        wait: Option<Duration>,
+    ) -> Result<Vec<OwnedSemaphorePermit>, AcquireError> {
+        let mut held = Vec::new();
+        for (sem, what) in [
+            (&settings.db_limit, "max_db_connections"),
+            (&settings.user_limit, "max_user_connections"),
+        ] {
+            let Some(sem) = sem else { continue };
+            if let Ok(p) = sem.clone().try_acquire_owned() {
+                held.push(p);
+                continue;
+            }
+            self.limit_waiting.fetch_add(1, Ordering::Relaxed);
+            let got = match wait {
+                Some(w) => tokio::time::timeout(w, sem.clone().acquire_owned())
+                    .await
+                    .ok()
+                    .and_then(Result::ok),
+                None => sem.clone().acquire_owned().await.ok(),
+            };
+            self.limit_waiting.fetch_sub(1, Ordering::Relaxed);
+            match got {
+                Some(p) => held.push(p),
+                None => {
+                    return Err(AcquireError::Server(
+                        "53300".into(),
+                        format!("{what} reached: no server connection became free in time"),
+                    ))
+                }
+            }
+        }
+        Ok(held)
+    }
+
+    async fn connect(
+        &self,
+        settings: &PoolSettings,
+        wait: Option<Duration>,
+    ) -> Result<Server, AcquireError> {
         if let Some((until, code, msg)) = self
             .failure
             .lock()
@@ -282,11 +333,13 @@ impl Pool {
                 return Err(AcquireError::Server(code, msg));
             }
         }
+        let permits = self.limits(settings, wait).await?;
         self.sv_login.fetch_add(1, Ordering::Relaxed);
         let r = self.connect_any(settings).await;
         self.sv_login.fetch_sub(1, Ordering::Relaxed);
         match r {
             Ok(mut s) => {
+                s.limit_permits = permits;
                 *self.failure.lock().unwrap_or_else(|e| e.into_inner()) = None;
                 if let Some(q) = &settings.connect_query {
                     if let Err(e) = s.run(q).await {
@@ -455,10 +508,23 @@ impl Pool {
             return;
         };
         let settings = self.settings();
-        if let Ok(s) = self.connect(&settings).await {
+        if let Ok(s) = self.connect(&settings, Some(Duration::ZERO)).await {
             self.sv_active.fetch_add(1, Ordering::Relaxed);
             self.release(Lease { server: s, permit });
         }
+    }
+
+    /// Closes the longest-idle connection, if any (to make room under a shared limit).
+    pub fn close_one_idle(&self) -> bool {
+        let s = {
+            let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+            if idle.is_empty() {
+                return false;
+            }
+            idle.remove(0)
+        };
+        tokio::spawn(s.close());
+        true
     }
 
     /// Closes every idle connection (shutdown, KILL).

@@ -139,6 +139,8 @@ pub struct Server {
     pub in_recovery: Option<bool>,
     /// The pool's generation when it was made (RECONNECT closes older ones).
     pub generation: u64,
+    /// max_db_connections / max_user_connections permits, given back when it closes.
+    pub limit_permits: Vec<tokio::sync::OwnedSemaphorePermit>,
 }
 
 impl Server {
@@ -197,6 +199,7 @@ impl Server {
             broken: false,
             in_recovery: None,
             generation: 0,
+            limit_permits: Vec::new(),
         };
         server.login(t).await?;
         Ok(server)

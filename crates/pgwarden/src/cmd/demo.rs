@@ -128,6 +128,47 @@ fn text(r: &pgw_demo::DemoReport) -> String {
             )
         }
     ));
+    let p = &r.pool;
+    s.push_str("\n== pgwarden pool: pgbench -C (a new connection per transaction), 4 clients ==\n");
+    s.push_str(&table(
+        &["", "tps", "connection time"],
+        [
+            ("straight to PostgreSQL", &p.direct),
+            ("through pgwarden pool", &p.pooled),
+        ]
+        .into_iter()
+        .map(|(what, c)| {
+            vec![
+                what.to_string(),
+                format!("{:.0}", c.tps),
+                format!("{:.2} ms", c.connect_ms),
+            ]
+        }),
+    ));
+    if p.pooled.connect_ms > 0.0 {
+        s.push_str(&format!(
+            "\nConnecting through the pool is {:.1}x faster; SHOW POOLS on its console:\n",
+            p.direct.connect_ms / p.pooled.connect_ms
+        ));
+    }
+    let cols = [
+        "database",
+        "user",
+        "cl_active",
+        "cl_waiting",
+        "sv_active",
+        "sv_idle",
+        "pool_mode",
+    ];
+    s.push_str(&table(
+        &cols,
+        p.show_pools.iter().map(|row| {
+            cols.iter()
+                .map(|c| row.get(*c).cloned().unwrap_or_default())
+                .collect::<Vec<_>>()
+        }),
+    ));
+    s.push('\n');
     let h = &r.ha;
     s.push_str("\n== pgwarden ha: two nodes under `pgwarden ha agent` on a throwaway etcd ==\n");
     s.push_str(&ha::render_list(&h.before));

@@ -99,6 +99,18 @@ fn demo_runs_and_cleans_up() {
         0,
         "{doc}"
     );
+    let pool = &doc["pool"];
+    for side in ["direct", "pooled"] {
+        assert!(pool[side]["tps"].as_f64().unwrap() > 0.0, "{pool}");
+        assert!(pool[side]["connect_ms"].as_f64().unwrap() > 0.0, "{pool}");
+    }
+    let pools = pool["show_pools"].as_array().unwrap();
+    assert!(
+        pools
+            .iter()
+            .any(|r| r["database"] == "postgres" && r["pool_mode"] == "transaction"),
+        "{pool}"
+    );
     let ha = &doc["ha"];
     assert_eq!(ha["before"]["leader"], "node1", "{ha}");
     assert_eq!(ha["new_leader"], "node2", "{ha}");
