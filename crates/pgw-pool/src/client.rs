@@ -206,7 +206,7 @@ async fn startup(io: &mut Stream, peer: &Peer, ctx: &Arc<Ctx>) -> Result<Option<
         return Err(fatal("57P01", "the pooler is shutting down"));
     }
     let admin = ADMIN_DATABASES.contains(&db.as_str());
-    let pool = if admin {
+    if admin {
         let allowed = s
             .admin_users
             .iter()
@@ -218,13 +218,9 @@ async fn startup(io: &mut Stream, peer: &Peer, ctx: &Arc<Ctx>) -> Result<Option<
                 format!("not allowed to connect to the console as \"{user}\""),
             ));
         }
-        None
-    } else {
-        match ctx.pool(&db, &user) {
-            Some(p) => Some(p),
-            None => return Err(fatal("3D000", format!("no such database: {db}"))),
-        }
-    };
+    } else if rt.config.database(&db).is_none() {
+        return Err(fatal("3D000", format!("no such database: {db}")));
+    }
     let (addr, port) = match peer.addr {
         Some(a) => (a.ip().to_string(), a.port()),
         None => ("unix".to_owned(), 0),
@@ -232,9 +228,9 @@ async fn startup(io: &mut Stream, peer: &Peer, ctx: &Arc<Ctx>) -> Result<Option<
     ctx.client_count.fetch_add(1, Ordering::SeqCst);
     let app = cparams.get("application_name").cloned().unwrap_or_default();
     let info = ctx.add_client(&user, &db, addr, port, io.is_tls(), &app);
-    let login = Login {
+    let mut login = Login {
         info: info.clone(),
-        pool,
+        pool: None,
         admin,
         params: cparams,
         sets,
@@ -242,10 +238,40 @@ async fn startup(io: &mut Stream, peer: &Peer, ctx: &Arc<Ctx>) -> Result<Option<
         io_tls: io.is_tls(),
     };
     let r = authenticate(io, peer, ctx, &login, &user, &db).await;
-    if let Err(e) = r {
-        ctx.remove_client(&info);
-        ctx.client_count.fetch_sub(1, Ordering::SeqCst);
-        return Err(e);
+    let proved = match r {
+        Ok(p) => p,
+        Err(e) => {
+            ctx.remove_client(&info);
+            ctx.client_count.fetch_sub(1, Ordering::SeqCst);
+            return Err(e);
+        }
+    };
+    if !admin {
+        // The pool is made only for a client that proved who it is, so that user names
+        // tried without a password cannot grow the pooler's memory.
+        let Some(pool) = ctx.pool(&db, &user) else {
+            ctx.remove_client(&info);
+            ctx.client_count.fetch_sub(1, Ordering::SeqCst);
+            return Err(fatal("3D000", format!("no such database: {db}")));
+        };
+        pool.stats.login_count.fetch_add(1, Ordering::Relaxed);
+        let forced = rt.config.database(&db).is_some_and(|d| d.user.is_some());
+        if !forced {
+            let mut c = pool.credential.lock().unwrap_or_else(|e| e.into_inner());
+            match proved {
+                // SCRAM pass-through: the keys the client proved log in to the server,
+                // if it holds the same secret.
+                Proved::Keys(k) if matches!(*c, Credential::None | Credential::ScramKeys(_)) => {
+                    *c = Credential::ScramKeys(k)
+                }
+                // A clear-text password makes a SCRAM secret usable towards the server.
+                Proved::Password(p) if matches!(*c, Credential::None) => {
+                    *c = Credential::Password(p)
+                }
+                _ => {}
+            }
+        }
+        login.pool = Some(pool);
     }
     Ok(Some(login))
 }
@@ -409,8 +435,9 @@ async fn authenticate(
     login: &Login,
     user: &str,
     db: &str,
-) -> Result<(), Fatal> {
+) -> Result<Proved, Fatal> {
     let rt = ctx.runtime();
+    let mut proved = Proved::Nothing;
     let s = &rt.config.pool;
     let failed = || {
         fatal(
@@ -474,12 +501,8 @@ async fn authenticate(
             if !auth::password_check(sec, user, pw) {
                 return Err(failed());
             }
-            if let (Some(pool), Secret::Scram(_)) = (&login.pool, sec) {
-                // A clear-text password makes a SCRAM secret usable towards the server.
-                let mut c = pool.credential.lock().unwrap_or_else(|e| e.into_inner());
-                if matches!(*c, Credential::None) {
-                    *c = Credential::Password(String::from_utf8_lossy(pw).into_owned());
-                }
+            if let Secret::Scram(_) = sec {
+                proved = Proved::Password(String::from_utf8_lossy(pw).into_owned());
             }
         }
         (AuthType::Md5, Some(sec @ (Secret::Plain(_) | Secret::Md5(_)))) => {
@@ -537,13 +560,8 @@ async fn authenticate(
             io.write_all(&proto::authentication(12, &last))
                 .await
                 .map_err(|_| fatal("08006", "eof"))?;
-            if let (Some(pool), Secret::Scram(_)) = (&login.pool, sec) {
-                // SCRAM pass-through: the recovered keys log in to the server, if it
-                // holds the same secret; a forced user with its own password keeps that.
-                let mut c = pool.credential.lock().unwrap_or_else(|e| e.into_inner());
-                if matches!(*c, Credential::None | Credential::ScramKeys(_)) {
-                    *c = Credential::ScramKeys(keys);
-                }
+            if let Secret::Scram(_) = sec {
+                proved = Proved::Keys(keys);
             }
         }
         (AuthType::Hba, _) => return Err(failed()),
@@ -551,10 +569,14 @@ async fn authenticate(
     io.write_all(&proto::authentication(0, &[]))
         .await
         .map_err(|_| fatal("08006", "eof"))?;
-    if let Some(p) = &login.pool {
-        p.stats.login_count.fetch_add(1, Ordering::Relaxed);
-    }
-    Ok(())
+    Ok(proved)
+}
+
+/// What a client proved at login that can log the pooler in to the server for it.
+enum Proved {
+    Nothing,
+    Keys(crate::auth::ClientKeys),
+    Password(String),
 }
 
 /// The main loop for a logged-in client.

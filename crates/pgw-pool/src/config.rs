@@ -391,8 +391,8 @@ impl Default for Settings {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct Database {
-    /// Server hosts, tried in order (a name starting with `/` is a Unix socket directory).
-    /// Default `127.0.0.1`. Reload.
+    /// Server hosts, tried in order (a name starting with `/` is a Unix socket directory;
+    /// `host:port` or `[v6]:port` gives one host its own port). Default `127.0.0.1`. Reload.
     pub host: Vec<String>,
     /// Server port. Default 5432. Reload.
     pub port: Option<u16>,

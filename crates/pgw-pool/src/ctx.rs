@@ -335,6 +335,26 @@ pub const TRACKED_PARAMS: &[&str] = &[
     "IntervalStyle",
 ];
 
+/// A `host` entry with its own port (`10.0.0.2:5433`, `[::1]:5433`), or the database's.
+pub fn split_host_port(h: &str, default: u16) -> (String, u16) {
+    if h.starts_with('/') {
+        return (h.to_owned(), default);
+    }
+    if let Some(rest) = h.strip_prefix('[') {
+        if let Some((addr, tail)) = rest.split_once(']') {
+            let port = tail.strip_prefix(':').and_then(|p| p.parse().ok());
+            return (addr.to_owned(), port.unwrap_or(default));
+        }
+    }
+    match h.rsplit_once(':') {
+        Some((host, p)) if !host.contains(':') => match p.parse() {
+            Ok(port) => (host.to_owned(), port),
+            Err(_) => (h.to_owned(), default),
+        },
+        _ => (h.to_owned(), default),
+    }
+}
+
 /// The pool settings for (database, user), from the configuration.
 pub fn pool_settings(rt: &Runtime, db: &str, user: &str) -> Option<PoolSettings> {
     let cfg = &rt.config;
@@ -370,9 +390,13 @@ pub fn pool_settings(rt: &Runtime, db: &str, user: &str) -> Option<PoolSettings>
     let targets = entry
         .hosts()
         .into_iter()
-        .map(|host| Target {
+        .map(|h| {
+            let (host, port) = split_host_port(&h, entry.port());
+            (host, port)
+        })
+        .map(|(host, port)| Target {
             host,
-            port: entry.port(),
+            port,
             dbname: dbname.clone(),
             user: server_user.clone(),
             credential: credential.clone(),
@@ -405,4 +429,18 @@ pub fn pool_settings(rt: &Runtime, db: &str, user: &str) -> Option<PoolSettings>
             s.max_prepared_statements
         },
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_host_port;
+
+    #[test]
+    fn host_entries_with_ports() {
+        assert_eq!(split_host_port("db1", 5432), ("db1".into(), 5432));
+        assert_eq!(split_host_port("db1:5433", 5432), ("db1".into(), 5433));
+        assert_eq!(split_host_port("[::1]:6000", 5432), ("::1".into(), 6000));
+        assert_eq!(split_host_port("::1", 5432), ("::1".into(), 5432));
+        assert_eq!(split_host_port("/tmp", 5432), ("/tmp".into(), 5432));
+    }
 }

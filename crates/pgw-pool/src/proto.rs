@@ -129,7 +129,9 @@ pub fn next_frame(buf: &mut BytesMut, max: usize) -> Result<Option<Frame>, Proto
     }
     let total = len as usize + 1;
     if buf.len() < total {
-        buf.reserve(total - buf.len());
+        // Room for the rest, but not more than 1 MiB ahead: a length field alone must not
+        // make the pooler allocate what a hostile client claims.
+        buf.reserve((total - buf.len()).min(1 << 20));
         return Ok(None);
     }
     let raw = buf.split_to(total).freeze();
