@@ -116,10 +116,9 @@ async fn tls_on_both_sides_and_plain_clients_refused_when_required() {
         cluster.superuser(),
         cluster.password()
     );
-    let err = pgw_common::connect_dsn(Some(&plain))
-        .await
-        .err()
-        .expect("a plain client is refused");
+    let Err(err) = pgw_common::connect_dsn(Some(&plain)).await else {
+        panic!("a plain client is refused");
+    };
     let text = pgw_common::report(&err);
     assert!(text.contains("SSL required"), "{text}");
     pooler.abort();
