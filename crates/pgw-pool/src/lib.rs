@@ -8,7 +8,8 @@
 //! - [`proto`]: framing and the client-side message decoder; [`stream`]: TCP, Unix and
 //!   TLS streams; [`tls`]: rustls on both sides.
 //! - [`server`]: one server connection and its login; [`pool`]: one pool per (database,
-//!   user); [`health`]: the primary from `pgwarden ha`'s REST API.
+//!   user); [`routing`]: its decisions as pure functions; [`health`]: the primary from
+//!   `pgwarden ha`'s REST API.
 //! - [`client`]: one client connection (startup, auth, the proxy loop); [`prepared`] and
 //!   [`sql`]: what transaction mode carries; [`admin`]: the console; [`stats`]: counters
 //!   and latency histograms; [`metrics`]: the Prometheus endpoint.
@@ -26,6 +27,7 @@ pub mod metrics;
 pub mod pool;
 pub mod prepared;
 pub mod proto;
+pub mod routing;
 pub mod secret;
 pub mod server;
 pub mod sql;

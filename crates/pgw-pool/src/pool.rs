@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::config::{PoolMode, TargetSessionAttrs};
+use crate::routing::{self, Verdict};
 use crate::server::{Credential, Server, ServerError, Target};
 use crate::stats::Stats;
 
@@ -379,18 +380,15 @@ impl Pool {
             .unwrap_or_else(|e| e.into_inner())
             .clone();
         let n = settings.targets.len();
-        let start = if settings.tsa == TargetSessionAttrs::Any {
-            0
+        let ha = if settings.tsa == TargetSessionAttrs::ReadWrite && !settings.ha_api.is_empty() {
+            crate::health::ha_primary(&settings.ha_api, &settings.targets).await
         } else {
-            self.last_host.load(Ordering::Relaxed) % n.max(1)
+            None
         };
+        let order =
+            routing::host_order(settings.tsa, n, self.last_host.load(Ordering::Relaxed), ha);
         let mut last_err = None;
         let mut fallback: Option<(usize, Server)> = None;
-        let order: Vec<usize> =
-            match crate::health::ha_primary(&settings.ha_api, &settings.targets).await {
-                Some(i) if settings.tsa == TargetSessionAttrs::ReadWrite => vec![i],
-                _ => (0..n).map(|k| (start + k) % n).collect(),
-            };
         for i in order {
             let mut t = settings.targets[i].clone();
             t.credential = credential.clone();
@@ -401,35 +399,29 @@ impl Pool {
                     continue;
                 }
             };
-            let ok = match settings.tsa {
-                TargetSessionAttrs::Any => true,
+            let verdict = match settings.tsa {
+                TargetSessionAttrs::Any => Verdict::Take,
                 tsa => match s.ask_recovery().await {
-                    Ok(rec) => match tsa {
-                        TargetSessionAttrs::ReadWrite => !rec,
-                        TargetSessionAttrs::ReadOnly => rec,
-                        TargetSessionAttrs::PreferStandby => {
-                            if !rec && fallback.is_none() {
-                                fallback = Some((i, s));
-                                continue;
-                            }
-                            rec
-                        }
-                        TargetSessionAttrs::Any => true,
-                    },
+                    Ok(rec) => routing::verdict(tsa, rec),
                     Err(e) => {
                         last_err = Some(e);
-                        false
+                        Verdict::Skip
                     }
                 },
             };
-            if ok {
-                self.last_host.store(i, Ordering::Relaxed);
-                if let Some((_, f)) = fallback {
-                    tokio::spawn(f.close());
+            match verdict {
+                Verdict::Take => {
+                    self.last_host.store(i, Ordering::Relaxed);
+                    if let Some((_, f)) = fallback {
+                        tokio::spawn(f.close());
+                    }
+                    return Ok(s);
                 }
-                return Ok(s);
+                Verdict::Fallback if fallback.is_none() => fallback = Some((i, s)),
+                _ => {
+                    tokio::spawn(s.close());
+                }
             }
-            tokio::spawn(s.close());
         }
         if let Some((i, s)) = fallback {
             self.last_host.store(i, Ordering::Relaxed);
@@ -477,17 +469,25 @@ impl Pool {
         let mut closing = Vec::new();
         {
             let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-            let mut total = idle.len() + self.sv_active.load(Ordering::Relaxed);
-            let mut kept = Vec::with_capacity(idle.len());
             // The bottom of the LIFO stack is the longest idle.
-            for s in idle.drain(..) {
-                let life = settings.lifetime.is_some_and(|l| s.created.elapsed() >= l);
-                let idle_long = settings
-                    .idle_timeout
-                    .is_some_and(|t| s.last_used.elapsed() >= t)
-                    && total > settings.min_size as usize;
-                if life || idle_long || !self.current(&s) {
-                    total -= 1;
+            let seen: Vec<routing::Idle> = idle
+                .iter()
+                .map(|s| routing::Idle {
+                    age: s.created.elapsed(),
+                    idle: s.last_used.elapsed(),
+                    current: self.current(s),
+                })
+                .collect();
+            let plan = routing::sweep(
+                &seen,
+                self.sv_active.load(Ordering::Relaxed),
+                settings.min_size as usize,
+                settings.lifetime,
+                settings.idle_timeout,
+            );
+            let mut kept = Vec::with_capacity(idle.len());
+            for (s, close) in idle.drain(..).zip(plan) {
+                if close {
                     closing.push(s);
                 } else {
                     kept.push(s);
