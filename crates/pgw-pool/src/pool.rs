@@ -553,3 +553,95 @@ pub fn client_text(e: &ServerError) -> String {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(size: u32, reserve: u32) -> PoolSettings {
+        PoolSettings {
+            mode: PoolMode::Transaction,
+            size,
+            min_size: 0,
+            reserve_size: reserve,
+            reserve_timeout: Some(Duration::from_secs(5)),
+            targets: Vec::new(),
+            tsa: TargetSessionAttrs::Any,
+            ha_api: Vec::new(),
+            lifetime: None,
+            idle_timeout: None,
+            check_delay: None,
+            check_query: String::new(),
+            connect_query: None,
+            login_retry: Duration::ZERO,
+            max_prepared: 0,
+            db_limit: None,
+            user_limit: None,
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn query_wait_timeout_ends_the_wait_with_its_own_error() {
+        let pool = Pool::new("db", "u", settings(1, 0));
+        let _held = pool.sem.clone().try_acquire_owned().unwrap();
+        let started = tokio::time::Instant::now();
+        let e = pool
+            .permit(Some(Duration::from_secs(2)))
+            .await
+            .err()
+            .map(|e| e.to_string());
+        assert_eq!(started.elapsed(), Duration::from_secs(2));
+        assert!(e.unwrap().contains("query_wait_timeout"));
+        assert_eq!(pool.cl_waiting.load(Ordering::Relaxed), 0);
+        assert_eq!(pool.oldest_wait_us.load(Ordering::Relaxed), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_reserve_pool_opens_after_reserve_pool_timeout() {
+        let pool = Pool::new("db", "u", settings(1, 1));
+        let _held = pool.sem.clone().try_acquire_owned().unwrap();
+        let started = tokio::time::Instant::now();
+        let p = pool.permit(Some(Duration::from_secs(60))).await;
+        assert!(p.is_ok());
+        assert_eq!(started.elapsed(), Duration::from_secs(5));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_freed_permit_goes_to_the_first_waiter() {
+        let pool = Arc::new(Pool::new("db", "u", settings(1, 0)));
+        let held = pool.sem.clone().try_acquire_owned().unwrap();
+        let first = tokio::spawn({
+            let pool = pool.clone();
+            async move { pool.permit(None).await }
+        });
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let second = tokio::spawn({
+            let pool = pool.clone();
+            async move {
+                pool.permit(Some(Duration::from_secs(1)))
+                    .await
+                    .map(|_| "second")
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert_eq!(pool.cl_waiting.load(Ordering::Relaxed), 2);
+        drop(held);
+        let _kept = first
+            .await
+            .unwrap()
+            .expect("the first waiter gets the permit");
+        assert!(
+            second.await.unwrap().is_err(),
+            "FIFO: the second waiter times out"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn reload_grows_and_shrinks_the_pool() {
+        let pool = Pool::new("db", "u", settings(2, 0));
+        pool.update(settings(4, 0));
+        assert_eq!(pool.sem.available_permits(), 4);
+        pool.update(settings(1, 0));
+        assert_eq!(pool.sem.available_permits(), 1);
+    }
+}
