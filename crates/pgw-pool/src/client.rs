@@ -882,10 +882,7 @@ impl Session {
 
     async fn cancel_running(&mut self) {
         if let Some(l) = &mut self.lease {
-            let t = self.pool.settings().targets.clone();
-            if let Some(target) = t.iter().find(|t| t.addr() == l.server.addr) {
-                let _ = crate::server::cancel(target, l.server.pid, l.server.key).await;
-            }
+            let _ = crate::server::cancel(&l.server.target, l.server.pid, l.server.key).await;
             l.server.broken = true;
         }
     }
@@ -922,20 +919,15 @@ impl Session {
                 message: e.to_string(),
             }
         })?;
-        let target = self
-            .pool
-            .settings()
-            .targets
-            .iter()
-            .find(|t| t.addr() == lease.server.addr)
-            .cloned();
-        if let Some(t) = target {
-            *self
-                .info
-                .cancel_target
-                .lock()
-                .unwrap_or_else(|e| e.into_inner()) = Some((t, lease.server.pid, lease.server.key));
-        }
+        *self
+            .info
+            .cancel_target
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some((
+            lease.server.target.clone(),
+            lease.server.pid,
+            lease.server.key,
+        ));
         self.info.link.store(lease.server.id, Ordering::Relaxed);
         let prelude = if prelude {
             self.prelude(&mut lease)
@@ -1542,7 +1534,8 @@ impl Session {
             .lock()
             .unwrap_or_else(|e| e.into_inner()) = None;
         self.info.link.store(0, Ordering::Relaxed);
-        let s = self.ctx.runtime().config.pool.clone();
+        let rt = self.ctx.runtime();
+        let s = &rt.config.pool;
         let reset = self.mode == PoolMode::Session || s.server_reset_query_always;
         if reset && !s.server_reset_query.is_empty() && !lease.server.broken {
             if lease.server.run(&s.server_reset_query).await.is_err() {

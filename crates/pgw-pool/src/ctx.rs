@@ -50,7 +50,7 @@ pub struct ClientInfo {
     /// clients too).
     pub state: Mutex<&'static str>,
     /// The server running this client's request, for its cancel request.
-    pub cancel_target: Mutex<Option<(Target, i32, i32)>>,
+    pub cancel_target: Mutex<Option<(Arc<Target>, i32, i32)>>,
     /// The server connection's id, if linked (SHOW CLIENTS' `link`).
     pub link: AtomicU64,
     /// Set by KILL or shutdown; `kill` wakes the session.

@@ -111,6 +111,8 @@ pub struct Server {
     pub id: u64,
     /// `host:port`.
     pub addr: String,
+    /// Where it is connected (for cancel requests and SHOW SERVERS).
+    pub target: Arc<Target>,
     /// Backend process id and cancel key.
     pub pid: i32,
     pub key: i32,
@@ -185,6 +187,7 @@ impl Server {
             rbuf: BytesMut::with_capacity(16 * 1024),
             id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             addr,
+            target: Arc::new(t.clone()),
             pid: 0,
             key: 0,
             params: BTreeMap::new(),
