@@ -109,8 +109,9 @@ pub async fn serve(
     }
 }
 
-/// SHOW STATS' counters (after `total_` / `avg_`), in PgBouncer's order.
-const STAT_NAMES: [&str; 12] = [
+/// SHOW STATS' counters (after `total_` / `avg_`), in PgBouncer 1.25's order. (The client
+/// login count PgBouncer's development branch adds is in the Prometheus metrics only.)
+const STAT_NAMES: [&str; 11] = [
     "server_assignment_count",
     "xact_count",
     "query_count",
@@ -122,7 +123,6 @@ const STAT_NAMES: [&str; 12] = [
     "client_parse_count",
     "server_parse_count",
     "bind_count",
-    "client_login_count",
 ];
 
 struct Table {
@@ -199,7 +199,7 @@ pub async fn command(ctx: &Arc<Ctx>, stmt: &str, admin: bool) -> Result<BytesMut
     };
     match word(0) {
         "pause" => {
-            let _ = ctx.pause.send(Pause::Paused);
+            let _ = ctx.pause.send_replace(Pause::Paused);
             // PAUSE returns once every server connection is back.
             while ctx.servers_in_use() > 0 {
                 tokio::time::sleep(std::time::Duration::from_millis(20)).await;
@@ -207,14 +207,14 @@ pub async fn command(ctx: &Arc<Ctx>, stmt: &str, admin: bool) -> Result<BytesMut
             done("PAUSE")
         }
         "suspend" => {
-            let _ = ctx.pause.send(Pause::Paused);
+            let _ = ctx.pause.send_replace(Pause::Paused);
             while ctx.servers_in_use() > 0 {
                 tokio::time::sleep(std::time::Duration::from_millis(20)).await;
             }
             done("SUSPEND")
         }
         "resume" => {
-            let _ = ctx.pause.send(Pause::Running);
+            let _ = ctx.pause.send_replace(Pause::Running);
             done("RESUME")
         }
         "reconnect" => {
@@ -254,7 +254,7 @@ pub async fn command(ctx: &Arc<Ctx>, stmt: &str, admin: bool) -> Result<BytesMut
                 "wait_for_clients" => Stopping::Drain,
                 other => return Err(format!("unknown SHUTDOWN mode {other}")),
             };
-            let _ = ctx.stopping.send(how);
+            let _ = ctx.stopping.send_replace(how);
             done("SHUTDOWN")
         }
         "" => done(""),
@@ -337,8 +337,8 @@ fn show(ctx: &Arc<Ctx>, what: &str) -> Option<BytesMut> {
             let mut t = Table::new(&cols);
             for (db, totals, avg) in per_database(ctx) {
                 let mut row = vec![v(db)];
-                row.extend(totals.iter().map(v));
-                row.extend(avg.iter().map(v));
+                row.extend(totals[..11].iter().map(v));
+                row.extend(avg[..11].iter().map(v));
                 t.row(row);
             }
             t.done("SHOW")
@@ -357,13 +357,10 @@ fn show(ctx: &Arc<Ctx>, what: &str) -> Option<BytesMut> {
                 "client_parse_count",
                 "server_parse_count",
                 "bind_count",
-                "client_login_count",
             ];
             let mut cols: Vec<(String, ColType)> = vec![("database".into(), S)];
             cols.extend(names.iter().map(|n| {
-                let n = if avg
-                    && (n.contains("parse") || *n == "bind_count" || *n == "client_login_count")
-                {
+                let n = if avg && (n.contains("parse") || *n == "bind_count") {
                     format!("avg_{n}")
                 } else {
                     (*n).to_owned()
@@ -375,7 +372,7 @@ fn show(ctx: &Arc<Ctx>, what: &str) -> Option<BytesMut> {
             for (db, totals, averages) in per_database(ctx) {
                 let mut row = vec![v(db)];
                 let src = if avg { averages } else { totals };
-                row.extend(src.iter().map(v));
+                row.extend(src[..11].iter().map(v));
                 t.row(row);
             }
             t.done("SHOW")

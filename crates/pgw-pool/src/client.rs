@@ -980,7 +980,7 @@ impl Session {
     }
 
     fn push_server(&mut self, raw: &[u8], expect: Option<Expect>) {
-        if self.queue.is_empty() && self.query_start.is_none() {
+        if self.query_start.is_none() {
             self.query_start = Some(Instant::now());
             if self.xact_start.is_none() {
                 self.xact_start = self.query_start;
@@ -1211,6 +1211,9 @@ impl Session {
     /// client's version of it.
     fn ensure_sql_prepared(&mut self, name: &str) {
         let Some(want) = self.sql_prepared.get(name).cloned() else {
+            // Not the client's: another client's statement of that name on this server
+            // goes first, so that the client gets the error a server of its own gives.
+            self.clear_sql_name(name);
             return;
         };
         let Some(l) = &mut self.lease else { return };

@@ -360,7 +360,7 @@ async fn wait_for_stop(ctx: &Arc<Ctx>) -> Result<(), PoolError> {
                 Stopping::Now
             };
             tracing::info!(?next, "stopping");
-            let _ = ctx.stopping.send(next);
+            let _ = ctx.stopping.send_replace(next);
         };
         tokio::select! {
             _ = hup.recv() => {

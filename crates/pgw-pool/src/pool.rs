@@ -46,8 +46,8 @@ pub enum AcquireError {
     /// query_wait_timeout passed.
     #[error("query_wait_timeout: no server connection became free in {0:.1} s")]
     Timeout(f64),
-    /// Logging in failed (recently, within server_login_retry).
-    #[error("{0}")]
+    /// Logging in failed (recently, within server_login_retry): SQLSTATE and message.
+    #[error("{1}")]
     Server(String, String),
     /// The pooler is shutting down or the pool was removed.
     #[error("the pooler is shutting down")]
