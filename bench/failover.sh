@@ -181,28 +181,8 @@ trap 'echo >&2; say "interrupted; stopping everything this bench started"; exit 
 trap 'exit 143' TERM
 
 # ---------------------------------------------------------------- ports (loopback, below the ephemeral range)
-read -r EPH_LO _ </proc/sys/net/ipv4/ip_local_port_range
 # shellcheck disable=SC2207 # six numbers, one a line
-PORTS=($(python3 - "$EPH_LO" <<'PY'
-import random, socket, sys
-hi = min(int(sys.argv[1]) - 1, 32767)
-bad = {5432, 2379, 2380, 8008}
-got = []
-while len(got) < 6:
-    p = random.randint(20000, hi)
-    if p in bad or p in got:
-        continue
-    s = socket.socket()
-    try:
-        s.bind(("127.0.0.1", p))
-    except OSError:
-        continue
-    finally:
-        s.close()
-    got.append(p)
-print("\n".join(map(str, got)))
-PY
-))
+PORTS=($(free_ports 6))
 [ ${#PORTS[@]} = 6 ] || die "could not pick six free loopback ports"
 EC=${PORTS[0]} EP=${PORTS[1]} PG1=${PORTS[2]} PG2=${PORTS[3]} API1=${PORTS[4]} API2=${PORTS[5]}
 ETCD=http://127.0.0.1:$EC

@@ -19,6 +19,9 @@
 #   client_cpu_ms         user+sys CPU of the shell's reaped children, in ms
 #   now_ms                wall clock in ms
 #   median N...           the median of numbers
+#   free_ports N          N distinct free loopback ports, one a line, below the ephemeral
+#                         range (so a client's own port never takes one), never 5432, 6432,
+#                         2379, 2380 or 8008
 
 say() { printf '==> %s\n' "$*" >&2; }
 die() {
@@ -119,4 +122,29 @@ now_ms() { date +%s%3N; }
 median() {
   printf '%s\n' "$@" | sort -g | awk '{ a[NR] = $1 }
     END { if (NR == 0) print "nan"; else if (NR % 2) print a[(NR + 1) / 2]; else print (a[NR / 2] + a[NR / 2 + 1]) / 2 }'
+}
+
+free_ports() {
+  local lo
+  read -r lo _ </proc/sys/net/ipv4/ip_local_port_range
+  python3 - "$lo" "$1" <<'PY'
+import random, socket, sys
+hi = min(int(sys.argv[1]) - 1, 32767)
+want = int(sys.argv[2])
+bad = {5432, 6432, 2379, 2380, 8008}
+got = []
+while len(got) < want:
+    p = random.randint(20000, hi)
+    if p in bad or p in got:
+        continue
+    s = socket.socket()
+    try:
+        s.bind(("127.0.0.1", p))
+    except OSError:
+        continue
+    finally:
+        s.close()
+    got.append(p)
+print("\n".join(map(str, got)))
+PY
 }

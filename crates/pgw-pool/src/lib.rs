@@ -63,6 +63,8 @@ pub struct Overrides {
     pub listen: Option<(String, u16)>,
     /// `--metrics host:port`.
     pub metrics: Option<String>,
+    /// `--workers N` (0: the config's `workers`, else one per core).
+    pub workers: usize,
 }
 
 /// Why the pooler cannot start.
@@ -135,6 +137,135 @@ pub fn reload(ctx: &Arc<Ctx>) -> Result<(), String> {
     Ok(())
 }
 
+/// The worker threads: one single-threaded tokio runtime each, accepting from the same
+/// listening sockets and running each client's session wholly on its thread. A
+/// work-stealing runtime moves tasks between threads and wakes threads for one another
+/// on every message; on shared cores that cost more than the proxying itself
+/// (measured: 11.6k against 23.5k pgbench -S transactions per second on 2 cores). Pools
+/// stay shared; a server connection is re-registered with the thread that borrows it
+/// (see [`stream::Stream::rehome`]).
+struct Workers {
+    stop: tokio::sync::watch::Sender<bool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Workers {
+    fn start(
+        n: usize,
+        ctx: &Arc<Ctx>,
+        tcp: &[std::net::TcpListener],
+        unix: Option<&std::os::unix::net::UnixListener>,
+    ) -> Result<Workers, PoolError> {
+        let (stop, _) = tokio::sync::watch::channel(false);
+        let mut threads = Vec::new();
+        let clone_err = |source| PoolError::Listen {
+            addr: "a listening socket".into(),
+            source,
+        };
+        for i in 0..n.max(1) {
+            let tcp: Vec<std::net::TcpListener> = tcp
+                .iter()
+                .map(|l| l.try_clone())
+                .collect::<Result<_, _>>()
+                .map_err(clone_err)?;
+            let unix = unix.map(|l| l.try_clone()).transpose().map_err(clone_err)?;
+            let ctx = ctx.clone();
+            let mut stop_rx = stop.subscribe();
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| PoolError::Config(format!("start a worker runtime: {e}")))?;
+            let t = std::thread::Builder::new()
+                .name(format!("pgwarden-pool-{i}"))
+                .spawn(move || {
+                    runtime.block_on(async move {
+                        let mut accepts = tokio::task::JoinSet::new();
+                        for l in tcp {
+                            match TcpListener::from_std(l) {
+                                Ok(l) => {
+                                    accepts.spawn(accept_tcp(l, ctx.clone()));
+                                }
+                                Err(e) => tracing::error!(error = %e, "register a listener"),
+                            }
+                        }
+                        if let Some(l) = unix {
+                            match UnixListener::from_std(l) {
+                                Ok(l) => {
+                                    accepts.spawn(accept_unix(l, ctx.clone()));
+                                }
+                                Err(e) => tracing::error!(error = %e, "register a listener"),
+                            }
+                        }
+                        while !*stop_rx.borrow() {
+                            if stop_rx.changed().await.is_err() {
+                                break;
+                            }
+                        }
+                    });
+                    // Dropping the runtime drops what is left on this thread.
+                    drop(runtime);
+                })
+                .map_err(|e| PoolError::Config(format!("start a worker thread: {e}")))?;
+            threads.push(t);
+        }
+        Ok(Workers { stop, threads })
+    }
+
+    /// Stops every worker (their sessions end with their runtimes).
+    fn stop(mut self) {
+        let _ = self.stop.send_replace(true);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Workers {
+    fn drop(&mut self) {
+        // Dropped without stop() (the pooler's future was cancelled): the threads end on
+        // their own, not joined here, which could block an async caller.
+        let _ = self.stop.send_replace(true);
+    }
+}
+
+async fn accept_tcp(l: TcpListener, ctx: Arc<Ctx>) {
+    loop {
+        match l.accept().await {
+            Ok((sock, addr)) => {
+                let _ = sock.set_nodelay(true);
+                tokio::spawn(client::serve(
+                    stream::Stream::Tcp(sock),
+                    client::Peer { addr: Some(addr) },
+                    ctx.clone(),
+                ));
+            }
+            Err(e) => {
+                // Out of file descriptors and similar: wait rather than spin.
+                tracing::warn!(error = %e, "accept");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+async fn accept_unix(l: UnixListener, ctx: Arc<Ctx>) {
+    loop {
+        match l.accept().await {
+            Ok((sock, _)) => {
+                tokio::spawn(client::serve(
+                    stream::Stream::Unix(sock),
+                    client::Peer { addr: None },
+                    ctx.clone(),
+                ));
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "accept");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
 /// Where the pooler listens once started.
 #[derive(Debug, Clone)]
 pub struct Bound {
@@ -157,13 +288,15 @@ pub async fn run(
         tracing::warn!("{line}");
     }
     let s = rt.config.pool.clone();
+    let workers = over.workers;
     let ctx = Arc::new(Ctx::new(rt, (source, over)));
-    serve(ctx, &s, bound).await
+    serve(ctx, &s, workers, bound).await
 }
 
 async fn serve(
     ctx: Arc<Ctx>,
     s: &config::Settings,
+    over_workers: usize,
     bound: Option<tokio::sync::oneshot::Sender<Bound>>,
 ) -> Result<(), PoolError> {
     let mut tcp = Vec::new();
@@ -175,12 +308,12 @@ async fn serve(
     {
         let host = if host == "*" { "0.0.0.0" } else { host };
         let addr = format!("{host}:{}", s.listen_port);
-        let l = TcpListener::bind(&addr)
-            .await
-            .map_err(|source| PoolError::Listen {
-                addr: addr.clone(),
-                source,
-            })?;
+        let listen_err = |source| PoolError::Listen {
+            addr: addr.clone(),
+            source,
+        };
+        let l = std::net::TcpListener::bind(&addr).map_err(listen_err)?;
+        l.set_nonblocking(true).map_err(listen_err)?;
         tcp.push(l);
     }
     let mut unix = None;
@@ -190,10 +323,12 @@ async fn serve(
         if path.exists() && std::os::unix::net::UnixStream::connect(&path).is_err() {
             let _ = std::fs::remove_file(&path);
         }
-        let l = UnixListener::bind(&path).map_err(|source| PoolError::Listen {
+        let listen_err = |source| PoolError::Listen {
             addr: path.display().to_string(),
             source,
-        })?;
+        };
+        let l = std::os::unix::net::UnixListener::bind(&path).map_err(listen_err)?;
+        l.set_nonblocking(true).map_err(listen_err)?;
         unix = Some((l, path));
     }
     if tcp.is_empty() && unix.is_none() {
@@ -217,56 +352,18 @@ async fn serve(
         unix: unix.as_ref().map(|(_, p)| p.clone()),
         metrics: metrics.as_ref().and_then(|l| l.local_addr().ok()),
     };
-    tracing::info!(tcp = ?info.tcp, unix = ?info.unix, metrics = ?info.metrics, "pgwarden pool listening");
+    let workers = match (over_workers, s.workers) {
+        (0, 0) => std::thread::available_parallelism().map_or(2, |n| n.get()),
+        (0, w) => w,
+        (w, _) => w,
+    };
+    let unix_path = unix.as_ref().map(|(_, p)| p.clone());
+    let pool_workers = Workers::start(workers, &ctx, &tcp, unix.as_ref().map(|(l, _)| l))?;
+    tracing::info!(tcp = ?info.tcp, unix = ?info.unix, metrics = ?info.metrics, workers, "pgwarden pool listening");
     if let Some(tx) = bound {
         let _ = tx.send(info.clone());
     }
     let mut tasks = tokio::task::JoinSet::new();
-    for l in tcp {
-        let ctx = ctx.clone();
-        tasks.spawn(async move {
-            loop {
-                match l.accept().await {
-                    Ok((sock, addr)) => {
-                        let _ = sock.set_nodelay(true);
-                        let ctx = ctx.clone();
-                        tokio::spawn(client::serve(
-                            stream::Stream::Tcp(sock),
-                            client::Peer { addr: Some(addr) },
-                            ctx,
-                        ));
-                    }
-                    Err(e) => {
-                        // Out of file descriptors and similar: wait rather than spin.
-                        tracing::warn!(error = %e, "accept");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                    }
-                }
-            }
-        });
-    }
-    let unix_path = unix.as_ref().map(|(_, p)| p.clone());
-    if let Some((l, _)) = unix {
-        let ctx = ctx.clone();
-        tasks.spawn(async move {
-            loop {
-                match l.accept().await {
-                    Ok((sock, _)) => {
-                        let ctx = ctx.clone();
-                        tokio::spawn(client::serve(
-                            stream::Stream::Unix(sock),
-                            client::Peer { addr: None },
-                            ctx,
-                        ));
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "accept");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                    }
-                }
-            }
-        });
-    }
     if let Some(l) = metrics {
         let ctx = ctx.clone();
         tasks.spawn(async move { metrics::serve(l, ctx).await });
@@ -326,6 +423,7 @@ async fn serve(
         p.close_idle();
     }
     tokio::time::sleep(Duration::from_millis(50)).await;
+    pool_workers.stop();
     if let Some(path) = unix_path {
         let _ = std::fs::remove_file(path);
     }

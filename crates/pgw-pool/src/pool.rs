@@ -209,13 +209,30 @@ impl Pool {
         let permit = self.permit(wait).await?;
         self.stats.add_wait(started.elapsed());
         let settings = self.settings();
+        let here = std::thread::current().id();
         loop {
-            let popped = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
+            let popped = {
+                let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+                // The most recently used connection of this thread, else the most recent.
+                match idle.iter().rposition(|s| s.home == here) {
+                    Some(i) => Some(idle.remove(i)),
+                    None => idle.pop(),
+                }
+            };
             let Some(mut s) = popped else { break };
             let expired = settings.lifetime.is_some_and(|l| s.created.elapsed() >= l);
-            if expired || !self.current(&s) || s.broken {
+            // A server that closed or spoke while idle (a restart, a terminated backend)
+            // is dead: found here, not by the client's next query.
+            if expired || !self.current(&s) || s.broken || s.io.closed_or_talking() {
                 tokio::spawn(s.close());
                 continue;
+            }
+            if s.home != here {
+                if s.io.rehome().is_err() {
+                    tokio::spawn(s.close());
+                    continue;
+                }
+                s.home = here;
             }
             if let Some(delay) = settings.check_delay {
                 if s.last_used.elapsed() >= delay

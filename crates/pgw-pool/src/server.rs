@@ -141,6 +141,8 @@ pub struct Server {
     pub in_recovery: Option<bool>,
     /// The pool's generation when it was made (RECONNECT closes older ones).
     pub generation: u64,
+    /// The thread whose runtime its stream is registered with.
+    pub home: std::thread::ThreadId,
     /// max_db_connections / max_user_connections permits, given back when it closes.
     pub limit_permits: Vec<tokio::sync::OwnedSemaphorePermit>,
 }
@@ -203,6 +205,7 @@ impl Server {
             in_recovery: None,
             generation: 0,
             limit_permits: Vec::new(),
+            home: std::thread::current().id(),
         };
         server.login(t).await?;
         Ok(server)

@@ -19,9 +19,53 @@ pub enum Stream {
     TlsServer(Box<tokio_rustls::server::TlsStream<TcpStream>>),
     /// TLS opened to a server.
     TlsClient(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+    /// Nothing (while a stream is moved between threads); every operation fails.
+    Gone,
+}
+
+fn gone() -> io::Error {
+    io::Error::new(io::ErrorKind::NotConnected, "the connection was moved")
 }
 
 impl Stream {
+    /// Re-registers a plain TCP or Unix stream with the current thread's runtime, so that
+    /// the thread that uses it also hears about its events (a stream belongs to the
+    /// runtime that registered it). TLS streams stay where they are.
+    pub fn rehome(&mut self) -> io::Result<()> {
+        match std::mem::replace(self, Stream::Gone) {
+            Stream::Tcp(s) => *self = Stream::Tcp(TcpStream::from_std(s.into_std()?)?),
+            Stream::Unix(s) => *self = Stream::Unix(UnixStream::from_std(s.into_std()?)?),
+            other => *self = other,
+        }
+        Ok(())
+    }
+
+    /// Whether the peer has closed or sent something (an idle server should send nothing):
+    /// from the readiness the runtime already has, with one non-blocking read only when
+    /// it says readable. TLS streams are not checked.
+    pub fn closed_or_talking(&self) -> bool {
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let mut probe = [0u8; 1];
+        match self {
+            Stream::Tcp(s) => match s.poll_read_ready(&mut cx) {
+                Poll::Pending => false,
+                Poll::Ready(Err(_)) => true,
+                Poll::Ready(Ok(())) => {
+                    !matches!(s.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+                }
+            },
+            Stream::Unix(s) => match s.poll_read_ready(&mut cx) {
+                Poll::Pending => false,
+                Poll::Ready(Err(_)) => true,
+                Poll::Ready(Ok(())) => {
+                    !matches!(s.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+                }
+            },
+            Stream::Gone => true,
+            _ => false,
+        }
+    }
+
     /// Whether the connection is encrypted.
     pub fn is_tls(&self) -> bool {
         matches!(self, Stream::TlsServer(_) | Stream::TlsClient(_))
@@ -39,6 +83,7 @@ impl AsyncRead for Stream {
             Stream::Unix(s) => Pin::new(s).poll_read(cx, buf),
             Stream::TlsServer(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
             Stream::TlsClient(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            Stream::Gone => Poll::Ready(Err(gone())),
         }
     }
 }
@@ -54,6 +99,7 @@ impl AsyncWrite for Stream {
             Stream::Unix(s) => Pin::new(s).poll_write(cx, buf),
             Stream::TlsServer(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
             Stream::TlsClient(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+            Stream::Gone => Poll::Ready(Err(gone())),
         }
     }
 
@@ -63,6 +109,7 @@ impl AsyncWrite for Stream {
             Stream::Unix(s) => Pin::new(s).poll_flush(cx),
             Stream::TlsServer(s) => Pin::new(s.as_mut()).poll_flush(cx),
             Stream::TlsClient(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            Stream::Gone => Poll::Ready(Err(gone())),
         }
     }
 
@@ -72,6 +119,7 @@ impl AsyncWrite for Stream {
             Stream::Unix(s) => Pin::new(s).poll_shutdown(cx),
             Stream::TlsServer(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
             Stream::TlsClient(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+            Stream::Gone => Poll::Ready(Ok(())),
         }
     }
 }

@@ -1,5 +1,5 @@
 //! `pgwarden pool`: runs the connection pooler in the foreground from a pgbouncer.ini
-//! (as PgBouncer would read it) or a native pool.toml, on its own multi-threaded runtime.
+//! (as PgBouncer would read it) or a native pool.toml; the pooler runs its own worker threads.
 
 use std::path::PathBuf;
 
@@ -63,6 +63,7 @@ pub async fn run(a: PoolArgs) -> Result<Outcome, Failure> {
     let over = pgw_pool::Overrides {
         listen,
         metrics: a.metrics,
+        workers: a.workers.unwrap_or(0),
     };
     if a.check {
         let rt = pgw_pool::load(&source, &over)
@@ -81,32 +82,8 @@ pub async fn run(a: PoolArgs) -> Result<Outcome, Failure> {
         );
         return Ok(Outcome::Done);
     }
-    let workers = a.workers.filter(|w| *w > 0).unwrap_or(0);
-    // The pooler gets a runtime of its own size; the binary's 2-thread runtime only waits.
-    let r = tokio::task::spawn_blocking(move || {
-        let rt = pgw_pool::load(&source, &over).map_err(pgw_pool::PoolError::Config)?;
-        let n = match (workers, rt.config.pool.workers) {
-            (0, 0) => std::thread::available_parallelism().map_or(2, |n| n.get()),
-            (0, w) => w,
-            (w, _) => w,
-        };
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(n)
-            .thread_name("pgwarden-pool")
-            .enable_all()
-            .build()
-            .map_err(|e| pgw_pool::PoolError::Config(format!("start the runtime: {e}")))?;
-        let r = runtime.block_on(pgw_pool::run(source, over, None));
-        runtime.shutdown_timeout(std::time::Duration::from_secs(2));
-        r
-    })
-    .await
-    .map_err(|e| {
-        Failure::new(
-            pgw_common::ErrorClass::Failed,
-            std::io::Error::other(e.to_string()),
-        )
-    })?;
-    r.or_fail("pool")?;
+    // The pooler's own threads (one single-threaded runtime per worker) do the work; this
+    // runtime only runs its control loop (signals, the sweeper, metrics).
+    pgw_pool::run(source, over, None).await.or_fail("pool")?;
     Ok(Outcome::Done)
 }

@@ -7,6 +7,7 @@ mod errors;
 mod ha;
 mod logging;
 mod partition;
+mod pool;
 mod replica;
 mod tidy;
 mod tune;
