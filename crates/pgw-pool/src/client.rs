@@ -22,7 +22,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::auth::{self, ScramServer};
 use crate::config::{secs, AuthType, PoolMode, ADMIN_DATABASES};
-use crate::ctx::{ClientInfo, Ctx, Pause, Stopping, TRACKED_PARAMS};
+use crate::ctx::{ClientInfo, Ctx, Pause, Stopping, Tracked, TRACKED_PARAMS};
 use crate::hba::{Conn, HbaMethod};
 use crate::pool::{Lease, Pool};
 use crate::prepared::{lru_victim, Stmt};
@@ -47,6 +47,17 @@ struct Fatal {
     message: String,
 }
 
+/// A buffer keeps at most this much room once it is empty: an idle client costs the few
+/// hundred bytes its messages needed, not what its largest result once took.
+const KEEP_BUFFER: usize = 16 * 1024;
+
+/// Gives an empty buffer's room back when it has grown past [`KEEP_BUFFER`].
+fn shrink(buf: &mut BytesMut) {
+    if buf.is_empty() && buf.capacity() > KEEP_BUFFER {
+        *buf = BytesMut::new();
+    }
+}
+
 fn fatal(code: &'static str, message: impl Into<String>) -> Fatal {
     Fatal {
         code,
@@ -56,36 +67,61 @@ fn fatal(code: &'static str, message: impl Into<String>) -> Fatal {
 
 /// Serves one client until it disconnects.
 pub async fn serve(io: Stream, peer: Peer, ctx: Arc<Ctx>) {
-    let rt = ctx.runtime();
-    let login = secs(rt.config.pool.client_login_timeout);
-    let mut io = io;
-    let started = async {
-        let r = match login {
-            Some(t) => tokio::time::timeout(t, startup(&mut io, &peer, &ctx))
-                .await
-                .unwrap_or_else(|_| Err(fatal("08P01", "client_login_timeout"))),
-            None => startup(&mut io, &peer, &ctx).await,
-        };
-        (io, r)
+    // The login (and an admin console connection) runs boxed and is freed before the
+    // session loop starts: a task holds room for its future's largest state, and an idle
+    // client should cost the idle loop, not the login.
+    let Some(session) = Box::pin(open(io, peer, ctx)).await else {
+        return;
     };
-    let (mut io, r) = started.await;
-    match r {
-        Ok(None) => {}
-        Ok(Some(login)) => {
-            let info = login.info.clone();
-            let r = run_session(io, login, &ctx).await;
-            ctx.remove_client(&info);
-            ctx.client_count.fetch_sub(1, Ordering::SeqCst);
-            if let Err(e) = r {
-                tracing::debug!(client = info.id, error = %e.message, "client closed");
-            }
-        }
+    session.run_boxed().await;
+}
+
+/// Startup, authentication and the startup answer; an admin console connection is served
+/// here to its end. Some(session) when a pooled session is ready to run.
+async fn open(mut io: Stream, peer: Peer, ctx: Arc<Ctx>) -> Option<Box<Session>> {
+    let login_timeout = secs(ctx.runtime().config.pool.client_login_timeout);
+    let r = match login_timeout {
+        Some(t) => tokio::time::timeout(t, startup(&mut io, &peer, &ctx))
+            .await
+            .unwrap_or_else(|_| Err(fatal("08P01", "client_login_timeout"))),
+        None => startup(&mut io, &peer, &ctx).await,
+    };
+    let mut login = match r {
+        Ok(None) => return None,
+        Ok(Some(login)) => login,
         Err(e) => {
             let _ = io
                 .write_all(&proto::error_response("FATAL", e.code, &e.message))
                 .await;
             let _ = io.shutdown().await;
+            return None;
         }
+    };
+    let info = login.info.clone();
+    let r = if login.admin {
+        let r = crate::admin::serve(&mut io, &mut login.cbuf, &ctx, &login.info).await;
+        let _ = io.shutdown().await;
+        r.map_err(|m| fatal("08006", m))
+    } else if let Some(pool) = login.pool.clone() {
+        pool.cl_active.fetch_add(1, Ordering::Relaxed);
+        let mut s = Box::new(Session::new(io, pool, login, ctx.clone()));
+        match s.start().await {
+            Ok(()) => return Some(s),
+            Err(e) => s.finish(Err(e)).await,
+        }
+    } else {
+        Err(fatal("3D000", "no pool"))
+    };
+    client_gone(&ctx, &info, r);
+    None
+}
+
+/// The bookkeeping when a logged-in client has gone.
+fn client_gone(ctx: &Ctx, info: &Arc<ClientInfo>, r: Result<(), Fatal>) {
+    ctx.remove_client(info);
+    ctx.client_count.fetch_sub(1, Ordering::SeqCst);
+    if let Err(e) = r {
+        tracing::debug!(client = info.id, error = %e.message, "client closed");
     }
 }
 
@@ -94,7 +130,7 @@ struct Login {
     info: Arc<ClientInfo>,
     pool: Option<Arc<Pool>>,
     admin: bool,
-    params: BTreeMap<String, String>,
+    params: Tracked,
     sets: BTreeMap<String, String>,
     cbuf: BytesMut,
     io_tls: bool,
@@ -172,7 +208,7 @@ async fn startup(io: &mut Stream, peer: &Peer, ctx: &Arc<Ctx>) -> Result<Option<
     }
     // Startup parameters: the tracked ones become the client's values; other settings
     // (and `options=-c name=value`) are carried as SETs; ignore_startup_parameters dropped.
-    let mut cparams = BTreeMap::new();
+    let mut cparams = Tracked::default();
     let mut sets = BTreeMap::new();
     for (k, v) in &params {
         if k == "user" || k == "database" {
@@ -182,7 +218,7 @@ async fn startup(io: &mut Stream, peer: &Peer, ctx: &Arc<Ctx>) -> Result<Option<
             continue;
         }
         if let Some(t) = TRACKED_PARAMS.iter().find(|t| t.eq_ignore_ascii_case(k)) {
-            cparams.insert((*t).to_owned(), v.clone());
+            cparams.set(t, v);
         } else if k == "options" {
             for (name, value) in parse_options(v).map_err(|m| fatal("08P01", m))? {
                 sets.insert(name.to_ascii_lowercase(), set_statement(&name, &value));
@@ -226,7 +262,10 @@ async fn startup(io: &mut Stream, peer: &Peer, ctx: &Arc<Ctx>) -> Result<Option<
         None => ("unix".to_owned(), 0),
     };
     ctx.client_count.fetch_add(1, Ordering::SeqCst);
-    let app = cparams.get("application_name").cloned().unwrap_or_default();
+    let app = cparams
+        .get("application_name")
+        .unwrap_or_default()
+        .to_owned();
     let info = ctx.add_client(&user, &db, addr, port, io.is_tls(), &app);
     let mut login = Login {
         info: info.clone(),
@@ -234,7 +273,7 @@ async fn startup(io: &mut Stream, peer: &Peer, ctx: &Arc<Ctx>) -> Result<Option<
         admin,
         params: cparams,
         sets,
-        cbuf: BytesMut::with_capacity(8192),
+        cbuf: BytesMut::new(),
         io_tls: io.is_tls(),
     };
     let r = authenticate(io, peer, ctx, &login, &user, &db).await;
@@ -579,41 +618,6 @@ enum Proved {
     Password(String),
 }
 
-/// The main loop for a logged-in client.
-async fn run_session(mut io: Stream, mut login: Login, ctx: &Arc<Ctx>) -> Result<(), Fatal> {
-    if login.admin {
-        let r = crate::admin::serve(&mut io, &mut login.cbuf, ctx, &login.info).await;
-        let _ = io.shutdown().await;
-        return r.map_err(|m| fatal("08006", m));
-    }
-    let Some(pool) = login.pool.clone() else {
-        return Err(fatal("3D000", "no pool"));
-    };
-    pool.cl_active.fetch_add(1, Ordering::Relaxed);
-    let mut s = Session::new(io, pool.clone(), login, ctx.clone());
-    let r = s.start().await;
-    let r = match r {
-        Ok(()) => s.run().await,
-        Err(e) => Err(e),
-    };
-    let r = match r {
-        Ok(()) => Ok(()),
-        Err(e) => {
-            if e.code != "08006" {
-                let _ = s
-                    .client
-                    .write_all(&proto::error_response("FATAL", e.code, &e.message))
-                    .await;
-            }
-            Err(e)
-        }
-    };
-    s.detach_on_exit().await;
-    let _ = s.client.shutdown().await;
-    pool.cl_active.fetch_sub(1, Ordering::Relaxed);
-    r
-}
-
 /// What a forwarded (or answered) message expects back from the server.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum End {
@@ -670,7 +674,7 @@ struct Session {
     /// Client statement name -> statement (transaction/statement mode).
     stmts: HashMap<Bytes, Arc<Stmt>>,
     /// Tracked parameter values the client believes in.
-    params: BTreeMap<String, String>,
+    params: Tracked,
     /// SETs to replay: lower-case name -> statement.
     sets: BTreeMap<String, String>,
     /// SQL PREPAREs: name -> statement.
@@ -693,8 +697,8 @@ impl Session {
         Session {
             client,
             cbuf: login.cbuf,
-            cout: BytesMut::with_capacity(8192),
-            sout: BytesMut::with_capacity(8192),
+            cout: BytesMut::new(),
+            sout: BytesMut::new(),
             ctx,
             pool,
             info: login.info,
@@ -715,6 +719,32 @@ impl Session {
             at_ready: true,
             received: 0,
         }
+    }
+
+    /// Runs the session to its end and does the bookkeeping.
+    async fn run_boxed(mut self: Box<Self>) {
+        let r = self.run().await;
+        let ctx = self.ctx.clone();
+        let info = self.info.clone();
+        let r = Box::pin(self.finish(r)).await;
+        client_gone(&ctx, &info, r);
+    }
+
+    /// The end of a session: the error to the client (unless the connection is what
+    /// failed), the server connection handed back, the socket closed.
+    async fn finish(&mut self, r: Result<(), Fatal>) -> Result<(), Fatal> {
+        if let Err(e) = &r {
+            if e.code != "08006" {
+                let _ = self
+                    .client
+                    .write_all(&proto::error_response("FATAL", e.code, &e.message))
+                    .await;
+            }
+        }
+        self.detach_on_exit().await;
+        let _ = self.client.shutdown().await;
+        self.pool.cl_active.fetch_sub(1, Ordering::Relaxed);
+        r
     }
 
     fn tracking(&self) -> bool {
@@ -751,13 +781,14 @@ impl Session {
             let v = self.params.get(k).unwrap_or(v);
             out.extend_from_slice(&proto::parameter_status(k, v));
         }
-        for (k, v) in &self.params {
+        for (k, v) in self.params.iter() {
             if !server_params.contains_key(k) {
                 out.extend_from_slice(&proto::parameter_status(k, v));
             }
         }
-        for (k, v) in server_params {
-            self.params.entry(k).or_insert(v);
+        // The client now believes in the server's values of what it did not set.
+        for (k, v) in &server_params {
+            self.params.set_if_unset(k, v);
         }
         out.extend_from_slice(&proto::backend_key_data(self.info.pid, self.info.key));
         out.extend_from_slice(&proto::ready_for_query(b'I'));
@@ -769,18 +800,22 @@ impl Session {
     }
 
     async fn run(&mut self) -> Result<(), Fatal> {
-        let s = self.ctx.runtime().config.pool.clone();
-        let idle_timeout = secs(s.client_idle_timeout);
-        let idle_txn_timeout = secs(s.idle_transaction_timeout);
-        let query_timeout = self
-            .ctx
-            .runtime()
-            .config
-            .users
-            .get(&self.info.user)
-            .and_then(|u| u.query_timeout)
-            .and_then(secs)
-            .or_else(|| secs(s.query_timeout));
+        let (idle_timeout, idle_txn_timeout, query_timeout) = {
+            let rt = self.ctx.runtime();
+            let s = &rt.config.pool;
+            let query = rt
+                .config
+                .users
+                .get(&self.info.user)
+                .and_then(|u| u.query_timeout)
+                .and_then(secs)
+                .or_else(|| secs(s.query_timeout));
+            (
+                secs(s.client_idle_timeout),
+                secs(s.idle_transaction_timeout),
+                query,
+            )
+        };
         let mut stopping = self.ctx.stopping.subscribe();
         loop {
             // Client messages already read.
@@ -792,7 +827,7 @@ impl Session {
                 }
                 self.received += frame.raw.len();
                 if self.lease.is_none() {
-                    self.attach().await?;
+                    Box::pin(self.attach()).await?;
                 }
                 self.client_frame(frame)?;
             }
@@ -857,7 +892,7 @@ impl Session {
                         _ = stopping.changed() => {}
                         _ = deadline => {
                             return Err(if busy {
-                                self.cancel_running().await;
+                                Box::pin(self.cancel_running()).await;
                                 fatal("57014", "query_timeout")
                             } else {
                                 fatal("08P01", "idle_transaction_timeout")
@@ -866,6 +901,7 @@ impl Session {
                     }
                 }
                 None => {
+                    shrink(cbuf);
                     tokio::select! {
                         r = client.read_buf(cbuf) => match r {
                             Ok(0) | Err(_) => return Ok(()),
@@ -949,12 +985,8 @@ impl Session {
     fn prelude(&self, lease: &mut Lease) -> String {
         let srv = &mut lease.server;
         let mut sql = Vec::new();
-        for name in TRACKED_PARAMS {
-            if let (Some(want), have) = (self.params.get(*name), srv.params.get(*name)) {
-                if have != Some(want) {
-                    sql.push(set_statement(name, want));
-                }
-            }
+        for (name, want) in self.params.differing(&srv.tracked) {
+            sql.push(set_statement(name, want));
         }
         if self.tracking() {
             let stale: Vec<String> = srv
@@ -1028,8 +1060,7 @@ impl Session {
             b'Q' => {
                 let mut track = Track::None;
                 if self.tracking() {
-                    let q = String::from_utf8_lossy(proto::parse_query(f.body()).map_err(bad)?)
-                        .into_owned();
+                    let q = String::from_utf8_lossy(proto::parse_query(f.body()).map_err(bad)?);
                     match sql::classify(&q) {
                         Kind::Refused(what) => {
                             self.refuse(what, true);
@@ -1262,6 +1293,7 @@ impl Session {
             return Err(fatal("08006", "server connection lost"));
         }
         self.sout.clear();
+        shrink(&mut self.sout);
         Ok(())
     }
 
@@ -1272,6 +1304,7 @@ impl Session {
         let sent = self.cout.len();
         let r = self.client.write_all(&self.cout).await;
         self.cout.clear();
+        shrink(&mut self.cout);
         self.pool
             .stats
             .bytes(std::mem::take(&mut self.received), sent);
@@ -1313,16 +1346,14 @@ impl Session {
         match f.tag {
             b'S' => {
                 if let Ok((k, v)) = proto::parse_parameter_status(f.body()) {
-                    if forwarding && TRACKED_PARAMS.contains(&k.as_str()) {
-                        self.params.insert(k.clone(), v.clone());
-                        if k == "application_name" {
-                            *self
-                                .info
-                                .application_name
-                                .lock()
-                                .unwrap_or_else(|e| e.into_inner()) = v.clone();
-                        }
+                    if forwarding && self.params.set(&k, &v) && k == "application_name" {
+                        *self
+                            .info
+                            .application_name
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner()) = v.clone();
                     }
+                    srv.tracked.set(&k, &v);
                     srv.params.insert(k, v);
                 }
                 if forwarding {
@@ -1541,7 +1572,10 @@ impl Session {
         let s = &rt.config.pool;
         let reset = self.mode == PoolMode::Session || s.server_reset_query_always;
         if reset && !s.server_reset_query.is_empty() && !lease.server.broken {
-            if lease.server.run(&s.server_reset_query).await.is_err() {
+            if Box::pin(lease.server.run(&s.server_reset_query))
+                .await
+                .is_err()
+            {
                 lease.server.broken = true;
             }
             lease.server.prepared.clear();

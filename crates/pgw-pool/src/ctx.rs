@@ -335,6 +335,67 @@ pub const TRACKED_PARAMS: &[&str] = &[
     "IntervalStyle",
 ];
 
+/// Values of [`TRACKED_PARAMS`] by position: what a client believes in, or what a server
+/// connection last reported. A fixed array rather than a map: comparing a client with a
+/// server is on every transaction's path.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Tracked([Option<Box<str>>; 6]);
+
+impl Tracked {
+    fn index(name: &str) -> Option<usize> {
+        TRACKED_PARAMS.iter().position(|t| *t == name)
+    }
+
+    /// The value of a tracked parameter (exact name as in [`TRACKED_PARAMS`]).
+    pub fn get(&self, name: &str) -> Option<&str> {
+        Self::index(name).and_then(|i| self.0[i].as_deref())
+    }
+
+    /// Records a value; a name that is not tracked is ignored (false).
+    pub fn set(&mut self, name: &str, value: &str) -> bool {
+        match Self::index(name) {
+            Some(i) => {
+                if self.0[i].as_deref() != Some(value) {
+                    self.0[i] = Some(value.into());
+                }
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Records a value unless one is there already.
+    pub fn set_if_unset(&mut self, name: &str, value: &str) {
+        if let Some(i) = Self::index(name) {
+            if self.0[i].is_none() {
+                self.0[i] = Some(value.into());
+            }
+        }
+    }
+
+    /// Every (name, value) with a value.
+    pub fn iter(&self) -> impl Iterator<Item = (&'static str, &str)> {
+        TRACKED_PARAMS
+            .iter()
+            .zip(&self.0)
+            .filter_map(|(n, v)| v.as_deref().map(|v| (*n, v)))
+    }
+
+    /// The parameters whose value here differs from `have`'s (or that `have` lacks).
+    pub fn differing<'a>(
+        &'a self,
+        have: &'a Tracked,
+    ) -> impl Iterator<Item = (&'static str, &'a str)> {
+        TRACKED_PARAMS
+            .iter()
+            .zip(self.0.iter().zip(&have.0))
+            .filter_map(|(n, (want, has))| match want {
+                Some(w) if has.as_deref() != Some(&**w) => Some((*n, &**w)),
+                _ => None,
+            })
+    }
+}
+
 /// A `host` entry with its own port (`10.0.0.2:5433`, `[::1]:5433`), or the database's.
 pub fn split_host_port(h: &str, default: u16) -> (String, u16) {
     if h.starts_with('/') {

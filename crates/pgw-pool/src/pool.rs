@@ -74,7 +74,10 @@ pub struct Pool {
     settings: Mutex<Arc<PoolSettings>>,
     sem: Arc<Semaphore>,
     reserve: Arc<Semaphore>,
-    idle: Mutex<Vec<Server>>,
+    // Boxed servers (clippy's vec_box): a Lease holds the Box, which moves between this
+    // list and a session without copying the connection's state.
+    #[allow(clippy::vec_box)]
+    idle: Mutex<Vec<Box<Server>>>,
     /// Counters.
     pub stats: Stats,
     /// Server connections handed to clients now.
@@ -106,7 +109,9 @@ pub struct Pool {
 
 /// A server connection lent to a client, with its permit.
 pub struct Lease {
-    pub server: Server,
+    /// Boxed: it moves between the idle list and sessions on every transaction, and a
+    /// session should hold a pointer, not the connection's whole state.
+    pub server: Box<Server>,
     permit: OwnedSemaphorePermit,
 }
 
@@ -175,7 +180,7 @@ impl Pool {
     /// RECONNECT: every server connection is closed when next released; idle ones now.
     pub fn reconnect(&self) {
         self.generation.fetch_add(1, Ordering::SeqCst);
-        let idle: Vec<Server> =
+        let idle: Vec<Box<Server>> =
             std::mem::take(&mut *self.idle.lock().unwrap_or_else(|e| e.into_inner()));
         for s in idle {
             tokio::spawn(s.close());
@@ -206,7 +211,12 @@ impl Pool {
     /// Waits for a permit (FIFO) and returns an idle connection or a new one.
     pub async fn acquire(&self, wait: Option<Duration>) -> Result<Lease, AcquireError> {
         let started = Instant::now();
-        let permit = self.permit(wait).await?;
+        // The waits, the checks and the connect are boxed: a future holds room for its
+        // largest await, and every idle client's task holds this one's.
+        let permit = match self.sem.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) => Box::pin(self.permit(wait)).await?,
+        };
         self.stats.add_wait(started.elapsed());
         let settings = self.settings();
         let here = std::thread::current().id();
@@ -237,7 +247,8 @@ impl Pool {
             if let Some(delay) = settings.check_delay {
                 if s.last_used.elapsed() >= delay
                     && !settings.check_query.is_empty()
-                    && (s.run(&settings.check_query).await.is_err() || s.txn_status != b'I')
+                    && (Box::pin(s.run(&settings.check_query)).await.is_err()
+                        || s.txn_status != b'I')
                 {
                     tokio::spawn(s.close());
                     continue;
@@ -248,16 +259,17 @@ impl Pool {
             return Ok(Lease { server: s, permit });
         }
         let left = wait.map(|w| w.saturating_sub(started.elapsed()));
-        let s = self.connect(&settings, left).await?;
+        let s = Box::pin(self.connect(&settings, left)).await?;
         self.sv_active.fetch_add(1, Ordering::Relaxed);
         self.stats.server_assignment();
-        Ok(Lease { server: s, permit })
+        Ok(Lease {
+            server: Box::new(s),
+            permit,
+        })
     }
 
+    /// Waits for a permit (the caller tried for a free one first).
     async fn permit(&self, wait: Option<Duration>) -> Result<OwnedSemaphorePermit, AcquireError> {
-        if let Ok(p) = self.sem.clone().try_acquire_owned() {
-            return Ok(p);
-        }
         self.cl_waiting.fetch_add(1, Ordering::Relaxed);
         let now_us = crate::stats::now_us();
         let _ = self
@@ -527,7 +539,10 @@ impl Pool {
         let settings = self.settings();
         if let Ok(s) = self.connect(&settings, Some(Duration::ZERO)).await {
             self.sv_active.fetch_add(1, Ordering::Relaxed);
-            self.release(Lease { server: s, permit });
+            self.release(Lease {
+                server: Box::new(s),
+                permit,
+            });
         }
     }
 
@@ -546,7 +561,7 @@ impl Pool {
 
     /// Closes every idle connection (shutdown, KILL).
     pub fn close_idle(&self) {
-        let idle: Vec<Server> =
+        let idle: Vec<Box<Server>> =
             std::mem::take(&mut *self.idle.lock().unwrap_or_else(|e| e.into_inner()));
         for s in idle {
             tokio::spawn(s.close());

@@ -118,6 +118,8 @@ pub struct Server {
     pub key: i32,
     /// Parameters the server reported (ParameterStatus), latest value each.
     pub params: BTreeMap<String, String>,
+    /// The tracked ones among them, for the per-transaction comparison with a client.
+    pub tracked: crate::ctx::Tracked,
     /// When it logged in.
     pub created: Instant,
     /// When it was last handed back to the pool.
@@ -193,6 +195,7 @@ impl Server {
             pid: 0,
             key: 0,
             params: BTreeMap::new(),
+            tracked: Default::default(),
             created: Instant::now(),
             last_used: Instant::now(),
             prepared: HashMap::new(),
@@ -316,6 +319,7 @@ impl Server {
                 }
                 Message::ParameterStatus(body) => {
                     if let (Ok(k), Ok(v)) = (body.name(), body.value()) {
+                        self.tracked.set(k, v);
                         self.params.insert(k.to_owned(), v.to_owned());
                     }
                 }
@@ -366,6 +370,7 @@ impl Server {
                 }
                 b'S' => {
                     if let Ok((k, v)) = proto::parse_parameter_status(frame.body()) {
+                        self.tracked.set(&k, &v);
                         self.params.insert(k, v);
                     }
                 }

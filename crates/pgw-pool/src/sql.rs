@@ -145,6 +145,59 @@ const ADVISORY: &[&str] = &[
 /// Classifies a simple query. Several statements: the refusal check covers them all; the
 /// carried kinds only a single statement (a SET inside a batch is not replayed).
 pub fn classify(q: &str) -> Kind {
+    if plainly_other(q) {
+        return Kind::Other;
+    }
+    classify_tokens(q)
+}
+
+/// Words that make the first word of a query worth a closer look.
+const CARRIED_FIRST: &[&str] = &[
+    "set",
+    "reset",
+    "prepare",
+    "execute",
+    "deallocate",
+    "discard",
+    "listen",
+    "create",
+];
+
+/// Text that any refusal needs somewhere (case-insensitive): LISTEN, TEMP/TEMPORARY,
+/// the advisory lock functions, WITH HOLD.
+const REFUSAL_HINTS: &[&[u8]] = &[b"listen", b"temp", b"advisory", b"hold"];
+
+/// The hot path for the common query: true when [`classify_tokens`] can only say
+/// [`Kind::Other`], decided in one pass without tokenizing. It is conservative: a query
+/// that starts with anything but a letter, whose first word is one that is carried or
+/// refused, or whose text holds a refusal's word anywhere (comments and strings too)
+/// takes the full path.
+fn plainly_other(q: &str) -> bool {
+    let b = q.trim_start().as_bytes();
+    if !b.first().is_some_and(u8::is_ascii_alphabetic) {
+        return false;
+    }
+    let end = b
+        .iter()
+        .position(|c| !(c.is_ascii_alphanumeric() || *c == b'_' || *c >= 0x80))
+        .unwrap_or(b.len());
+    let first = &b[..end];
+    if CARRIED_FIRST
+        .iter()
+        .any(|w| first.eq_ignore_ascii_case(w.as_bytes()))
+    {
+        return false;
+    }
+    !(0..b.len()).any(|i| {
+        let rest = &b[i..];
+        REFUSAL_HINTS
+            .iter()
+            .any(|h| rest.len() >= h.len() && rest[..h.len()].eq_ignore_ascii_case(h))
+    })
+}
+
+/// [`classify`] by tokens, the full rules.
+fn classify_tokens(q: &str) -> Kind {
     let toks = tokens(q);
     // Refusals anywhere in the text.
     for (i, t) in toks.iter().enumerate() {
@@ -343,6 +396,15 @@ mod tests {
         #[test]
         fn never_panics_on_sql_shapes(q in "[$'\"/*; a-zA-Z0-9_()-]{0,60}") {
             let _ = classify(&q);
+        }
+        /// The fast path never hides what the full rules would see.
+        #[test]
+        fn the_fast_path_agrees_with_the_full_rules(
+            q in "(set |reset |listen |create temp |select |with hold |/\\* |-- |  )?[a-zA-Z_; ()'.=0-9]{0,40}( ;listen x| pg_advisory_lock\\(1\\)| hold)?"
+        ) {
+            if plainly_other(&q) {
+                prop_assert_eq!(classify_tokens(&q), Kind::Other, "{}", q);
+            }
         }
     }
 }
