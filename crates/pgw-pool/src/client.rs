@@ -47,8 +47,8 @@ struct Fatal {
     message: String,
 }
 
-/// A buffer keeps at most this much room once it is empty: an idle client costs the few
-/// hundred bytes its messages needed, not what its largest result once took.
+/// A buffer keeps at most this much room once it is empty, during a transaction: a
+/// session costs the room its messages need, not what its largest result once took.
 const KEEP_BUFFER: usize = 16 * 1024;
 
 /// Gives an empty buffer's room back when it has grown past [`KEEP_BUFFER`].
@@ -56,6 +56,19 @@ fn shrink(buf: &mut BytesMut) {
     if buf.is_empty() && buf.capacity() > KEEP_BUFFER {
         *buf = BytesMut::new();
     }
+}
+
+/// Room made for each read from a client: a whole query or Bind/Execute/Sync in one call
+/// (and a short read tells the runtime the socket is drained, saving a read that would
+/// block).
+const READ_CHUNK: usize = 1024;
+
+/// Reads what the client has sent: waits for readiness first with no buffer, so that a
+/// client that idles holds none.
+async fn read_more(client: &mut Stream, cbuf: &mut BytesMut) -> std::io::Result<usize> {
+    client.readable().await?;
+    cbuf.reserve(READ_CHUNK);
+    client.read_buf(cbuf).await
 }
 
 fn fatal(code: &'static str, message: impl Into<String>) -> Fatal {
@@ -99,7 +112,10 @@ async fn open(mut io: Stream, peer: Peer, ctx: Arc<Ctx>) -> Option<Box<Session>>
     };
     let info = login.info.clone();
     let r = if login.admin {
-        let r = crate::admin::serve(&mut io, &mut login.cbuf, &ctx, &login.info).await;
+        let r = match io.write_all(&proto::authentication(0, &[])).await {
+            Ok(()) => crate::admin::serve(&mut io, &mut login.cbuf, &ctx, &login.info).await,
+            Err(_) => Err("connection lost".to_owned()),
+        };
         let _ = io.shutdown().await;
         r.map_err(|m| fatal("08006", m))
     } else if let Some(pool) = login.pool.clone() {
@@ -140,18 +156,38 @@ struct Login {
 async fn startup(io: &mut Stream, peer: &Peer, ctx: &Arc<Ctx>) -> Result<Option<Login>, Fatal> {
     let rt = ctx.runtime();
     let mut tls_done = false;
+    // Read in as few calls as the client allows (a startup packet usually comes whole);
+    // what follows it stays here for the password exchange and then the session.
+    let mut sbuf = BytesMut::with_capacity(512);
     let params = loop {
-        let mut len = [0u8; 4];
-        if io.read_exact(&mut len).await.is_err() {
-            return Ok(None);
+        let n = loop {
+            if sbuf.len() >= 4 {
+                let len = i32::from_be_bytes([sbuf[0], sbuf[1], sbuf[2], sbuf[3]]);
+                let n = proto::startup_len(len)
+                    .map_err(|e| fatal("08P01", format!("invalid startup packet: {e}")))?;
+                if sbuf.len() >= 4 + n {
+                    break n;
+                }
+                sbuf.reserve(4 + n - sbuf.len());
+            }
+            match io.read_buf(&mut sbuf).await {
+                Ok(0) | Err(_) if sbuf.len() < 4 => return Ok(None),
+                Ok(0) | Err(_) => return Err(fatal("08P01", "incomplete startup packet")),
+                Ok(_) => {}
+            }
+        };
+        let packet = sbuf.split_to(4 + n);
+        let startup =
+            proto::parse_startup(&packet[4..]).map_err(|e| fatal("08P01", e.to_string()))?;
+        if matches!(startup, Startup::Ssl | Startup::GssEnc) && !sbuf.is_empty() {
+            // Bytes sent before the answer to an encryption request would be taken as
+            // if they came through the encrypted channel (CVE-2021-23214).
+            return Err(fatal(
+                "08P01",
+                "received unencrypted data after the encryption request",
+            ));
         }
-        let n = proto::startup_len(i32::from_be_bytes(len))
-            .map_err(|e| fatal("08P01", format!("invalid startup packet: {e}")))?;
-        let mut body = vec![0u8; n];
-        io.read_exact(&mut body)
-            .await
-            .map_err(|_| fatal("08P01", "incomplete startup packet"))?;
-        match proto::parse_startup(&body).map_err(|e| fatal("08P01", e.to_string()))? {
+        match startup {
             Startup::Ssl if !tls_done => match (&rt.tls, peer.addr.is_some()) {
                 (Some(acceptor), true) => {
                     io.write_all(b"S")
@@ -276,7 +312,10 @@ async fn startup(io: &mut Stream, peer: &Peer, ctx: &Arc<Ctx>) -> Result<Option<
         cbuf: BytesMut::new(),
         io_tls: io.is_tls(),
     };
-    let r = authenticate(io, peer, ctx, &login, &user, &db).await;
+    let r = authenticate(io, peer, ctx, &login, &user, &db, &mut sbuf).await;
+    if !sbuf.is_empty() {
+        login.cbuf = sbuf;
+    }
     let proved = match r {
         Ok(p) => p,
         Err(e) => {
@@ -474,6 +513,7 @@ async fn authenticate(
     login: &Login,
     user: &str,
     db: &str,
+    buf: &mut BytesMut,
 ) -> Result<Proved, Fatal> {
     let rt = ctx.runtime();
     let mut proved = Proved::Nothing;
@@ -512,7 +552,6 @@ async fn authenticate(
         }
         other => other,
     };
-    let mut buf = BytesMut::new();
     let secret = match method {
         AuthType::Any => None,
         _ => lookup_secret(ctx, db, user).await?,
@@ -525,14 +564,14 @@ async fn authenticate(
             // Ask for a password anyway so that a missing user looks like a wrong password.
             let salt = auth::random_salt();
             let _ = io.write_all(&proto::authentication(5, &salt)).await;
-            let _ = read_message(io, &mut buf).await;
+            let _ = read_message(io, buf).await;
             return Err(failed());
         }
         (AuthType::Plain, Some(sec)) => {
             io.write_all(&proto::authentication(3, &[]))
                 .await
                 .map_err(|_| fatal("08006", "eof"))?;
-            let m = read_message(io, &mut buf).await?;
+            let m = read_message(io, buf).await?;
             if m.tag != b'p' {
                 return Err(fatal("08P01", "expected a password message"));
             }
@@ -549,7 +588,7 @@ async fn authenticate(
             io.write_all(&proto::authentication(5, &salt))
                 .await
                 .map_err(|_| fatal("08006", "eof"))?;
-            let m = read_message(io, &mut buf).await?;
+            let m = read_message(io, buf).await?;
             if m.tag != b'p' {
                 return Err(fatal("08P01", "expected a password message"));
             }
@@ -569,7 +608,7 @@ async fn authenticate(
             io.write_all(&proto::authentication(10, b"SCRAM-SHA-256\0\0"))
                 .await
                 .map_err(|_| fatal("08006", "eof"))?;
-            let m = read_message(io, &mut buf).await?;
+            let m = read_message(io, buf).await?;
             if m.tag != b'p' {
                 return Err(fatal("08P01", "expected a SASL message"));
             }
@@ -587,7 +626,7 @@ async fn authenticate(
             io.write_all(&proto::authentication(11, &first))
                 .await
                 .map_err(|_| fatal("08006", "eof"))?;
-            let m = read_message(io, &mut buf).await?;
+            let m = read_message(io, buf).await?;
             if m.tag != b'p' {
                 return Err(fatal("08P01", "expected a SASL response"));
             }
@@ -605,9 +644,7 @@ async fn authenticate(
         }
         (AuthType::Hba, _) => return Err(failed()),
     }
-    io.write_all(&proto::authentication(0, &[]))
-        .await
-        .map_err(|_| fatal("08006", "eof"))?;
+    // AuthenticationOk goes out with the startup answer, in one write.
     Ok(proved)
 }
 
@@ -770,25 +807,27 @@ impl Session {
             self.attach_with(false).await?;
             self.maybe_release().await;
         }
-        let server_params = self
-            .pool
-            .server_params
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        let mut out = BytesMut::new();
-        for (k, v) in &server_params {
-            let v = self.params.get(k).unwrap_or(v);
-            out.extend_from_slice(&proto::parameter_status(k, v));
-        }
-        for (k, v) in self.params.iter() {
-            if !server_params.contains_key(k) {
-                out.extend_from_slice(&proto::parameter_status(k, v));
+        let mut out = BytesMut::with_capacity(512);
+        out.extend_from_slice(&proto::authentication(0, &[]));
+        {
+            let server_params = self
+                .pool
+                .server_params
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            for (k, v) in server_params.iter() {
+                let v = self.params.get(k).unwrap_or(v);
+                proto::put_parameter_status(&mut out, k, v);
             }
-        }
-        // The client now believes in the server's values of what it did not set.
-        for (k, v) in &server_params {
-            self.params.set_if_unset(k, v);
+            for (k, v) in self.params.iter() {
+                if !server_params.contains_key(k) {
+                    proto::put_parameter_status(&mut out, k, v);
+                }
+            }
+            // The client now believes in the server's values of what it did not set.
+            for (k, v) in server_params.iter() {
+                self.params.set_if_unset(k, v);
+            }
         }
         out.extend_from_slice(&proto::backend_key_data(self.info.pid, self.info.key));
         out.extend_from_slice(&proto::ready_for_query(b'I'));
@@ -867,6 +906,8 @@ impl Session {
             let Session {
                 client,
                 cbuf,
+                cout,
+                sout,
                 lease,
                 info,
                 ..
@@ -875,7 +916,7 @@ impl Session {
                 Some(l) => {
                     let srv = &mut l.server;
                     tokio::select! {
-                        r = client.read_buf(cbuf) => match r {
+                        r = read_more(client, cbuf) => match r {
                             Ok(0) | Err(_) => return Err(fatal("08006", "client disconnected")),
                             Ok(_) => {}
                         },
@@ -901,9 +942,16 @@ impl Session {
                     }
                 }
                 None => {
-                    shrink(cbuf);
+                    // Between transactions: empty buffers past a few messages' room are
+                    // given back (the small ones are kept: reallocating them for every
+                    // transaction costs more than they weigh).
+                    for b in [&mut *cbuf, &mut *cout, &mut *sout] {
+                        if b.is_empty() && b.capacity() > 2 * READ_CHUNK {
+                            *b = BytesMut::new();
+                        }
+                    }
                     tokio::select! {
-                        r = client.read_buf(cbuf) => match r {
+                        r = read_more(client, cbuf) => match r {
                             Ok(0) | Err(_) => return Ok(()),
                             Ok(_) => {}
                         },

@@ -150,24 +150,26 @@ struct Workers {
 }
 
 impl Workers {
+    /// `tcp` holds, per address, one socket for each of the `n` workers.
     fn start(
         n: usize,
         ctx: &Arc<Ctx>,
-        tcp: &[std::net::TcpListener],
+        tcp: Vec<Vec<std::net::TcpListener>>,
         unix: Option<&std::os::unix::net::UnixListener>,
     ) -> Result<Workers, PoolError> {
+        let mut per_worker: Vec<Vec<std::net::TcpListener>> = (0..n).map(|_| Vec::new()).collect();
+        for sockets in tcp {
+            for (i, l) in sockets.into_iter().enumerate() {
+                per_worker[i % n].push(l);
+            }
+        }
         let (stop, _) = tokio::sync::watch::channel(false);
         let mut threads = Vec::new();
         let clone_err = |source| PoolError::Listen {
             addr: "a listening socket".into(),
             source,
         };
-        for i in 0..n.max(1) {
-            let tcp: Vec<std::net::TcpListener> = tcp
-                .iter()
-                .map(|l| l.try_clone())
-                .collect::<Result<_, _>>()
-                .map_err(clone_err)?;
+        for (i, tcp) in per_worker.into_iter().enumerate() {
             let unix = unix.map(|l| l.try_clone()).transpose().map_err(clone_err)?;
             let ctx = ctx.clone();
             let mut stop_rx = stop.subscribe();
@@ -226,6 +228,54 @@ impl Drop for Workers {
         // their own, not joined here, which could block an async caller.
         let _ = self.stop.send_replace(true);
     }
+}
+
+/// One listening socket per worker on `addr`, with SO_REUSEPORT so that the kernel spreads
+/// new connections over the workers (one shared socket would wake every worker for each
+/// connection, and all but one would find nothing to accept). Built with socket2: std's
+/// TcpListener::bind cannot set SO_REUSEPORT before bind. Port 0 picks a port for the first
+/// socket and binds the others to it.
+fn bind_tcp(addr: &str, n: usize) -> std::io::Result<Vec<std::net::TcpListener>> {
+    use socket2::{Domain, Socket, Type};
+    use std::net::ToSocketAddrs;
+    let mut last = None;
+    for mut a in addr.to_socket_addrs()? {
+        let mut out = Vec::with_capacity(n);
+        let r = (|| {
+            if n > 1 {
+                // SO_REUSEPORT would also let this pooler share a port with another
+                // process of the same user: a plain bind first finds a port in use.
+                let probe = Socket::new(Domain::for_address(a), Type::STREAM, None)?;
+                probe.set_reuse_address(true)?;
+                probe.bind(&a.into())?;
+                if a.port() == 0 {
+                    a = probe.local_addr()?.as_socket().unwrap_or(a);
+                }
+                drop(probe);
+            }
+            for _ in 0..n {
+                let sock = Socket::new(Domain::for_address(a), Type::STREAM, None)?;
+                sock.set_reuse_address(true)?;
+                if n > 1 {
+                    sock.set_reuse_port(true)?;
+                }
+                sock.set_nonblocking(true)?;
+                sock.bind(&a.into())?;
+                sock.listen(1024)?;
+                let l: std::net::TcpListener = sock.into();
+                a = l.local_addr()?;
+                out.push(l);
+            }
+            Ok(())
+        })();
+        match r {
+            Ok(()) => return Ok(out),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        std::io::Error::new(std::io::ErrorKind::InvalidInput, "no address to listen on")
+    }))
 }
 
 async fn accept_tcp(l: TcpListener, ctx: Arc<Ctx>) {
@@ -299,7 +349,14 @@ async fn serve(
     over_workers: usize,
     bound: Option<tokio::sync::oneshot::Sender<Bound>>,
 ) -> Result<(), PoolError> {
-    let mut tcp = Vec::new();
+    let workers = match (over_workers, s.workers) {
+        (0, 0) => std::thread::available_parallelism().map_or(2, |n| n.get()),
+        (0, w) => w,
+        (w, _) => w,
+    }
+    .max(1);
+    // Per address, one listening socket per worker.
+    let mut tcp: Vec<Vec<std::net::TcpListener>> = Vec::new();
     for host in s
         .listen_addr
         .split(',')
@@ -312,9 +369,7 @@ async fn serve(
             addr: addr.clone(),
             source,
         };
-        let l = std::net::TcpListener::bind(&addr).map_err(listen_err)?;
-        l.set_nonblocking(true).map_err(listen_err)?;
-        tcp.push(l);
+        tcp.push(bind_tcp(&addr, workers).map_err(listen_err)?);
     }
     let mut unix = None;
     if !s.unix_socket_dir.is_empty() {
@@ -348,17 +403,15 @@ async fn serve(
         Some(l)
     };
     let info = Bound {
-        tcp: tcp.iter().filter_map(|l| l.local_addr().ok()).collect(),
+        tcp: tcp
+            .iter()
+            .filter_map(|l| l.first().and_then(|l| l.local_addr().ok()))
+            .collect(),
         unix: unix.as_ref().map(|(_, p)| p.clone()),
         metrics: metrics.as_ref().and_then(|l| l.local_addr().ok()),
     };
-    let workers = match (over_workers, s.workers) {
-        (0, 0) => std::thread::available_parallelism().map_or(2, |n| n.get()),
-        (0, w) => w,
-        (w, _) => w,
-    };
     let unix_path = unix.as_ref().map(|(_, p)| p.clone());
-    let pool_workers = Workers::start(workers, &ctx, &tcp, unix.as_ref().map(|(l, _)| l))?;
+    let pool_workers = Workers::start(workers, &ctx, tcp, unix.as_ref().map(|(l, _)| l))?;
     tracing::info!(tcp = ?info.tcp, unix = ?info.unix, metrics = ?info.metrics, workers, "pgwarden pool listening");
     if let Some(tx) = bound {
         let _ = tx.send(info.clone());

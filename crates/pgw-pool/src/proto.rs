@@ -273,12 +273,26 @@ pub fn parse_error(body: &[u8]) -> ErrorFields {
 
 fn typed(tag: u8, body: impl FnOnce(&mut BytesMut)) -> Bytes {
     let mut b = BytesMut::with_capacity(64);
+    put_typed(&mut b, tag, body);
+    b.freeze()
+}
+
+/// Appends one message to `b` (no allocation of its own).
+fn put_typed(b: &mut BytesMut, tag: u8, body: impl FnOnce(&mut BytesMut)) {
+    let start = b.len();
     b.put_u8(tag);
     b.put_i32(0);
-    body(&mut b);
-    let len = (b.len() - 1) as i32;
-    b[1..5].copy_from_slice(&len.to_be_bytes());
-    b.freeze()
+    body(b);
+    let len = (b.len() - start - 1) as i32;
+    b[start + 1..start + 5].copy_from_slice(&len.to_be_bytes());
+}
+
+/// Appends a ParameterStatus to `b`.
+pub fn put_parameter_status(b: &mut BytesMut, name: &str, value: &str) {
+    put_typed(b, b'S', |b| {
+        put_cstr(b, name.as_bytes());
+        put_cstr(b, value.as_bytes());
+    })
 }
 
 fn put_cstr(b: &mut BytesMut, s: &[u8]) {

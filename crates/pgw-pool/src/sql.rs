@@ -189,10 +189,13 @@ fn plainly_other(q: &str) -> bool {
         return false;
     }
     !(0..b.len()).any(|i| {
-        let rest = &b[i..];
-        REFUSAL_HINTS
-            .iter()
-            .any(|h| rest.len() >= h.len() && rest[..h.len()].eq_ignore_ascii_case(h))
+        let c = b[i].to_ascii_lowercase();
+        matches!(c, b'l' | b't' | b'a' | b'h') && {
+            let rest = &b[i..];
+            REFUSAL_HINTS.iter().any(|h| {
+                h[0] == c && rest.len() >= h.len() && rest[..h.len()].eq_ignore_ascii_case(h)
+            })
+        }
     })
 }
 

@@ -66,6 +66,18 @@ impl Stream {
         }
     }
 
+    /// Waits until a read would find something (or the end). TLS streams answer at once:
+    /// their reader may hold decrypted bytes that no socket readiness shows.
+    pub async fn readable(&self) -> io::Result<()> {
+        // poll_read_ready uses the stream's one reader waker, as a read does; readable()
+        // would queue a waiter under a lock on every call.
+        match self {
+            Stream::Tcp(s) => std::future::poll_fn(|cx| s.poll_read_ready(cx)).await,
+            Stream::Unix(s) => std::future::poll_fn(|cx| s.poll_read_ready(cx)).await,
+            _ => Ok(()),
+        }
+    }
+
     /// Whether the connection is encrypted.
     pub fn is_tls(&self) -> bool {
         matches!(self, Stream::TlsServer(_) | Stream::TlsClient(_))

@@ -2537,6 +2537,24 @@ fn hostile_bytes_close_only_their_own_connection() {
             "after {what}"
         );
     }
+    // Bytes sent after an SSLRequest, before its answer, are refused rather than read as
+    // if they had come through TLS (CVE-2021-23214): a FATAL error, not 'N' and a login.
+    let mut s = raw_connect(rig.port);
+    let mut bytes = 8i32.to_be_bytes().to_vec();
+    bytes.extend_from_slice(&80877103i32.to_be_bytes());
+    bytes.extend_from_slice(&startup_packet(&[("user", "app"), ("database", "app")]));
+    s.write_all(&bytes).unwrap();
+    let got = until_closed(&mut s);
+    let err = got
+        .iter()
+        .find(|(t, _)| *t == b'E')
+        .map(|(_, body)| String::from_utf8_lossy(body).into_owned())
+        .unwrap_or_default();
+    assert!(
+        err.contains("unencrypted data after the encryption request"),
+        "data after SSLRequest: {got:?}"
+    );
+    assert_eq!(rig.psql_ok("app", "app-pw", "app", "select 1"), "1");
 }
 
 #[test]
