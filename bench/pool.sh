@@ -43,7 +43,8 @@
 # Environment:
 #   RUN_SECONDS=10  seconds per pgbench run      REPS=3         repetitions per row
 #   QUICK=1         RUN_SECONDS=3 REPS=1 (explicit values win)
-#   IDLE_CLIENTS=5000  SCALE=10  WORKERS=2 (pgwarden pool --workers)  AUTH=trust|md5
+#   IDLE_CLIENTS=5000  SCALE=10  AUTH=trust|md5
+#   WORKERS=N       pgwarden pool --workers (default: pgwarden's default, half the CPUs)
 #   KEEP=1          keep the temp dir (every pgbench output, the poolers' logs)
 #   PGWARDEN=path   use this binary instead of building target/release/pgwarden
 # Runs as root (PostgreSQL, PgBouncer and pgwarden pool run as the postgres OS user).
@@ -63,7 +64,8 @@ RUN_SECONDS=${RUN_SECONDS:-$d_seconds}
 REPS=${REPS:-$d_reps}
 IDLE_CLIENTS=${IDLE_CLIENTS:-5000}
 SCALE=${SCALE:-10}
-WORKERS=${WORKERS:-2}
+# pgwarden's own default: half the CPUs, at least one.
+WORKERS=${WORKERS:-$(($(nproc) / 2 > 0 ? $(nproc) / 2 : 1))}
 AUTH=${AUTH:-trust}
 KEEP=${KEEP:-0}
 for v in RUN_SECONDS REPS IDLE_CLIENTS SCALE WORKERS; do

@@ -324,7 +324,10 @@ pub struct Settings {
     /// pgwarden: `host:port` of the Prometheus endpoint (`/metrics`); empty for none.
     /// Default empty; `--metrics` sets it. No reload.
     pub metrics_addr: String,
-    /// pgwarden: worker threads; 0 = one per core. Default 0. No reload.
+    /// pgwarden: worker threads; 0 = half the cores (at least one): the pooler usually
+    /// shares its host with PostgreSQL or the application, and on 2 shared cores one
+    /// worker did the same throughput for less CPU per transaction than two (docs/pool.md).
+    /// Default 0. No reload.
     pub workers: usize,
     /// pgwarden: seconds between health checks of multi-host databases' hosts. Default 1.
     /// Reload.

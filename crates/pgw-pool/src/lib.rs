@@ -63,7 +63,7 @@ pub struct Overrides {
     pub listen: Option<(String, u16)>,
     /// `--metrics host:port`.
     pub metrics: Option<String>,
-    /// `--workers N` (0: the config's `workers`, else one per core).
+    /// `--workers N` (0: the config's `workers`, else half the cores, at least one).
     pub workers: usize,
 }
 
@@ -350,7 +350,7 @@ async fn serve(
     bound: Option<tokio::sync::oneshot::Sender<Bound>>,
 ) -> Result<(), PoolError> {
     let workers = match (over_workers, s.workers) {
-        (0, 0) => std::thread::available_parallelism().map_or(2, |n| n.get()),
+        (0, 0) => std::thread::available_parallelism().map_or(1, |n| n.get() / 2),
         (0, w) => w,
         (w, _) => w,
     }
@@ -533,5 +533,27 @@ impl pgw_common::Classify for PoolError {
             PoolError::Config(_) => pgw_common::ErrorClass::Input,
             PoolError::Listen { .. } => pgw_common::ErrorClass::Failed,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bind_tcp;
+
+    #[test]
+    fn one_listener_per_worker_on_one_port_and_a_taken_port_is_refused() {
+        let ls = bind_tcp("127.0.0.1:0", 3).expect("bind");
+        assert_eq!(ls.len(), 3);
+        let port = ls[0].local_addr().unwrap().port();
+        assert_ne!(port, 0);
+        assert!(ls.iter().all(|l| l.local_addr().unwrap().port() == port));
+        // SO_REUSEPORT must not let a second pooler (same user) share the port.
+        let again = bind_tcp(&format!("127.0.0.1:{port}"), 2);
+        assert!(
+            again.is_err(),
+            "a second set of listeners bound a taken port"
+        );
+        let single = bind_tcp(&format!("127.0.0.1:{port}"), 1);
+        assert!(single.is_err(), "a single listener bound a taken port");
     }
 }

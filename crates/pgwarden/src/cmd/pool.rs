@@ -26,7 +26,7 @@ pub struct PoolArgs {
     /// Serve Prometheus metrics on HOST:PORT at /metrics.
     #[arg(long, value_name = "HOST:PORT")]
     pub metrics: Option<String>,
-    /// Worker threads (default: the config's `workers`, else one per core).
+    /// Worker threads (default: the config's `workers`, else half the cores, at least one).
     #[arg(long, value_name = "N")]
     pub workers: Option<usize>,
     /// Read and check the configuration, print what is not supported, and exit.

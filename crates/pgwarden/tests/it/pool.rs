@@ -379,7 +379,15 @@ impl<'a> RigBuilder<'a> {
         let cfg = config.clone();
         PoolRig::launch(d, cluster, metrics, move |port| {
             fs::write(&cfg, self.render(&userlist, port)).expect("write pool.toml");
-            vec!["pool".into(), "--config".into(), cfg.display().to_string()]
+            // Two workers whatever the machine: sessions and server connections then
+            // move between threads, which one worker would never exercise.
+            vec![
+                "pool".into(),
+                "--workers".into(),
+                "2".into(),
+                "--config".into(),
+                cfg.display().to_string(),
+            ]
         })
     }
 }
