@@ -63,6 +63,17 @@ fn shrink(buf: &mut BytesMut) {
 /// block).
 const READ_CHUNK: usize = 1024;
 
+/// Waits for the next change of the stopping state; gives the receiver back.
+async fn changed(
+    mut rx: tokio::sync::watch::Receiver<Stopping>,
+) -> tokio::sync::watch::Receiver<Stopping> {
+    if rx.changed().await.is_err() {
+        // The sender lives as long as the pooler: never here while sessions run.
+        std::future::pending::<()>().await;
+    }
+    rx
+}
+
 /// Reads what the client has sent: waits for readiness first with no buffer, so that a
 /// client that idles holds none.
 async fn read_more(client: &mut Stream, cbuf: &mut BytesMut) -> std::io::Result<usize> {
@@ -779,7 +790,10 @@ impl Session {
             }
         }
         self.detach_on_exit().await;
-        let _ = self.client.shutdown().await;
+        if self.client.is_tls() {
+            // close_notify; a plain socket's close sends its FIN by itself.
+            let _ = self.client.shutdown().await;
+        }
         self.pool.cl_active.fetch_sub(1, Ordering::Relaxed);
         r
     }
@@ -855,7 +869,13 @@ impl Session {
                 query,
             )
         };
-        let mut stopping = self.ctx.stopping.subscribe();
+        // The two wake-ups (KILL, shutdown) are made once and re-armed only when they fire:
+        // making them for every wait would take their locks twice per message.
+        let stopping = self.ctx.stopping.subscribe();
+        let mut stop_changed = Box::pin(changed(self.ctx.stopping.subscribe()));
+        let kill_info = self.info.clone();
+        let kill = kill_info.kill.notified();
+        tokio::pin!(kill);
         loop {
             // Client messages already read.
             while let Some(frame) = proto::next_frame(&mut self.cbuf, MAX_CLIENT_MESSAGE)
@@ -909,13 +929,14 @@ impl Session {
                 cout,
                 sout,
                 lease,
-                info,
                 ..
             } = self;
             match lease.as_mut() {
                 Some(l) => {
                     let srv = &mut l.server;
                     tokio::select! {
+                        // In order (no random start): every branch is cheap to poll.
+                        biased;
                         r = read_more(client, cbuf) => match r {
                             Ok(0) | Err(_) => return Err(fatal("08006", "client disconnected")),
                             Ok(_) => {}
@@ -929,8 +950,8 @@ impl Session {
                                 self.server_frames().await?;
                             }
                         },
-                        _ = info.kill.notified() => {}
-                        _ = stopping.changed() => {}
+                        _ = &mut kill => kill.set(kill_info.kill.notified()),
+                        rx = &mut stop_changed => stop_changed = Box::pin(changed(rx)),
                         _ = deadline => {
                             return Err(if busy {
                                 Box::pin(self.cancel_running()).await;
@@ -951,12 +972,14 @@ impl Session {
                         }
                     }
                     tokio::select! {
+                        // In order (no random start): every branch is cheap to poll.
+                        biased;
                         r = read_more(client, cbuf) => match r {
                             Ok(0) | Err(_) => return Ok(()),
                             Ok(_) => {}
                         },
-                        _ = info.kill.notified() => {}
-                        _ = stopping.changed() => {}
+                        _ = &mut kill => kill.set(kill_info.kill.notified()),
+                        rx = &mut stop_changed => stop_changed = Box::pin(changed(rx)),
                         _ = deadline => return Err(fatal("08P01", "client_idle_timeout")),
                     }
                 }
