@@ -51,9 +51,13 @@ struct Fatal {
 /// session costs the room its messages need, not what its largest result once took.
 const KEEP_BUFFER: usize = 16 * 1024;
 
-/// Gives an empty buffer's room back when it has grown past [`KEEP_BUFFER`].
-fn shrink(buf: &mut BytesMut) {
-    if buf.is_empty() && buf.capacity() > KEEP_BUFFER {
+/// Between transactions a buffer keeps at most this much (a few messages' worth:
+/// reallocating that for every transaction costs more than it weighs).
+const KEEP_IDLE: usize = 2 * READ_CHUNK;
+
+/// Gives an empty buffer's room back when it has grown past `keep`.
+fn shrink(buf: &mut BytesMut, keep: usize) {
+    if buf.is_empty() && buf.capacity() > keep {
         *buf = BytesMut::new();
     }
 }
@@ -204,7 +208,7 @@ async fn startup(io: &mut Stream, peer: &Peer, ctx: &Arc<Ctx>) -> Result<Option<
                     io.write_all(b"S")
                         .await
                         .map_err(|_| fatal("08006", "eof"))?;
-                    let Stream::Tcp(tcp) = std::mem::replace(io, Stream::Unix(dead_unix()?)) else {
+                    let Stream::Tcp(tcp) = std::mem::replace(io, Stream::Gone) else {
                         return Err(fatal("08P01", "TLS over this socket"));
                     };
                     let tls = acceptor
@@ -363,12 +367,6 @@ async fn startup(io: &mut Stream, peer: &Peer, ctx: &Arc<Ctx>) -> Result<Option<
         login.pool = Some(pool);
     }
     Ok(Some(login))
-}
-
-// A placeholder value for the moment the TCP stream is moved into the TLS acceptor.
-fn dead_unix() -> Result<tokio::net::UnixStream, Fatal> {
-    let (a, _b) = tokio::net::UnixStream::pair().map_err(|e| fatal("58000", e.to_string()))?;
-    Ok(a)
 }
 
 fn is_identifier(s: &str) -> bool {
@@ -963,13 +961,8 @@ impl Session {
                     }
                 }
                 None => {
-                    // Between transactions: empty buffers past a few messages' room are
-                    // given back (the small ones are kept: reallocating them for every
-                    // transaction costs more than they weigh).
                     for b in [&mut *cbuf, &mut *cout, &mut *sout] {
-                        if b.is_empty() && b.capacity() > 2 * READ_CHUNK {
-                            *b = BytesMut::new();
-                        }
+                        shrink(b, KEEP_IDLE);
                     }
                     tokio::select! {
                         // In order (no random start): every branch is cheap to poll.
@@ -1364,7 +1357,7 @@ impl Session {
             return Err(fatal("08006", "server connection lost"));
         }
         self.sout.clear();
-        shrink(&mut self.sout);
+        shrink(&mut self.sout, KEEP_BUFFER);
         Ok(())
     }
 
@@ -1375,7 +1368,7 @@ impl Session {
         let sent = self.cout.len();
         let r = self.client.write_all(&self.cout).await;
         self.cout.clear();
-        shrink(&mut self.cout);
+        shrink(&mut self.cout, KEEP_BUFFER);
         self.pool
             .stats
             .bytes(std::mem::take(&mut self.received), sent);
