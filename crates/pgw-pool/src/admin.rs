@@ -254,7 +254,7 @@ pub async fn command(ctx: &Arc<Ctx>, stmt: &str, admin: bool) -> Result<BytesMut
                 "wait_for_clients" => Stopping::Drain,
                 other => return Err(format!("unknown SHUTDOWN mode {other}")),
             };
-            let _ = ctx.stopping.send_replace(how);
+            ctx.set_stopping(how);
             done("SHUTDOWN")
         }
         "" => done(""),
@@ -405,7 +405,7 @@ fn show(ctx: &Arc<Ctx>, what: &str) -> Option<BytesMut> {
             let s = &cfg.pool;
             if what == "clients" {
                 for c in ctx.clients() {
-                    let state = *c.state.lock().unwrap_or_else(|e| e.into_inner());
+                    let state = c.state();
                     let req = c.request_us.load(Ordering::Relaxed);
                     let link = c.link.load(Ordering::Relaxed);
                     t.row(vec![
@@ -414,7 +414,7 @@ fn show(ctx: &Arc<Ctx>, what: &str) -> Option<BytesMut> {
                         v(&c.db),
                         v("none"),
                         v(state),
-                        v(&c.addr),
+                        v(c.addr_text()),
                         v(c.port),
                         v(&s.listen_addr),
                         v(s.listen_port),

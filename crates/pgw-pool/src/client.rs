@@ -15,7 +15,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -51,10 +51,6 @@ struct Fatal {
 /// session costs the room its messages need, not what its largest result once took.
 const KEEP_BUFFER: usize = 16 * 1024;
 
-/// Between transactions a buffer keeps at most this much (a few messages' worth:
-/// reallocating that for every transaction costs more than it weighs).
-const KEEP_IDLE: usize = 2 * READ_CHUNK;
-
 /// Gives an empty buffer's room back when it has grown past `keep`.
 fn shrink(buf: &mut BytesMut, keep: usize) {
     if buf.is_empty() && buf.capacity() > keep {
@@ -66,17 +62,6 @@ fn shrink(buf: &mut BytesMut, keep: usize) {
 /// (and a short read tells the runtime the socket is drained, saving a read that would
 /// block).
 const READ_CHUNK: usize = 1024;
-
-/// Waits for the next change of the stopping state; gives the receiver back.
-async fn changed(
-    mut rx: tokio::sync::watch::Receiver<Stopping>,
-) -> tokio::sync::watch::Receiver<Stopping> {
-    if rx.changed().await.is_err() {
-        // The sender lives as long as the pooler: never here while sessions run.
-        std::future::pending::<()>().await;
-    }
-    rx
-}
 
 /// Reads what the client has sent: waits for readiness first with no buffer, so that a
 /// client that idles holds none.
@@ -94,14 +79,41 @@ fn fatal(code: &'static str, message: impl Into<String>) -> Fatal {
 }
 
 /// Serves one client until it disconnects.
-pub async fn serve(io: Stream, peer: Peer, ctx: Arc<Ctx>) {
+///
+/// A plain function that boxes the login at once: an async fn keeps room for its arguments
+/// for as long as it runs, and every idle client would carry them.
+pub fn serve(
+    io: Stream,
+    peer: Peer,
+    ctx: Arc<Ctx>,
+) -> impl std::future::Future<Output = ()> + Send + 'static {
     // The login (and an admin console connection) runs boxed and is freed before the
     // session loop starts: a task holds room for its future's largest state, and an idle
     // client should cost the idle loop, not the login.
-    let Some(session) = Box::pin(open(io, peer, ctx)).await else {
-        return;
-    };
-    session.run_boxed().await;
+    let login = Box::pin(open(io, peer, ctx));
+    async move {
+        let Some(mut session) = login.await else {
+            return;
+        };
+        // The proxy loop runs boxed too, and only while the client has something going:
+        // between transactions (no server held, nothing pending) the session parks, and a
+        // parked client holds its session, its socket and one small wait, which is what an
+        // idle client costs.
+        let r = loop {
+            let step = Box::pin(session.run()).await;
+            let more = match step {
+                Ok(Step::Park) => session.park().await,
+                Ok(Step::Done) => Ok(false),
+                Err(e) => Err(e),
+            };
+            match more {
+                Ok(true) => {}
+                Ok(false) => break Ok(()),
+                Err(e) => break Err(e),
+            }
+        };
+        Box::pin(session.end(r)).await;
+    }
 }
 
 /// Startup, authentication and the startup answer; an admin console connection is served
@@ -309,8 +321,8 @@ async fn startup(io: &mut Stream, peer: &Peer, ctx: &Arc<Ctx>) -> Result<Option<
         return Err(fatal("3D000", format!("no such database: {db}")));
     }
     let (addr, port) = match peer.addr {
-        Some(a) => (a.ip().to_string(), a.port()),
-        None => ("unix".to_owned(), 0),
+        Some(a) => (Some(a.ip()), a.port()),
+        None => (None, 0),
     };
     ctx.client_count.fetch_add(1, Ordering::SeqCst);
     let app = cparams
@@ -705,8 +717,69 @@ enum Expect {
     Synth(Bytes),
 }
 
+/// A session's SETs and its server's settings when a transaction began, to go back to on
+/// ROLLBACK. Boxed, and not made at all when both are empty (most transactions): a session
+/// carries it whether it is in a transaction or not.
+enum Snapshot {
+    None,
+    Empty,
+    Saved(Box<(BTreeMap<String, String>, BTreeMap<String, String>)>),
+}
+
+impl Snapshot {
+    fn of(sets: &BTreeMap<String, String>, settings: &BTreeMap<String, String>) -> Snapshot {
+        if sets.is_empty() && settings.is_empty() {
+            Snapshot::Empty
+        } else {
+            Snapshot::Saved(Box::new((sets.clone(), settings.clone())))
+        }
+    }
+
+    /// The saved (sets, settings), if any; leaves None.
+    fn take(&mut self) -> Option<(BTreeMap<String, String>, BTreeMap<String, String>)> {
+        match std::mem::replace(self, Snapshot::None) {
+            Snapshot::None => None,
+            Snapshot::Empty => Some(Default::default()),
+            Snapshot::Saved(b) => Some(*b),
+        }
+    }
+}
+
+/// How the proxy loop stopped.
+enum Step {
+    /// Idle between transactions: park until the client sends more.
+    Park,
+    /// The client ended the session (Terminate or a clean close).
+    Done,
+}
+
+/// The session's timeouts, read from the configuration when it starts: whole milliseconds,
+/// 0 for none (three `Option<Duration>`s would take 48 bytes of every session).
+#[derive(Clone, Copy)]
+struct Timeouts {
+    /// client_idle_timeout (no server held).
+    idle: u32,
+    /// idle_transaction_timeout.
+    idle_txn: u32,
+    /// query_timeout (the user's own, else the pool's).
+    query: u32,
+}
+
+impl Timeouts {
+    fn ms(d: Option<Duration>) -> u32 {
+        d.map_or(0, |d| {
+            u32::try_from(d.as_millis().max(1)).unwrap_or(u32::MAX)
+        })
+    }
+
+    fn get(ms: u32) -> Option<Duration> {
+        (ms > 0).then(|| Duration::from_millis(u64::from(ms)))
+    }
+}
+
 struct Session {
     client: Stream,
+    timeouts: Timeouts,
     cbuf: BytesMut,
     cout: BytesMut,
     sout: BytesMut,
@@ -726,11 +799,12 @@ struct Session {
     /// SQL PREPAREs: name -> statement.
     sql_prepared: BTreeMap<String, String>,
     /// (sets, server settings) when the transaction began, for ROLLBACK.
-    snapshot: Option<(BTreeMap<String, String>, BTreeMap<String, String>)>,
+    snapshot: Snapshot,
     /// Skip client messages until Sync (after the pooler refused one).
     skip_to_sync: bool,
     group_error: bool,
-    last_tag: Vec<u8>,
+    /// The last CommandComplete was a ROLLBACK.
+    last_rollback: bool,
     query_start: Option<Instant>,
     xact_start: Option<Instant>,
     at_ready: bool,
@@ -740,8 +814,25 @@ struct Session {
 impl Session {
     fn new(client: Stream, pool: Arc<Pool>, login: Login, ctx: Arc<Ctx>) -> Session {
         let settings = pool.settings();
+        let timeouts = {
+            let rt = ctx.runtime_now();
+            let s = &rt.config.pool;
+            Timeouts {
+                idle: Timeouts::ms(secs(s.client_idle_timeout)),
+                idle_txn: Timeouts::ms(secs(s.idle_transaction_timeout)),
+                query: Timeouts::ms(
+                    rt.config
+                        .users
+                        .get(&login.info.user)
+                        .and_then(|u| u.query_timeout)
+                        .and_then(secs)
+                        .or_else(|| secs(s.query_timeout)),
+                ),
+            }
+        };
         Session {
             client,
+            timeouts,
             cbuf: login.cbuf,
             cout: BytesMut::new(),
             sout: BytesMut::new(),
@@ -756,10 +847,10 @@ impl Session {
             params: login.params,
             sets: login.sets,
             sql_prepared: BTreeMap::new(),
-            snapshot: None,
+            snapshot: Snapshot::None,
             skip_to_sync: false,
             group_error: false,
-            last_tag: Vec::new(),
+            last_rollback: false,
             query_start: None,
             xact_start: None,
             at_ready: true,
@@ -767,13 +858,36 @@ impl Session {
         }
     }
 
-    /// Runs the session to its end and does the bookkeeping.
-    async fn run_boxed(mut self: Box<Self>) {
-        let r = self.run().await;
-        let ctx = self.ctx.clone();
-        let info = self.info.clone();
-        let r = Box::pin(self.finish(r)).await;
-        client_gone(&ctx, &info, r);
+    /// The session's end and its bookkeeping.
+    async fn end(mut self: Box<Self>, r: Result<(), Fatal>) {
+        let r = self.finish(r).await;
+        client_gone(&self.ctx, &self.info, r);
+    }
+
+    /// Waits for an idle client's next message (or a wake-up: KILL, shutdown), holding
+    /// no buffer. Ok(true) to go on (with what was read in `cbuf`), Ok(false) when the
+    /// client has closed.
+    async fn park(&mut self) -> Result<bool, Fatal> {
+        for b in [&mut self.cbuf, &mut self.cout, &mut self.sout] {
+            if b.is_empty() && b.capacity() > 0 {
+                *b = BytesMut::new();
+            }
+        }
+        // Made only when a client_idle_timeout is set: a sleep is most of a parked wait.
+        let mut deadline =
+            Timeouts::get(self.timeouts.idle).map(|d| Box::pin(tokio::time::sleep(d)));
+        let expired = async {
+            match deadline.as_mut() {
+                Some(d) => d.await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            biased;
+            r = read_more(&mut self.client, &mut self.cbuf) => Ok(matches!(r, Ok(n) if n > 0)),
+            _ = self.info.kill.notified() => Ok(true),
+            _ = expired => Err(fatal("08P01", "client_idle_timeout")),
+        }
     }
 
     /// The end of a session: the error to the client (unless the connection is what
@@ -837,9 +951,13 @@ impl Session {
                 }
             }
             // The client now believes in the server's values of what it did not set.
-            for (k, v) in server_params.iter() {
-                self.params.set_if_unset(k, v);
-            }
+            self.params.fill_unset(
+                &self
+                    .pool
+                    .server_tracked
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner()),
+            );
         }
         out.extend_from_slice(&proto::backend_key_data(self.info.pid, self.info.key));
         out.extend_from_slice(&proto::ready_for_query(b'I'));
@@ -850,27 +968,14 @@ impl Session {
         Ok(())
     }
 
-    async fn run(&mut self) -> Result<(), Fatal> {
-        let (idle_timeout, idle_txn_timeout, query_timeout) = {
-            let rt = self.ctx.runtime();
-            let s = &rt.config.pool;
-            let query = rt
-                .config
-                .users
-                .get(&self.info.user)
-                .and_then(|u| u.query_timeout)
-                .and_then(secs)
-                .or_else(|| secs(s.query_timeout));
-            (
-                secs(s.client_idle_timeout),
-                secs(s.idle_transaction_timeout),
-                query,
-            )
-        };
-        // The two wake-ups (KILL, shutdown) are made once and re-armed only when they fire:
-        // making them for every wait would take their locks twice per message.
-        let stopping = self.ctx.stopping.subscribe();
-        let mut stop_changed = Box::pin(changed(self.ctx.stopping.subscribe()));
+    /// The proxy loop: until the client ends the session (Done), or is idle between
+    /// transactions with nothing pending (Park).
+    async fn run(&mut self) -> Result<Step, Fatal> {
+        let idle_txn_timeout = Timeouts::get(self.timeouts.idle_txn);
+        let query_timeout = Timeouts::get(self.timeouts.query);
+        // KILL and the stopping states wake the session through `kill` (made once per run
+        // and re-armed when it fires: making it for every wait would take its lock twice
+        // per message).
         let kill_info = self.info.clone();
         let kill = kill_info.kill.notified();
         tokio::pin!(kill);
@@ -880,7 +985,7 @@ impl Session {
                 .map_err(|e| fatal("08P01", format!("invalid message from the client: {e}")))?
             {
                 if frame.tag == b'X' {
-                    return Ok(());
+                    return Ok(Step::Done);
                 }
                 self.received += frame.raw.len();
                 if self.lease.is_none() {
@@ -894,7 +999,7 @@ impl Session {
             if self.info.killed.load(Ordering::SeqCst) {
                 return Err(fatal("57P01", "client killed by the admin console"));
             }
-            let stop = *stopping.borrow();
+            let stop = *self.ctx.stopping.borrow();
             if stop == Stopping::Now
                 || (stop == Stopping::Drain && self.lease.is_none())
                 || (stop == Stopping::WaitForServers && self.lease.is_none())
@@ -907,11 +1012,12 @@ impl Session {
                 .is_some_and(|l| l.server.txn_status != b'I');
             let busy = !self.queue.is_empty();
             let limit = if busy {
-                query_timeout
+                // From the query's start, not from the last message either side sent.
+                query_timeout.map(|d| {
+                    d.saturating_sub(self.query_start.map_or(Duration::ZERO, |t| t.elapsed()))
+                })
             } else if in_txn {
                 idle_txn_timeout
-            } else if self.lease.is_none() {
-                idle_timeout
             } else {
                 None
             };
@@ -924,8 +1030,6 @@ impl Session {
             let Session {
                 client,
                 cbuf,
-                cout,
-                sout,
                 lease,
                 ..
             } = self;
@@ -949,7 +1053,6 @@ impl Session {
                             }
                         },
                         _ = &mut kill => kill.set(kill_info.kill.notified()),
-                        rx = &mut stop_changed => stop_changed = Box::pin(changed(rx)),
                         _ = deadline => {
                             return Err(if busy {
                                 Box::pin(self.cancel_running()).await;
@@ -960,22 +1063,7 @@ impl Session {
                         }
                     }
                 }
-                None => {
-                    for b in [&mut *cbuf, &mut *cout, &mut *sout] {
-                        shrink(b, KEEP_IDLE);
-                    }
-                    tokio::select! {
-                        // In order (no random start): every branch is cheap to poll.
-                        biased;
-                        r = read_more(client, cbuf) => match r {
-                            Ok(0) | Err(_) => return Ok(()),
-                            Ok(_) => {}
-                        },
-                        _ = &mut kill => kill.set(kill_info.kill.notified()),
-                        rx = &mut stop_changed => stop_changed = Box::pin(changed(rx)),
-                        _ = deadline => return Err(fatal("08P01", "client_idle_timeout")),
-                    }
-                }
+                None => return Ok(Step::Park),
             }
         }
     }
@@ -996,15 +1084,15 @@ impl Session {
     async fn attach_with(&mut self, prelude: bool) -> Result<(), Fatal> {
         let mut pause = self.ctx.pause.subscribe();
         while *pause.borrow() == Pause::Paused {
-            *self.info.state.lock().unwrap_or_else(|e| e.into_inner()) = "waiting";
+            self.info.set_waiting(true);
             if pause.changed().await.is_err() {
                 break;
             }
         }
-        *self.info.state.lock().unwrap_or_else(|e| e.into_inner()) = "waiting";
-        let wait = secs(self.ctx.runtime().config.pool.query_wait_timeout);
+        self.info.set_waiting(true);
+        let wait = secs(self.ctx.runtime_now().config.pool.query_wait_timeout);
         let lease = self.pool.acquire(wait).await;
-        *self.info.state.lock().unwrap_or_else(|e| e.into_inner()) = "active";
+        self.info.set_waiting(false);
         let mut lease = lease.map_err(|e| {
             let code: &'static str = match e.sqlstate() {
                 "57014" => "57014",
@@ -1049,9 +1137,9 @@ impl Session {
     fn prelude(&self, lease: &mut Lease) -> String {
         let srv = &mut lease.server;
         let mut sql = Vec::new();
-        for (name, want) in self.params.differing(&srv.tracked) {
-            sql.push(set_statement(name, want));
-        }
+        // Earlier clients' settings go first: a RESET after this client's own value of the
+        // same parameter (application_name set by one, given at startup by the other)
+        // would undo it.
         if self.tracking() {
             let stale: Vec<String> = srv
                 .settings
@@ -1063,6 +1151,9 @@ impl Session {
                 sql.push(format!("RESET {}", quote_path(&k)));
                 srv.settings.remove(&k);
             }
+        }
+        for (name, want) in self.params.differing(&srv.tracked) {
+            sql.push(set_statement(name, want));
         }
         for (k, stmt) in &self.sets {
             if srv.settings.get(k) != Some(stmt) {
@@ -1504,7 +1595,8 @@ impl Session {
             }
             b'C' | b'I' | b's' => {
                 if f.tag == b'C' {
-                    self.last_tag = proto::parse_command_tag(f.body()).to_vec();
+                    self.last_rollback =
+                        proto::parse_command_tag(f.body()).starts_with(b"ROLLBACK");
                 }
                 if end == End::Execute {
                     self.queue.pop_front();
@@ -1574,16 +1666,16 @@ impl Session {
             }
         }
         if before == b'I' && status != b'I' {
-            self.snapshot = Some((self.sets.clone(), srv.settings.clone()));
+            self.snapshot = Snapshot::of(&self.sets, &srv.settings);
         }
         if status == b'I' {
-            if before != b'I' && self.last_tag.starts_with(b"ROLLBACK") {
+            if before != b'I' && self.last_rollback {
                 if let Some((sets, settings)) = self.snapshot.take() {
                     self.sets = sets;
                     srv.settings = settings;
                 }
             }
-            self.snapshot = None;
+            self.snapshot = Snapshot::None;
             if let Some(t) = self.xact_start.take() {
                 self.pool.stats.xact(t.elapsed());
             }
@@ -1632,14 +1724,15 @@ impl Session {
             .lock()
             .unwrap_or_else(|e| e.into_inner()) = None;
         self.info.link.store(0, Ordering::Relaxed);
-        let rt = self.ctx.runtime();
-        let s = &rt.config.pool;
-        let reset = self.mode == PoolMode::Session || s.server_reset_query_always;
-        if reset && !s.server_reset_query.is_empty() && !lease.server.broken {
-            if Box::pin(lease.server.run(&s.server_reset_query))
-                .await
-                .is_err()
-            {
+        let reset_query = {
+            let rt = self.ctx.runtime_now();
+            let s = &rt.config.pool;
+            let reset = self.mode == PoolMode::Session || s.server_reset_query_always;
+            (reset && !s.server_reset_query.is_empty() && !lease.server.broken)
+                .then(|| s.server_reset_query.clone())
+        };
+        if let Some(q) = reset_query {
+            if Box::pin(lease.server.run(&q)).await.is_err() {
                 lease.server.broken = true;
             }
             lease.server.prepared.clear();

@@ -37,7 +37,8 @@ pub struct ClientInfo {
     pub id: u64,
     pub user: String,
     pub db: String,
-    pub addr: String,
+    /// The client's address (None for a Unix socket).
+    pub addr: Option<std::net::IpAddr>,
     pub port: u16,
     pub tls: bool,
     pub connected: Instant,
@@ -46,9 +47,9 @@ pub struct ClientInfo {
     /// The cancel key given to the client.
     pub pid: i32,
     pub key: i32,
-    /// `active`, `waiting`, `idle` (SHOW CLIENTS' state; PgBouncer says active for idle
-    /// clients too).
-    pub state: Mutex<&'static str>,
+    /// Waiting for a server (SHOW CLIENTS' state `waiting`), else `active` (PgBouncer says
+    /// active for idle clients too).
+    state: std::sync::atomic::AtomicBool,
     /// The server running this client's request, for its cancel request.
     pub cancel_target: Mutex<Option<(Arc<Target>, i32, i32)>>,
     /// The server connection's id, if linked (SHOW CLIENTS' `link`).
@@ -58,6 +59,28 @@ pub struct ClientInfo {
     pub kill: Notify,
     /// When the current request started (µs since the epoch), 0 when idle.
     pub request_us: std::sync::atomic::AtomicI64,
+}
+
+impl ClientInfo {
+    /// SHOW CLIENTS' state.
+    pub fn state(&self) -> &'static str {
+        if self.state.load(Ordering::Relaxed) {
+            "waiting"
+        } else {
+            "active"
+        }
+    }
+
+    /// Marks the client waiting for a server (true) or not.
+    pub fn set_waiting(&self, waiting: bool) {
+        self.state.store(waiting, Ordering::Relaxed);
+    }
+
+    /// SHOW CLIENTS' addr: the IP address, or `unix`.
+    pub fn addr_text(&self) -> String {
+        self.addr
+            .map_or_else(|| "unix".to_owned(), |a| a.to_string())
+    }
 }
 
 /// Pause state (PAUSE / SUSPEND / RESUME).
@@ -85,7 +108,8 @@ type Limit = (u32, Arc<tokio::sync::Semaphore>);
 
 /// The shared state.
 pub struct Ctx {
-    runtime: RwLock<Arc<Runtime>>,
+    /// Swapped whole by RELOAD; read without a lock (sessions read it on every transaction).
+    runtime: arc_swap::ArcSwap<Runtime>,
     pools: RwLock<HashMap<(String, String), Arc<Pool>>>,
     /// Protocol-level prepared statements.
     pub registry: Registry,
@@ -114,7 +138,7 @@ impl Ctx {
     /// A new context for a loaded configuration.
     pub fn new(runtime: Runtime, source: (crate::Source, crate::Overrides)) -> Ctx {
         Ctx {
-            runtime: RwLock::new(Arc::new(runtime)),
+            runtime: arc_swap::ArcSwap::from_pointee(runtime),
             pools: RwLock::new(HashMap::new()),
             registry: Registry::default(),
             clients: Mutex::new(HashMap::new()),
@@ -133,15 +157,34 @@ impl Ctx {
 
     /// The current configuration.
     pub fn runtime(&self) -> Arc<Runtime> {
-        self.runtime
-            .read()
+        self.runtime.load_full()
+    }
+
+    /// The current configuration, for a short look that does not await: no reference
+    /// count is touched (the hot path's form of [`Ctx::runtime`]).
+    pub fn runtime_now(&self) -> arc_swap::Guard<Arc<Runtime>> {
+        self.runtime.load()
+    }
+
+    /// Moves to a stopping state and wakes every client, so that idle ones notice at once
+    /// (a session waits on its own `kill` wake-up only, not on a channel per client).
+    pub fn set_stopping(&self, how: Stopping) {
+        let _ = self.stopping.send_replace(how);
+        let clients: Vec<Arc<ClientInfo>> = self
+            .clients
+            .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .clone()
+            .values()
+            .cloned()
+            .collect();
+        for c in clients {
+            c.kill.notify_one();
+        }
     }
 
     /// Replaces the configuration (RELOAD) and updates every pool's settings.
     pub fn replace(&self, rt: Runtime) {
-        *self.runtime.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(rt);
+        self.runtime.store(Arc::new(rt));
         let rt = self.runtime();
         let pools: Vec<Arc<Pool>> = self.pools();
         for p in pools {
@@ -196,7 +239,7 @@ impl Ctx {
         &self,
         user: &str,
         db: &str,
-        addr: String,
+        addr: Option<std::net::IpAddr>,
         port: u16,
         tls: bool,
         application_name: &str,
@@ -216,7 +259,7 @@ impl Ctx {
             application_name: Mutex::new(application_name.to_owned()),
             pid,
             key,
-            state: Mutex::new("active"),
+            state: std::sync::atomic::AtomicBool::new(false),
             cancel_target: Mutex::new(None),
             link: AtomicU64::new(0),
             killed: AtomicBool::new(false),
@@ -337,9 +380,10 @@ pub const TRACKED_PARAMS: &[&str] = &[
 
 /// Values of [`TRACKED_PARAMS`] by position: what a client believes in, or what a server
 /// connection last reported. A fixed array rather than a map: comparing a client with a
-/// server is on every transaction's path.
+/// server is on every transaction's path. Values are shared (`Arc`): most of what a client
+/// believes in is its pool's server values, held once for every client.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Tracked([Option<Box<str>>; 6]);
+pub struct Tracked([Option<Arc<str>>; 6]);
 
 impl Tracked {
     fn index(name: &str) -> Option<usize> {
@@ -364,11 +408,11 @@ impl Tracked {
         }
     }
 
-    /// Records a value unless one is there already.
-    pub fn set_if_unset(&mut self, name: &str, value: &str) {
-        if let Some(i) = Self::index(name) {
-            if self.0[i].is_none() {
-                self.0[i] = Some(value.into());
+    /// Takes `from`'s value of every parameter that has none here (sharing it).
+    pub fn fill_unset(&mut self, from: &Tracked) {
+        for (mine, theirs) in self.0.iter_mut().zip(&from.0) {
+            if mine.is_none() {
+                mine.clone_from(theirs);
             }
         }
     }

@@ -491,7 +491,6 @@ async fn wait_for_stop(ctx: &Arc<Ctx>) -> Result<(), PoolError> {
     let mut int = sig(SignalKind::interrupt())?;
     let mut term = sig(SignalKind::terminate())?;
     let mut stopping = ctx.stopping.subscribe();
-    let mut poll = tokio::time::interval(Duration::from_millis(50));
     loop {
         let now = *stopping.borrow();
         let done = match now {
@@ -511,7 +510,7 @@ async fn wait_for_stop(ctx: &Arc<Ctx>) -> Result<(), PoolError> {
                 Stopping::Now
             };
             tracing::info!(?next, "stopping");
-            let _ = ctx.stopping.send_replace(next);
+            ctx.set_stopping(next);
         };
         tokio::select! {
             _ = hup.recv() => {
@@ -522,7 +521,9 @@ async fn wait_for_stop(ctx: &Arc<Ctx>) -> Result<(), PoolError> {
             _ = int.recv() => escalate(ctx, Stopping::WaitForServers),
             _ = term.recv() => escalate(ctx, Stopping::Drain),
             _ = stopping.changed() => {}
-            _ = poll.tick() => {}
+            // Only while stopping: whether the servers or clients are done is looked at
+            // every 50 ms (a running pooler is not woken for it).
+            _ = tokio::time::sleep(Duration::from_millis(50)), if now != Stopping::No => {}
         }
     }
 }

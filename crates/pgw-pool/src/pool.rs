@@ -96,6 +96,8 @@ pub struct Pool {
     failure: Mutex<Option<(Instant, String, String)>>,
     /// Parameters servers of this pool reported (for a new client's ParameterStatus).
     pub server_params: Mutex<BTreeMap<String, String>>,
+    /// The tracked ones among them, shared by the clients that did not set their own.
+    pub server_tracked: Mutex<crate::ctx::Tracked>,
     /// The credential for servers; SCRAM pass-through stores the keys here once a client
     /// has proved them.
     pub credential: Mutex<Credential>,
@@ -141,6 +143,7 @@ impl Pool {
             generation: AtomicU64::new(0),
             failure: Mutex::new(None),
             server_params: Mutex::new(BTreeMap::new()),
+            server_tracked: Mutex::new(crate::ctx::Tracked::default()),
             credential: Mutex::new(credential),
             last_host: AtomicUsize::new(0),
             size_now: AtomicUsize::new(size),
@@ -380,6 +383,14 @@ impl Pool {
                     let mut p = self.server_params.lock().unwrap_or_else(|e| e.into_inner());
                     if p.is_empty() {
                         *p = s.params.clone();
+                        let mut t = crate::ctx::Tracked::default();
+                        for (k, v) in p.iter() {
+                            t.set(k, v);
+                        }
+                        *self
+                            .server_tracked
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner()) = t;
                     }
                 }
                 s.generation = self.generation.load(Ordering::SeqCst);

@@ -642,6 +642,33 @@ async fn connect(
     Ok((client, task))
 }
 
+/// As [`connect`], but the task's output is how the connection ended: the FATAL error the
+/// pooler sent an idle client before closing it, say.
+async fn connect_watched(
+    cfg: &Config,
+) -> Result<
+    (
+        Client,
+        tokio::task::JoinHandle<Result<(), tokio_postgres::Error>>,
+    ),
+    tokio_postgres::Error,
+> {
+    let (client, conn) = within("connect", cfg.connect(NoTls)).await?;
+    Ok((client, tokio::spawn(conn)))
+}
+
+/// The error a watched connection ended with; panics if it ended without one, or did not
+/// end within [`DEADLINE`].
+async fn closed_with(
+    what: &str,
+    conn: tokio::task::JoinHandle<Result<(), tokio_postgres::Error>>,
+) -> tokio_postgres::Error {
+    match within(what, conn).await.expect("the connection task") {
+        Ok(()) => panic!("{what}: the connection ended without an error"),
+        Err(e) => e,
+    }
+}
+
 /// The error of a connection attempt that must fail.
 async fn refused(cfg: &Config, what: &str) -> tokio_postgres::Error {
     match connect(cfg).await {
@@ -2697,5 +2724,341 @@ fn sighup_with_a_broken_config_keeps_serving_and_sigterm_exits_0() {
             }
         })
         .await;
+    });
+}
+
+// ---------------------------------------------------------------------------------------
+// 10. Client-side timeouts and parked clients
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn client_idle_timeout_closes_an_idle_client_and_spares_a_busy_one() {
+    let c = cluster();
+    app_role(&c, &[]);
+    let rig = PoolRig::builder(&c)
+        .mode("transaction")
+        .size(2)
+        .set("client_idle_timeout", "1")
+        .user("app", "app-pw")
+        .start();
+    rt().block_on(async {
+        let cfg = rig.cfg("app", "app-pw", "app");
+        let (idle, idle_conn) = connect_watched(&cfg).await.unwrap();
+        assert_eq!(one(&idle, "select 1").await, "1");
+        // A client with a query every 200 ms, for over three times the timeout and until
+        // the idle client is gone, keeps its connection.
+        let (busy, busy_conn) = connect_watched(&cfg).await.unwrap();
+        within(
+            "the idle client to be closed while the busy one works",
+            async {
+                let mut i = 0;
+                while i < 15 || !idle_conn.is_finished() {
+                    match try_one(&busy, &format!("select {i}")).await {
+                        Ok(v) => assert_eq!(v, i.to_string()),
+                        Err(e) => panic!("the busy client's query {i}: {}", msg(&e)),
+                    }
+                    i += 1;
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            },
+        )
+        .await;
+        let e = closed_with("the idle client's connection", idle_conn).await;
+        assert!(msg(&e).contains("client_idle_timeout"), "{}", msg(&e));
+        assert!(
+            idle.is_closed(),
+            "the idle client's connection is still open"
+        );
+        assert!(
+            try_one(&idle, "select 2").await.is_err(),
+            "a query on a client closed by client_idle_timeout succeeded"
+        );
+        assert!(!busy.is_closed() && !busy_conn.is_finished());
+        assert_eq!(one(&busy, "select 3").await, "3");
+        // A new client is served.
+        let (fresh, _t) = connect(&cfg).await.unwrap();
+        assert_eq!(one(&fresh, "select 4").await, "4");
+    });
+}
+
+#[test]
+fn idle_transaction_timeout_rolls_back_and_frees_the_server_connection() {
+    let c = cluster();
+    c.psql("postgres", "CREATE TABLE itt (x int);")
+        .expect("create itt");
+    app_role(&c, &["itt"]);
+    // One server connection: had the timed-out client's one leaked, the next client would
+    // get query_wait_timeout.
+    let rig = PoolRig::builder(&c)
+        .mode("transaction")
+        .size(1)
+        .set("idle_transaction_timeout", "1")
+        .set("query_wait_timeout", "10")
+        .user("app", "app-pw")
+        .start();
+    rt().block_on(async {
+        let cfg = rig.cfg("app", "app-pw", "app");
+        // Idle between transactions all along: not this timeout's business.
+        let (between, between_conn) = connect_watched(&cfg).await.unwrap();
+        assert_eq!(one(&between, "select 1").await, "1");
+
+        let (stuck, stuck_conn) = connect_watched(&cfg).await.unwrap();
+        exec(&stuck, "BEGIN; INSERT INTO itt VALUES (1)").await;
+        let e = closed_with("the client idle in its transaction", stuck_conn).await;
+        assert!(msg(&e).contains("idle_transaction_timeout"), "{}", msg(&e));
+        assert!(
+            try_one(&stuck, "COMMIT").await.is_err(),
+            "COMMIT on a client closed by idle_transaction_timeout succeeded"
+        );
+        tokio::task::block_in_place(|| {
+            poll("no server connection left idle in a transaction", || {
+                let n = c
+                    .psql(
+                        "postgres",
+                        "SELECT count(*) FROM pg_stat_activity WHERE usename = 'app' \
+                         AND state LIKE 'idle in transaction%'",
+                    )
+                    .unwrap();
+                (n == "0").then_some(())
+            })
+        });
+
+        let (next, _t) = connect(&cfg).await.unwrap();
+        assert_eq!(
+            one(&next, "select count(*) from itt").await,
+            "0",
+            "the row of the timed-out transaction is visible"
+        );
+        assert_eq!(
+            one(&next, "select pg_current_xact_id_if_assigned() is null").await,
+            "t",
+            "the next client is inside the timed-out transaction"
+        );
+        assert_eq!(one(&between, "select 2").await, "2");
+        assert!(!between_conn.is_finished());
+
+        // A transaction with a statement every 200 ms, for over three times the timeout,
+        // is not cut.
+        exec(&next, "BEGIN").await;
+        for i in 0..15 {
+            match try_one(&next, &format!("insert into itt values ({i}) returning x")).await {
+                Ok(v) => assert_eq!(v, i.to_string()),
+                Err(e) => panic!("statement {i} of a busy transaction: {}", msg(&e)),
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        exec(&next, "COMMIT").await;
+        assert_eq!(one(&between, "select count(*) from itt").await, "15");
+    });
+    assert_eq!(
+        c.psql("postgres", "SELECT count(*) FROM itt").unwrap(),
+        "15"
+    );
+}
+
+#[test]
+fn query_timeout_cancels_a_long_query_and_the_pool_serves_on() {
+    let c = cluster();
+    app_role(&c, &[]);
+    let rig = PoolRig::builder(&c)
+        .mode("transaction")
+        .size(1)
+        .set("query_timeout", "1")
+        .set("query_wait_timeout", "10")
+        .user("app", "app-pw")
+        .start();
+    rt().block_on(async {
+        let cfg = rig.cfg("app", "app-pw", "app");
+        let (slow, slow_conn) = connect_watched(&cfg).await.unwrap();
+        // The limit is per query: short queries adding up to more than it are served.
+        for i in 0..5 {
+            assert_eq!(
+                one(&slow, &format!("select {i} from pg_sleep(0.25)")).await,
+                i.to_string()
+            );
+        }
+        let r = tokio::time::timeout(
+            Duration::from_secs(15),
+            slow.simple_query("select pg_sleep(30)"),
+        )
+        .await
+        .expect("query_timeout = 1 must end pg_sleep(30) well before its 30 s");
+        let e = r.expect_err("pg_sleep(30) outlived query_timeout = 1");
+        // The client is disconnected, as PgBouncer does; what it was told is the query's
+        // error, or the connection's when it only saw the socket close.
+        let said = match within("the timed-out client's connection", slow_conn)
+            .await
+            .expect("the connection task")
+        {
+            Ok(()) => msg(&e),
+            Err(ce) => format!("{} / {}", msg(&e), msg(&ce)),
+        };
+        assert!(
+            code(&e) == "57014" || said.contains("query_timeout"),
+            "{said}"
+        );
+        assert!(slow.is_closed());
+        // The query is cancelled on the server too, not left to sleep its 30 s.
+        let (direct, _t0) = connect(&direct_cfg(&c)).await.unwrap();
+        tokio::time::timeout(Duration::from_secs(15), async {
+            while one(
+                &direct,
+                "select count(*) from pg_stat_activity \
+                 where query = 'select pg_sleep(30)' and state = 'active'",
+            )
+            .await
+                != "0"
+            {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .expect("pg_sleep(30) still runs on the server after query_timeout");
+        // The pool's one server slot is free: a new client is served.
+        let (next, _t) = connect(&cfg).await.unwrap();
+        assert_eq!(one(&next, "select 2").await, "2");
+        assert_eq!(one(&next, "select 3 from pg_sleep(0.1)").await, "3");
+    });
+}
+
+#[test]
+fn a_parked_client_keeps_its_settings_and_prepared_statements() {
+    let c = cluster();
+    app_role(&c, &[]);
+    let rig = PoolRig::builder(&c)
+        .mode("transaction")
+        .size(1)
+        .user("app", "app-pw")
+        .start();
+    rt().block_on(async {
+        let cfg = rig.cfg("app", "app-pw", "app");
+        let (a, a_conn) = connect_watched(&cfg).await.unwrap();
+        assert_eq!(one(&a, "select 1").await, "1");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(one(&a, "select 2").await, "2");
+        exec(&a, "SET application_name = 'parked'").await;
+        let plus = within("prepare", a.prepare("select $1::int + 40"))
+            .await
+            .unwrap_or_else(|e| fail("prepare select $1::int + 40", &e));
+        let run = |n: i32| {
+            let (a, plus) = (&a, &plus);
+            async move {
+                let r: i32 = within("execute", a.query_one(plus, &[&n]))
+                    .await
+                    .unwrap_or_else(|e| fail(&format!("the prepared statement with {n}"), &e))
+                    .get(0);
+                r
+            }
+        };
+        assert_eq!(run(2).await, 42);
+        assert_eq!(
+            one(&a, "select current_setting('application_name')").await,
+            "parked"
+        );
+        let pid = one(&a, "select pg_backend_pid()").await;
+
+        // While A idles, another client uses the pool's only server connection (without
+        // A's SET), which RECONNECT then replaces: A's statement and SET must follow A to
+        // the new one. (B's own startup application_name against A's SET:
+        // another_clients_set_does_not_undo_a_startup_application_name.)
+        let (b, _tb) = connect(&cfg).await.unwrap();
+        assert_ne!(
+            one(&b, "select current_setting('application_name')").await,
+            "parked",
+            "A's SET reached B"
+        );
+        tokio::task::block_in_place(|| rig.admin("RECONNECT"));
+        assert_eq!(one(&b, "select 3").await, "3");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+
+        assert_eq!(run(5).await, 45);
+        assert_eq!(
+            one(&a, "select current_setting('application_name')").await,
+            "parked"
+        );
+        assert_ne!(
+            one(&a, "select pg_backend_pid()").await,
+            pid,
+            "RECONNECT kept the server connection"
+        );
+        for i in 0..5 {
+            assert_eq!(one(&a, &format!("select {i}")).await, i.to_string());
+            assert_eq!(run(i).await, i + 40);
+        }
+        assert!(
+            !a.is_closed() && !a_conn.is_finished(),
+            "the parked client's connection was closed"
+        );
+        assert_ne!(
+            one(&b, "select current_setting('application_name')").await,
+            "parked",
+            "A's SET reached B"
+        );
+    });
+}
+
+#[test]
+fn another_clients_set_does_not_undo_a_startup_application_name() {
+    let c = cluster();
+    app_role(&c, &[]);
+    let rig = PoolRig::builder(&c)
+        .mode("transaction")
+        .size(1)
+        .user("app", "app-pw")
+        .start();
+    rt().block_on(async {
+        let cfg = rig.cfg("app", "app-pw", "app");
+        let (a, _ta) = connect(&cfg).await.unwrap();
+        exec(&a, "SET application_name = 'a'").await;
+        // B's first transaction on the server connection A's SET was made on runs with
+        // B's own application_name (from its startup packet), not A's, nor the server's
+        // default.
+        let mut bcfg = rig.cfg("app", "app-pw", "app");
+        bcfg.application_name("b");
+        let (b, _tb) = connect(&bcfg).await.unwrap();
+        for i in 0..3 {
+            assert_eq!(
+                one(&b, "select current_setting('application_name')").await,
+                "b",
+                "B's transaction {i} after A's SET application_name"
+            );
+        }
+        assert_eq!(
+            one(&a, "select current_setting('application_name')").await,
+            "a"
+        );
+    });
+}
+
+#[test]
+fn query_timeout_counts_from_the_query_start_while_the_server_sends_notices() {
+    let c = cluster();
+    app_role(&c, &[]);
+    let rig = PoolRig::builder(&c)
+        .mode("transaction")
+        .size(1)
+        .set("query_timeout", "1")
+        .set("query_wait_timeout", "10")
+        .user("app", "app-pw")
+        .start();
+    rt().block_on(async {
+        let cfg = rig.cfg("app", "app-pw", "app");
+        let (chatty, _t1) = connect(&cfg).await.unwrap();
+        // 20 s of work with a NOTICE every 250 ms: the messages from the server do not
+        // make it a new query, the limit still applies (PgBouncer counts from the start).
+        let sql = "DO $$ BEGIN FOR i IN 1..80 LOOP \
+                   RAISE NOTICE 'tick %', i; PERFORM pg_sleep(0.25); \
+                   END LOOP; END $$";
+        let r = tokio::time::timeout(Duration::from_secs(15), chatty.simple_query(sql))
+            .await
+            .expect("query_timeout = 1 must end a 20 s query well before its end");
+        let e = r.expect_err("a 20 s query sending notices outlived query_timeout = 1");
+        assert!(
+            code(&e) == "57014" || msg(&e).contains("query_timeout"),
+            "{}",
+            msg(&e)
+        );
+        let (next, _t2) = connect(&cfg).await.unwrap();
+        assert_eq!(one(&next, "select 1").await, "1");
     });
 }
