@@ -753,8 +753,9 @@ enum Step {
     Done,
 }
 
-/// The session's timeouts, read from the configuration when it starts: whole milliseconds,
-/// 0 for none (three `Option<Duration>`s would take 48 bytes of every session).
+/// The session's timeouts in whole milliseconds, 0 for none (three `Option<Duration>`s
+/// would take 48 bytes of every session), read again after a RELOAD (`gen` is the reload
+/// count they were read at), so a reload applies to running sessions from their next wait.
 #[derive(Clone, Copy)]
 struct Timeouts {
     /// client_idle_timeout (no server held).
@@ -763,9 +764,37 @@ struct Timeouts {
     idle_txn: u32,
     /// query_timeout (the user's own, else the pool's).
     query: u32,
+    gen: u32,
 }
 
 impl Timeouts {
+    fn read(ctx: &Ctx, user: &str) -> Timeouts {
+        // The count first: a reload in between makes the next look read again.
+        let gen = ctx.reloads.load(Ordering::Acquire) as u32;
+        let rt = ctx.runtime_now();
+        let s = &rt.config.pool;
+        let query = rt
+            .config
+            .users
+            .get(user)
+            .and_then(|u| u.query_timeout)
+            .and_then(secs)
+            .or_else(|| secs(s.query_timeout));
+        Timeouts {
+            idle: Self::ms(secs(s.client_idle_timeout)),
+            idle_txn: Self::ms(secs(s.idle_transaction_timeout)),
+            query: Self::ms(query),
+            gen,
+        }
+    }
+
+    /// Reads them again if the configuration was reloaded since.
+    fn refresh(&mut self, ctx: &Ctx, user: &str) {
+        if ctx.reloads.load(Ordering::Acquire) as u32 != self.gen {
+            *self = Self::read(ctx, user);
+        }
+    }
+
     fn ms(d: Option<Duration>) -> u32 {
         d.map_or(0, |d| {
             u32::try_from(d.as_millis().max(1)).unwrap_or(u32::MAX)
@@ -814,22 +843,7 @@ struct Session {
 impl Session {
     fn new(client: Stream, pool: Arc<Pool>, login: Login, ctx: Arc<Ctx>) -> Session {
         let settings = pool.settings();
-        let timeouts = {
-            let rt = ctx.runtime_now();
-            let s = &rt.config.pool;
-            Timeouts {
-                idle: Timeouts::ms(secs(s.client_idle_timeout)),
-                idle_txn: Timeouts::ms(secs(s.idle_transaction_timeout)),
-                query: Timeouts::ms(
-                    rt.config
-                        .users
-                        .get(&login.info.user)
-                        .and_then(|u| u.query_timeout)
-                        .and_then(secs)
-                        .or_else(|| secs(s.query_timeout)),
-                ),
-            }
-        };
+        let timeouts = Timeouts::read(&ctx, &login.info.user);
         Session {
             client,
             timeouts,
@@ -874,6 +888,7 @@ impl Session {
             }
         }
         // Made only when a client_idle_timeout is set: a sleep is most of a parked wait.
+        self.timeouts.refresh(&self.ctx, &self.info.user);
         let mut deadline =
             Timeouts::get(self.timeouts.idle).map(|d| Box::pin(tokio::time::sleep(d)));
         let expired = async {
@@ -971,6 +986,7 @@ impl Session {
     /// The proxy loop: until the client ends the session (Done), or is idle between
     /// transactions with nothing pending (Park).
     async fn run(&mut self) -> Result<Step, Fatal> {
+        self.timeouts.refresh(&self.ctx, &self.info.user);
         let idle_txn_timeout = Timeouts::get(self.timeouts.idle_txn);
         let query_timeout = Timeouts::get(self.timeouts.query);
         // KILL and the stopping states wake the session through `kill` (made once per run

@@ -194,7 +194,7 @@ impl Ctx {
                 None => p.reconnect(),
             }
         }
-        self.reloads.fetch_add(1, Ordering::Relaxed);
+        self.reloads.fetch_add(1, Ordering::Release);
     }
 
     /// Every pool.
