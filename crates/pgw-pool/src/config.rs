@@ -220,6 +220,11 @@ pub struct Settings {
     pub listen_addr: String,
     /// TCP port, also the Unix socket's name (`.s.PGSQL.<port>`). Default 6432. No reload.
     pub listen_port: u16,
+    /// TCP_DEFER_ACCEPT on the TCP listening sockets (Linux): the kernel hands a connection
+    /// over once its first bytes (the startup packet) have arrived, so a login costs one
+    /// wake-up instead of two. PgBouncer's setting of the same name, on by default on Linux
+    /// as there. Default true. No reload.
+    pub tcp_defer_accept: bool,
     /// Directory of the Unix socket; empty for none. Default empty (PgBouncer: `/tmp`;
     /// a pgbouncer.ini without the key gets `/tmp`). No reload.
     pub unix_socket_dir: String,
@@ -342,6 +347,7 @@ impl Default for Settings {
         Settings {
             listen_addr: "127.0.0.1".into(),
             listen_port: 6432,
+            tcp_defer_accept: true,
             unix_socket_dir: String::new(),
             auth_type: AuthType::Md5,
             auth_file: None,

@@ -101,6 +101,7 @@ const SETTINGS: &[&str] = &[
     "server_tls_sslmode",
     "stats_period",
     "stats_users",
+    "tcp_defer_accept",
     "unix_socket_dir",
     "workers",
 ];
@@ -152,7 +153,6 @@ const PGBOUNCER_ONLY: &[&str] = &[
     "syslog",
     "syslog_facility",
     "syslog_ident",
-    "tcp_defer_accept",
     "tcp_keepalive",
     "tcp_keepcnt",
     "tcp_keepidle",
@@ -438,6 +438,7 @@ impl Loader {
                 Ok(())
             }
             "listen_port" => uint(v).map(|x| s.listen_port = x),
+            "tcp_defer_accept" => flag(v).map(|x| s.tcp_defer_accept = x),
             "unix_socket_dir" => {
                 s.unix_socket_dir = v.to_owned();
                 Ok(())
@@ -1065,6 +1066,7 @@ mod tests {
                  server_tls_sslmode = require\n\
                  query_wait_timeout = 30.5\n\
                  server_reset_query_always = 1\n\
+                 tcp_defer_accept = 0\n\
                  stats_period = 30\n\
                  \t%include {}\n",
                 dbs.display(),
@@ -1075,6 +1077,7 @@ mod tests {
         let c = &loaded.config;
         assert_eq!(c.pool.listen_addr, "localhost");
         assert_eq!(c.pool.listen_port, 6432);
+        assert!(!c.pool.tcp_defer_accept);
         assert_eq!(c.pool.unix_socket_dir, "/tmp");
         assert_eq!(c.pool.auth_type, AuthType::Md5);
         assert_eq!(c.pool.auth_file, Some(PathBuf::from("users.txt")));

@@ -235,7 +235,37 @@ impl Drop for Workers {
 /// connection, and all but one would find nothing to accept). Built with socket2: std's
 /// TcpListener::bind cannot set SO_REUSEPORT before bind. Port 0 picks a port for the first
 /// socket and binds the others to it.
-fn bind_tcp(addr: &str, n: usize) -> std::io::Result<Vec<std::net::TcpListener>> {
+/// Sets TCP_DEFER_ACCEPT on a listening socket (the seconds the kernel waits for a
+/// connection's first bytes before handing it over anyway; PgBouncer uses 45).
+///
+/// By hand because no well-kept crate wraps this option (socket2, nix and rustix have
+/// TCP_NODELAY, keepalives and the rest, not this one); the one `unsafe` of the workspace.
+#[allow(unsafe_code)]
+fn set_defer_accept(sock: &socket2::Socket, secs: libc::c_int) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: the fd is a live socket owned by `sock` for the whole call, and the value
+    // pointer and length describe a c_int that outlives it.
+    let r = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_DEFER_ACCEPT,
+            std::ptr::from_ref(&secs).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+fn bind_tcp(
+    addr: &str,
+    n: usize,
+    defer_accept: bool,
+) -> std::io::Result<Vec<std::net::TcpListener>> {
     use socket2::{Domain, Socket, Type};
     use std::net::ToSocketAddrs;
     let mut last = None;
@@ -262,6 +292,9 @@ fn bind_tcp(addr: &str, n: usize) -> std::io::Result<Vec<std::net::TcpListener>>
                 sock.set_nonblocking(true)?;
                 sock.bind(&a.into())?;
                 sock.listen(1024)?;
+                if defer_accept {
+                    set_defer_accept(&sock, 45)?;
+                }
                 let l: std::net::TcpListener = sock.into();
                 a = l.local_addr()?;
                 out.push(l);
@@ -369,7 +402,7 @@ async fn serve(
             addr: addr.clone(),
             source,
         };
-        tcp.push(bind_tcp(&addr, workers).map_err(listen_err)?);
+        tcp.push(bind_tcp(&addr, workers, s.tcp_defer_accept).map_err(listen_err)?);
     }
     let mut unix = None;
     if !s.unix_socket_dir.is_empty() {
@@ -543,18 +576,52 @@ mod tests {
 
     #[test]
     fn one_listener_per_worker_on_one_port_and_a_taken_port_is_refused() {
-        let ls = bind_tcp("127.0.0.1:0", 3).expect("bind");
+        let ls = bind_tcp("127.0.0.1:0", 3, true).expect("bind");
         assert_eq!(ls.len(), 3);
         let port = ls[0].local_addr().unwrap().port();
         assert_ne!(port, 0);
         assert!(ls.iter().all(|l| l.local_addr().unwrap().port() == port));
         // SO_REUSEPORT must not let a second pooler (same user) share the port.
-        let again = bind_tcp(&format!("127.0.0.1:{port}"), 2);
+        let again = bind_tcp(&format!("127.0.0.1:{port}"), 2, true);
         assert!(
             again.is_err(),
             "a second set of listeners bound a taken port"
         );
-        let single = bind_tcp(&format!("127.0.0.1:{port}"), 1);
+        let single = bind_tcp(&format!("127.0.0.1:{port}"), 1, false);
         assert!(single.is_err(), "a single listener bound a taken port");
+    }
+
+    /// The first connection accepted from a listener, waiting up to 10 s.
+    fn first_accepted(l: &std::net::TcpListener) -> std::net::SocketAddr {
+        let end = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            match l.accept() {
+                Ok((_, peer)) => return peer,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    assert!(std::time::Instant::now() < end, "nothing accepted in 10 s");
+                    std::thread::yield_now();
+                }
+                Err(e) => panic!("accept: {e}"),
+            }
+        }
+    }
+
+    #[test]
+    fn defer_accept_hands_over_a_connection_once_it_has_sent_something() {
+        use std::io::Write;
+        for defer in [true, false] {
+            let ls = bind_tcp("127.0.0.1:0", 1, defer).expect("bind");
+            let addr = ls[0].local_addr().unwrap();
+            let silent = std::net::TcpStream::connect(addr).unwrap();
+            let mut talking = std::net::TcpStream::connect(addr).unwrap();
+            talking.write_all(b"\0\0\0\x08").unwrap();
+            let first = first_accepted(&ls[0]);
+            let expect = if defer { &talking } else { &silent };
+            assert_eq!(
+                first,
+                expect.local_addr().unwrap(),
+                "tcp_defer_accept = {defer}: the wrong connection came first"
+            );
+        }
     }
 }
