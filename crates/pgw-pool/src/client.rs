@@ -745,6 +745,44 @@ impl Snapshot {
     }
 }
 
+/// A moment as nanoseconds since the first one taken in this process, 0 for none: half
+/// the size of an `Option<Instant>`, and a session carries two.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Stamp(u64);
+
+impl Stamp {
+    const NONE: Stamp = Stamp(0);
+
+    fn base() -> Instant {
+        static BASE: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+        *BASE.get_or_init(Instant::now)
+    }
+
+    fn now() -> Stamp {
+        let ns = Self::base().elapsed().as_nanos();
+        Stamp(u64::try_from(ns).unwrap_or(u64::MAX).max(1))
+    }
+
+    fn is_none(self) -> bool {
+        self == Self::NONE
+    }
+
+    /// The time since this moment (None for none).
+    fn elapsed(self) -> Option<Duration> {
+        (!self.is_none()).then(|| {
+            let now = Self::now().0;
+            Duration::from_nanos(now.saturating_sub(self.0))
+        })
+    }
+
+    /// The time since this moment, leaving none.
+    fn take(&mut self) -> Option<Duration> {
+        let d = self.elapsed();
+        *self = Self::NONE;
+        d
+    }
+}
+
 /// How the proxy loop stopped.
 enum Step {
     /// Idle between transactions: park until the client sends more.
@@ -820,7 +858,10 @@ struct Session {
     mode: PoolMode,
     max_prepared: u32,
     /// Client statement name -> statement (transaction/statement mode).
-    stmts: HashMap<Bytes, Arc<Stmt>>,
+    /// Boxed and made at the first Parse: most clients never name a statement, and an
+    /// empty map would still take 48 bytes of every session.
+    #[allow(clippy::box_collection)]
+    stmts: Option<Box<HashMap<Bytes, Arc<Stmt>>>>,
     /// Tracked parameter values the client believes in.
     params: Tracked,
     /// SETs to replay: lower-case name -> statement.
@@ -834,10 +875,11 @@ struct Session {
     group_error: bool,
     /// The last CommandComplete was a ROLLBACK.
     last_rollback: bool,
-    query_start: Option<Instant>,
-    xact_start: Option<Instant>,
+    query_start: Stamp,
+    xact_start: Stamp,
     at_ready: bool,
-    received: usize,
+    /// Bytes from the client not yet counted in the pool's stats.
+    received: u32,
 }
 
 impl Session {
@@ -857,7 +899,7 @@ impl Session {
             queue: VecDeque::new(),
             mode: settings.mode,
             max_prepared: settings.max_prepared,
-            stmts: HashMap::new(),
+            stmts: None,
             params: login.params,
             sets: login.sets,
             sql_prepared: BTreeMap::new(),
@@ -865,8 +907,8 @@ impl Session {
             skip_to_sync: false,
             group_error: false,
             last_rollback: false,
-            query_start: None,
-            xact_start: None,
+            query_start: Stamp::NONE,
+            xact_start: Stamp::NONE,
             at_ready: true,
             received: 0,
         }
@@ -1003,7 +1045,14 @@ impl Session {
                 if frame.tag == b'X' {
                     return Ok(Step::Done);
                 }
-                self.received += frame.raw.len();
+                let n = u32::try_from(frame.raw.len()).unwrap_or(u32::MAX);
+                self.received = match self.received.checked_add(n) {
+                    Some(v) => v,
+                    None => {
+                        self.pool.stats.bytes(self.received as usize, 0);
+                        n
+                    }
+                };
                 if self.lease.is_none() {
                     Box::pin(self.attach()).await?;
                 }
@@ -1029,9 +1078,8 @@ impl Session {
             let busy = !self.queue.is_empty();
             let limit = if busy {
                 // From the query's start, not from the last message either side sent.
-                query_timeout.map(|d| {
-                    d.saturating_sub(self.query_start.map_or(Duration::ZERO, |t| t.elapsed()))
-                })
+                query_timeout
+                    .map(|d| d.saturating_sub(self.query_start.elapsed().unwrap_or(Duration::ZERO)))
             } else if in_txn {
                 idle_txn_timeout
             } else {
@@ -1184,7 +1232,7 @@ impl Session {
 
     fn push_server(&mut self, raw: &[u8], expect: Option<Expect>) {
         if self.query_start.is_none() {
-            self.query_start = Some(Instant::now());
+            self.query_start = Stamp::now();
             if self.xact_start.is_none() {
                 self.xact_start = self.query_start;
             }
@@ -1280,6 +1328,7 @@ impl Session {
                 }
                 let stmt = self.ctx.registry.intern(p.rest, p.query);
                 self.stmts
+                    .get_or_insert_with(Default::default)
                     .insert(Bytes::copy_from_slice(p.name), stmt.clone());
                 let has = self.lease.as_ref().is_some_and(|l| {
                     l.server.prepared.contains_key(&stmt.id) || l.server.pending.contains(&stmt.id)
@@ -1323,7 +1372,9 @@ impl Session {
                 let (kind, name) = proto::parse_target(f.body(), "Close").map_err(bad)?;
                 if kind == b'S' && self.mapped(name).is_some() {
                     // The server keeps it for other clients; the client's name goes.
-                    self.stmts.remove(name);
+                    if let Some(m) = &mut self.stmts {
+                        m.remove(name);
+                    }
                     self.queue.push_back(Expect::Synth(proto::empty(b'3')));
                 } else {
                     self.push_server(&f.raw, Some(Expect::Fwd(End::Close)));
@@ -1352,7 +1403,7 @@ impl Session {
         if !self.tracking() || self.max_prepared == 0 || name.is_empty() {
             return None;
         }
-        self.stmts.get(name).cloned()
+        self.stmts.as_ref()?.get(name).cloned()
     }
 
     fn touch(&mut self, id: u64) {
@@ -1478,7 +1529,7 @@ impl Session {
         shrink(&mut self.cout, KEEP_BUFFER);
         self.pool
             .stats
-            .bytes(std::mem::take(&mut self.received), sent);
+            .bytes(std::mem::take(&mut self.received) as usize, sent);
         r.map_err(|_| fatal("08006", "client disconnected"))
     }
 
@@ -1639,7 +1690,7 @@ impl Session {
     /// A ReadyForQuery reached the client: statistics, tracked state, transaction edges.
     fn ready(&mut self, before: u8, status: u8, track: Track, ok: bool) {
         if let Some(t) = self.query_start.take() {
-            self.pool.stats.query(t.elapsed());
+            self.pool.stats.query(t);
         }
         self.info.request_us.store(0, Ordering::Relaxed);
         let Some(l) = &mut self.lease else { return };
@@ -1674,7 +1725,7 @@ impl Session {
                 Track::Discard => {
                     self.sets.clear();
                     self.sql_prepared.clear();
-                    self.stmts.clear();
+                    self.stmts = None;
                     srv.settings.clear();
                     srv.sql_prepared.clear();
                     srv.prepared.clear();
@@ -1693,7 +1744,7 @@ impl Session {
             }
             self.snapshot = Snapshot::None;
             if let Some(t) = self.xact_start.take() {
-                self.pool.stats.xact(t.elapsed());
+                self.pool.stats.xact(t);
             }
         }
         self.at_ready = true;

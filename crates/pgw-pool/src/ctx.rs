@@ -41,7 +41,6 @@ pub struct ClientInfo {
     pub addr: Option<std::net::IpAddr>,
     pub port: u16,
     pub tls: bool,
-    pub connected: Instant,
     pub connect_time_us: i64,
     pub application_name: Mutex<String>,
     /// The cancel key given to the client.
@@ -254,7 +253,6 @@ impl Ctx {
             addr,
             port,
             tls,
-            connected: Instant::now(),
             connect_time_us: crate::stats::now_us(),
             application_name: Mutex::new(application_name.to_owned()),
             pid,
