@@ -929,8 +929,8 @@ impl Session {
                 *b = BytesMut::new();
             }
         }
-        // Made only when a client_idle_timeout is set: a sleep is most of a parked wait.
         self.timeouts.refresh(&self.ctx, &self.info.user);
+        // Made only when a client_idle_timeout is set: a sleep is most of a parked wait.
         let mut deadline =
             Timeouts::get(self.timeouts.idle).map(|d| Box::pin(tokio::time::sleep(d)));
         let expired = async {
@@ -1791,15 +1791,20 @@ impl Session {
             .lock()
             .unwrap_or_else(|e| e.into_inner()) = None;
         self.info.link.store(0, Ordering::Relaxed);
-        let reset_query = {
+        let reset = {
             let rt = self.ctx.runtime_now();
             let s = &rt.config.pool;
-            let reset = self.mode == PoolMode::Session || s.server_reset_query_always;
-            (reset && !s.server_reset_query.is_empty() && !lease.server.broken)
-                .then(|| s.server_reset_query.clone())
+            (self.mode == PoolMode::Session || s.server_reset_query_always)
+                && !s.server_reset_query.is_empty()
+                && !lease.server.broken
         };
-        if let Some(q) = reset_query {
-            if Box::pin(lease.server.run(&q)).await.is_err() {
+        if reset {
+            // Held across the reset's await: an Arc, not the lock-free look.
+            let rt = self.ctx.runtime();
+            if Box::pin(lease.server.run(&rt.config.pool.server_reset_query))
+                .await
+                .is_err()
+            {
                 lease.server.broken = true;
             }
             lease.server.prepared.clear();

@@ -48,7 +48,7 @@ pub struct ClientInfo {
     pub key: i32,
     /// Waiting for a server (SHOW CLIENTS' state `waiting`), else `active` (PgBouncer says
     /// active for idle clients too).
-    state: std::sync::atomic::AtomicBool,
+    waiting: std::sync::atomic::AtomicBool,
     /// The server running this client's request, for its cancel request.
     pub cancel_target: Mutex<Option<(Arc<Target>, i32, i32)>>,
     /// The server connection's id, if linked (SHOW CLIENTS' `link`).
@@ -63,7 +63,7 @@ pub struct ClientInfo {
 impl ClientInfo {
     /// SHOW CLIENTS' state.
     pub fn state(&self) -> &'static str {
-        if self.state.load(Ordering::Relaxed) {
+        if self.waiting.load(Ordering::Relaxed) {
             "waiting"
         } else {
             "active"
@@ -72,7 +72,7 @@ impl ClientInfo {
 
     /// Marks the client waiting for a server (true) or not.
     pub fn set_waiting(&self, waiting: bool) {
-        self.state.store(waiting, Ordering::Relaxed);
+        self.waiting.store(waiting, Ordering::Relaxed);
     }
 
     /// SHOW CLIENTS' addr: the IP address, or `unix`.
@@ -169,14 +169,7 @@ impl Ctx {
     /// (a session waits on its own `kill` wake-up only, not on a channel per client).
     pub fn set_stopping(&self, how: Stopping) {
         let _ = self.stopping.send_replace(how);
-        let clients: Vec<Arc<ClientInfo>> = self
-            .clients
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .values()
-            .cloned()
-            .collect();
-        for c in clients {
+        for c in self.clients() {
             c.kill.notify_one();
         }
     }
@@ -257,7 +250,7 @@ impl Ctx {
             application_name: Mutex::new(application_name.to_owned()),
             pid,
             key,
-            state: std::sync::atomic::AtomicBool::new(false),
+            waiting: std::sync::atomic::AtomicBool::new(false),
             cancel_target: Mutex::new(None),
             link: AtomicU64::new(0),
             killed: AtomicBool::new(false),

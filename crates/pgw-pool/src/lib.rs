@@ -230,11 +230,6 @@ impl Drop for Workers {
     }
 }
 
-/// One listening socket per worker on `addr`, with SO_REUSEPORT so that the kernel spreads
-/// new connections over the workers (one shared socket would wake every worker for each
-/// connection, and all but one would find nothing to accept). Built with socket2: std's
-/// TcpListener::bind cannot set SO_REUSEPORT before bind. Port 0 picks a port for the first
-/// socket and binds the others to it.
 /// Sets TCP_DEFER_ACCEPT on a listening socket (the seconds the kernel waits for a
 /// connection's first bytes before handing it over anyway; PgBouncer uses 45).
 ///
@@ -261,6 +256,11 @@ fn set_defer_accept(sock: &socket2::Socket, secs: libc::c_int) -> std::io::Resul
     }
 }
 
+/// One listening socket per worker on `addr`, with SO_REUSEPORT so that the kernel spreads
+/// new connections over the workers (one shared socket would wake every worker for each
+/// connection, and all but one would find nothing to accept). Built with socket2: std's
+/// TcpListener::bind cannot set SO_REUSEPORT before bind. Port 0 picks a port for the first
+/// socket and binds the others to it.
 fn bind_tcp(
     addr: &str,
     n: usize,
