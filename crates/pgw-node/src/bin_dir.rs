@@ -34,11 +34,13 @@ pub enum Tool {
     PgRewind,
     /// `pg_controldata`: prints `global/pg_control`.
     PgControldata,
+    /// `pg_amcheck`: checks tables and indexes for corruption (amcheck).
+    PgAmcheck,
 }
 
 impl Tool {
     /// Every tool.
-    pub const ALL: [Tool; 8] = [
+    pub const ALL: [Tool; 9] = [
         Tool::Initdb,
         Tool::PgCtl,
         Tool::Postgres,
@@ -47,6 +49,7 @@ impl Tool {
         Tool::PgBasebackup,
         Tool::PgRewind,
         Tool::PgControldata,
+        Tool::PgAmcheck,
     ];
 
     /// The program's file name.
@@ -60,13 +63,16 @@ impl Tool {
             Tool::PgBasebackup => "pg_basebackup",
             Tool::PgRewind => "pg_rewind",
             Tool::PgControldata => "pg_controldata",
+            Tool::PgAmcheck => "pg_amcheck",
         }
     }
 
     /// The Debian package that ships it for PostgreSQL 15.
     pub fn package(self) -> &'static str {
         match self {
-            Tool::Psql | Tool::PgIsready | Tool::PgBasebackup => "postgresql-client-15",
+            Tool::Psql | Tool::PgIsready | Tool::PgBasebackup | Tool::PgAmcheck => {
+                "postgresql-client-15"
+            }
             Tool::Initdb | Tool::PgCtl | Tool::Postgres | Tool::PgRewind | Tool::PgControldata => {
                 "postgresql-15"
             }
@@ -75,7 +81,7 @@ impl Tool {
 
     /// Whether it works on a data directory and so must run as the server's OS user.
     pub fn runs_as_server_user(self) -> bool {
-        !matches!(self, Tool::Psql | Tool::PgIsready)
+        !matches!(self, Tool::Psql | Tool::PgIsready | Tool::PgAmcheck)
     }
 }
 

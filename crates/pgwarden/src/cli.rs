@@ -3,7 +3,7 @@
 
 use clap::{CommandFactory, Parser, Subcommand};
 
-use crate::cmd::{demo, doctor, ha, partition, pool, replica, tune};
+use crate::cmd::{backup, demo, doctor, ha, partition, pool, replica, tune};
 use crate::exit::{Convention, EXIT_CODES};
 
 /// pgwarden: what a senior PostgreSQL DBA does, measured rather than claimed.
@@ -20,6 +20,10 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Base backups (full and page-level incremental) to a directory or S3: init, run,
+    /// list, verify, restore (point in time), expire, drill (a measured restore).
+    #[command(subcommand)]
+    Backup(backup::BackupCmd),
     /// Start a throwaway cluster, load a workload, run every capability on it, stop it.
     Demo(demo::DemoArgs),
     /// Health checks on a live server: findings with severity and the SQL that fixes them.
@@ -40,12 +44,16 @@ pub enum Command {
     Replica(replica::ReplicaCmd),
     /// Recommend postgresql.conf settings from hardware and workload; diff or apply them.
     Tune(tune::TuneCmd),
+    /// WAL archiving: push (archive_command) and fetch (restore_command).
+    #[command(subcommand)]
+    Wal(backup::WalCmd),
 }
 
 impl Command {
     /// The command's name, as typed.
     pub fn name(&self) -> &'static str {
         match self {
+            Command::Backup(_) => "backup",
             Command::Demo(_) => "demo",
             Command::Doctor(_) => "doctor",
             Command::Ha(_) => "ha",
@@ -53,6 +61,7 @@ impl Command {
             Command::Pool(_) => "pool",
             Command::Replica(_) => "replica",
             Command::Tune(_) => "tune",
+            Command::Wal(_) => "wal",
         }
     }
 }

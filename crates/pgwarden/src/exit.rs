@@ -39,6 +39,10 @@ pub enum Outcome {
     TargetMissed,
     /// Stopped by Ctrl-C after cleaning up (the demo's cluster).
     Interrupted,
+    /// Read everything, and found damaged or missing objects (`backup verify`).
+    DamageFound,
+    /// What was asked for does not exist (`wal fetch` of a file not in the repository).
+    NotFound,
 }
 
 /// The Nagios state of a doctor run.
@@ -154,6 +158,8 @@ pub fn outcome_code(outcome: Outcome) -> u8 {
         Outcome::NotConfirmed
         | Outcome::PartlyFailed
         | Outcome::TargetMissed
+        | Outcome::DamageFound
+        | Outcome::NotFound
         | Outcome::Health(Health::Warning) => 1,
         Outcome::Health(Health::Critical) => 2,
         Outcome::Unfinished => 3,
@@ -231,6 +237,31 @@ Exit codes:
   1  a listening address is taken or cannot be bound
   2  invalid usage: bad flags, a configuration or auth file that cannot be read, an
      unknown setting, a bad value";
+
+/// backup's exit codes.
+pub const BACKUP_EXIT_CODES: &str = "\
+Exit codes:
+  0  done; verify: no damage; drill: restored, writable within the one-hour RTO target
+     and pg_amcheck clean
+  1  the work failed: repository or server unreachable, credentials refused, a WAL
+     segment the backup needs not archived in time (the backup is not recorded);
+     verify: damaged or missing objects (each named); drill: amcheck found corruption,
+     the RTO target was missed or the restored server did not start; expire: not confirmed
+  2  invalid usage or refused before anything was written: bad flags, a repository of
+     another cluster, a wrong or missing encryption key, restore into a non-empty
+     directory, a recovery target the repository cannot reach
+
+The repository is --repo or $PGWARDEN_REPO: a directory or s3://bucket/prefix (with
+--s3-endpoint, --s3-region and the AWS_* variables). An encrypted repository's key is
+--encryption-key-file or $PGWARDEN_ENCRYPTION_KEY.";
+
+/// wal's exit codes (archive_command and restore_command read them).
+pub const WAL_EXIT_CODES: &str = "\
+Exit codes:
+  0  push: stored, or the same file was already there; fetch: written
+  1  push: failed (nothing written), or a different file of that name is already in
+     the repository; fetch: not in the repository, or failed (damaged, unreachable)
+  2  invalid usage: bad flags, not a WAL file name, a segment of another cluster";
 
 /// doctor's exit codes.
 pub const DOCTOR_EXIT_CODES: &str = "\

@@ -106,6 +106,7 @@ const OWN_CRATES: &[&str] = &[
     "pgw_node",
     "pgw_replica",
     "pgw_ha",
+    "pgw_backup",
 ];
 
 /// The tracing filter for `--log`: a plain level (`debug`) for pgwarden's crates with the

@@ -2,6 +2,7 @@
 //! capability crate) and its rendering. Adding a command adds a file here and a variant to
 //! `cli::Command`.
 
+pub mod backup;
 pub mod demo;
 pub mod doctor;
 pub mod ha;
@@ -21,6 +22,7 @@ pub async fn run(command: Command) -> Result<Outcome, Failure> {
     async move {
         tracing::debug!("start");
         let result = match command {
+            Command::Backup(c) => backup::run(c).await,
             Command::Demo(a) => demo::run(a).await,
             Command::Doctor(a) => doctor::run(a).await,
             Command::Ha(c) => ha::run(c).await,
@@ -28,6 +30,7 @@ pub async fn run(command: Command) -> Result<Outcome, Failure> {
             Command::Pool(a) => pool::run(a).await,
             Command::Replica(c) => replica::run(c).await,
             Command::Tune(c) => tune::run(c).await,
+            Command::Wal(c) => backup::run_wal(c).await,
         };
         match &result {
             Ok(outcome) => tracing::debug!(?outcome, "done"),

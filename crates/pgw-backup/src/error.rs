@@ -1,0 +1,100 @@
+//! [`BackupError`]: every failure of a backup command, with the class that decides its exit
+//! code. The text is the one line users see; nothing in it is a secret.
+
+use pgw_common::{Classify, ConnectError, ErrorClass};
+
+/// What went wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum BackupError {
+    /// The request cannot be done as given; nothing was read or written.
+    #[error("{0}")]
+    Input(String),
+    /// The repository or the cluster refuses the request (another cluster's repository, a
+    /// target that cannot be reached, a directory that is not empty); nothing was written.
+    #[error("{0}")]
+    Refused(String),
+    /// Objects of the repository are damaged or missing (verify's finding, or found while
+    /// reading).
+    #[error("{0}")]
+    Damaged(String),
+    /// The object store failed (unreachable, credentials refused, I/O).
+    #[error("repository {url}: {what}")]
+    Store {
+        url: String,
+        what: String,
+        #[source]
+        source: object_store::Error,
+    },
+    /// A local file or directory could not be read or written.
+    #[error("{what} {path}")]
+    Io {
+        what: &'static str,
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The server could not be reached.
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+    /// The server refused a statement.
+    #[error("{what}")]
+    Sql {
+        what: &'static str,
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    /// A PostgreSQL program or the restored server failed.
+    #[error(transparent)]
+    Node(#[from] pgw_node::NodeError),
+    /// Anything else that failed, said in one line.
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl Classify for BackupError {
+    fn class(&self) -> ErrorClass {
+        match self {
+            BackupError::Input(_) | BackupError::Refused(_) => ErrorClass::Input,
+            BackupError::Connect(e) => e.class(),
+            BackupError::Node(
+                pgw_node::NodeError::InvalidOption { .. }
+                | pgw_node::NodeError::NotEmpty { .. }
+                | pgw_node::NodeError::MissingBinary { .. },
+            ) => ErrorClass::Input,
+            BackupError::Node(_) => ErrorClass::Failed,
+            BackupError::Damaged(_)
+            | BackupError::Store { .. }
+            | BackupError::Io { .. }
+            | BackupError::Sql { .. }
+            | BackupError::Failed(_) => ErrorClass::Failed,
+        }
+    }
+}
+
+impl BackupError {
+    /// An I/O error on `path`.
+    pub fn io(
+        what: &'static str,
+        path: impl AsRef<std::path::Path>,
+        source: std::io::Error,
+    ) -> Self {
+        BackupError::Io {
+            what,
+            path: path.as_ref().display().to_string(),
+            source,
+        }
+    }
+
+    /// A statement the server refused.
+    pub fn sql(what: &'static str) -> impl FnOnce(tokio_postgres::Error) -> BackupError {
+        move |source| BackupError::Sql { what, source }
+    }
+}
+
+/// Results of this crate.
+pub type Result<T, E = BackupError> = std::result::Result<T, E>;
+
+/// An error's chain as one line.
+pub fn one_line(e: &(dyn std::error::Error + 'static)) -> String {
+    pgw_common::report(e)
+}

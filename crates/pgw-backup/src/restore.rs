@@ -1,0 +1,570 @@
+//! `backup restore`: picks the backup a target needs, refuses a target the repository cannot
+//! reach before anything is written, restores the backup's chain (full, then each
+//! incremental's pages) into an empty directory in parallel, and writes `backup_label`,
+//! `recovery.signal` and the recovery settings, so that the cluster starts and replays to
+//! the target.
+
+use std::collections::HashMap;
+use std::os::unix::fs::{FileExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use pgw_node::{Lsn, OsUser};
+
+use crate::error::{BackupError, Result};
+use crate::manifest::{pack_object, Catalog, FileEntry, Manifest, Piece};
+use crate::packs::{for_each_piece, PackJob};
+use crate::pgdata::PAGE;
+use crate::repo::Repo;
+use crate::wal::{self, ArchivedSegment};
+
+/// Where recovery stops.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Target {
+    /// The end of the archived WAL.
+    Latest,
+    /// The last commit before this time.
+    Time(chrono::DateTime<chrono::FixedOffset>),
+    /// This WAL location.
+    Lsn(Lsn),
+    /// This transaction's commit.
+    Xid(u64),
+}
+
+impl Target {
+    /// Parses a `--target-time`: RFC 3339 or `YYYY-MM-DD HH:MM:SS[.frac]±TZ`; a time zone is
+    /// required (the server would otherwise read it in its own).
+    pub fn parse_time(s: &str) -> std::result::Result<Target, String> {
+        let t = s.trim();
+        chrono::DateTime::parse_from_rfc3339(t)
+            .or_else(|_| chrono::DateTime::parse_from_str(t, "%Y-%m-%d %H:%M:%S%.f%#z"))
+            .or_else(|_| chrono::DateTime::parse_from_str(t, "%Y-%m-%d %H:%M:%S%#z"))
+            .map(Target::Time)
+            .map_err(|_| {
+                format!("{s:?} is not a time with a zone (2026-12-06 14:30:00+00 or 2026-12-06T14:30:00Z)")
+            })
+    }
+
+    /// How the target reads in a report.
+    pub fn describe(&self) -> String {
+        match self {
+            Target::Latest => "latest".into(),
+            Target::Time(t) => format!("time {}", t.to_rfc3339()),
+            Target::Lsn(l) => format!("lsn {l}"),
+            Target::Xid(x) => format!("xid {x}"),
+        }
+    }
+}
+
+/// What the server does at the target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TargetAction {
+    Promote,
+    Pause,
+    Shutdown,
+}
+
+impl TargetAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TargetAction::Promote => "promote",
+            TargetAction::Pause => "pause",
+            TargetAction::Shutdown => "shutdown",
+        }
+    }
+}
+
+/// How to restore.
+#[derive(Debug, Clone)]
+pub struct RestoreOptions {
+    /// The directory to restore into: missing or empty.
+    pub pgdata: PathBuf,
+    /// The backup (default: the one the target needs, else the newest).
+    pub backup: Option<String>,
+    pub target: Target,
+    pub action: TargetAction,
+    pub jobs: usize,
+    /// Keep the backup's archive settings (else archive_mode = off in the restored cluster).
+    pub archive: bool,
+    /// The restore_command to write.
+    pub restore_command: String,
+    /// Who owns the restored files (the server's user).
+    pub user: OsUser,
+}
+
+/// What a restore did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RestoreReport {
+    pub backup: String,
+    pub chain: Vec<String>,
+    pub target: String,
+    pub pgdata: String,
+    pub files: usize,
+    pub bytes: u64,
+    pub seconds: f64,
+}
+
+/// The repository's state a restore is planned on.
+pub struct Plan<'a> {
+    pub chain: Vec<&'a Manifest>,
+}
+
+/// Chooses the backup for `target` (or checks the one asked for) and checks that the
+/// repository's WAL can reach the target. Pure over the catalog and the segment list.
+pub fn plan<'a>(
+    catalog: &'a Catalog,
+    segments: &[ArchivedSegment],
+    seg_size: u64,
+    backup: Option<&str>,
+    target: &Target,
+) -> Result<Plan<'a>> {
+    let backups = &catalog.backups;
+    if backups.is_empty() {
+        return Err(BackupError::Refused(
+            "the repository has no usable backup".into(),
+        ));
+    }
+    let refuse = |s: String| Err(BackupError::Refused(s));
+    let chosen: &Manifest = match (backup, target) {
+        (Some(id), _) => catalog.get(id).ok_or_else(|| {
+            BackupError::Input(format!("no usable backup {id} in the repository"))
+        })?,
+        (None, Target::Latest) => backups
+            .last()
+            .ok_or_else(|| BackupError::Refused("no backup".into()))?,
+        (None, Target::Time(t)) => {
+            let at = t.timestamp_millis() as f64 / 1000.0;
+            match backups.iter().rev().find(|m| m.stop_epoch <= at) {
+                Some(m) => m,
+                None => {
+                    return refuse(format!(
+                    "target time {} is before the earliest backup was consistent ({}, backup {})",
+                    t.to_rfc3339(),
+                    backups[0].stop_time,
+                    backups[0].id
+                ))
+                }
+            }
+        }
+        (None, Target::Lsn(l)) => match backups.iter().rev().find(|m| m.stop() <= *l) {
+            Some(m) => m,
+            None => {
+                return refuse(format!(
+                    "target LSN {l} is before the earliest backup was consistent ({}, backup {})",
+                    backups[0].stop_lsn, backups[0].id
+                ))
+            }
+        },
+        (None, Target::Xid(x)) => {
+            let xid_of = |m: &Manifest| {
+                m.next_xid
+                    .rsplit(':')
+                    .next()
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .unwrap_or(0)
+            };
+            match backups.iter().rev().find(|m| xid_of(m) <= *x) {
+                Some(m) => m,
+                None => {
+                    return refuse(format!(
+                        "target xid {x} is older than the earliest backup (its next xid was {})",
+                        backups[0].next_xid
+                    ))
+                }
+            }
+        }
+    };
+    let chain = catalog.chain(&chosen.id)?;
+
+    // The WAL the backup needs to be consistent.
+    let (tli, first, last) = wal_range(chosen, seg_size)?;
+    let have: std::collections::HashSet<(u32, u64)> =
+        segments.iter().map(|s| (s.tli, s.segno)).collect();
+    if let Some(missing) = (first..=last).find(|n| !have.contains(&(tli, *n))) {
+        return refuse(format!(
+            "WAL segment {}, which backup {} needs, is not in the repository",
+            wal::segment_name(tli, missing, seg_size),
+            chosen.id
+        ));
+    }
+    // The end of the WAL that follows on from the backup without a gap (any later timeline
+    // counts as following on).
+    let mut end_segno = last;
+    while have.contains(&(tli, end_segno + 1)) {
+        end_segno += 1;
+    }
+    let newer_timelines = segments.iter().any(|s| s.tli > tli && s.segno >= first);
+    match target {
+        Target::Time(t) => {
+            let at = t.timestamp_millis() as f64 / 1000.0;
+            if let Some(m) = explicit_too_late(chosen, at) {
+                return refuse(m);
+            }
+            let newest = segments
+                .iter()
+                .filter(|s| s.tli >= tli && s.segno >= first)
+                .map(|s| s.object.modified)
+                .max();
+            match newest {
+                Some(n) if (n.timestamp_millis() as f64 / 1000.0) >= at => {}
+                Some(n) => {
+                    return refuse(format!(
+                        "target time {} is after the newest archived WAL (archived {}): it cannot be reached",
+                        t.to_rfc3339(),
+                        n.to_rfc3339()
+                    ))
+                }
+                None => return refuse("the repository has no WAL after the backup".into()),
+            }
+        }
+        Target::Lsn(l) => {
+            if *l < chosen.stop() {
+                return refuse(format!(
+                    "target LSN {l} is before backup {} was consistent ({})",
+                    chosen.id, chosen.stop_lsn
+                ));
+            }
+            let end = Lsn((end_segno + 1) * seg_size);
+            if *l > end && !newer_timelines {
+                return refuse(format!(
+                    "target LSN {l} is past the end of the archived WAL ({end}): it cannot be reached"
+                ));
+            }
+        }
+        Target::Latest | Target::Xid(_) => {}
+    }
+    Ok(Plan { chain })
+}
+
+fn explicit_too_late(m: &Manifest, at: f64) -> Option<String> {
+    (m.stop_epoch > at).then(|| {
+        format!(
+            "backup {} was consistent only at {}, after the target time",
+            m.id, m.stop_time
+        )
+    })
+}
+
+/// The timeline and first and last segment numbers a backup needs.
+pub fn wal_range(m: &Manifest, seg_size: u64) -> Result<(u32, u64, u64)> {
+    let parse = |name: &str| match wal::classify(name) {
+        Some(wal::WalKind::Segment { tli, log, seg }) => Ok((tli, wal::segno(log, seg, seg_size))),
+        _ => Err(BackupError::Damaged(format!(
+            "backup {}: bad WAL name {name}",
+            m.id
+        ))),
+    };
+    let (tli, first) = parse(&m.start_wal)?;
+    let (_, last) = parse(&m.stop_wal)?;
+    Ok((tli, first, last.max(first)))
+}
+
+/// Whether `dir` is missing or an empty directory.
+fn check_empty(dir: &Path) -> Result<bool> {
+    match std::fs::read_dir(dir) {
+        Ok(mut rd) => {
+            if rd.next().is_some() {
+                return Err(BackupError::Refused(format!(
+                    "{} is not empty: restore into a new or empty directory",
+                    dir.display()
+                )));
+            }
+            Ok(true)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => Err(BackupError::Refused(
+            format!("{} is a file, not a directory", dir.display()),
+        )),
+        Err(e) => Err(BackupError::io("read", dir, e)),
+    }
+}
+
+/// Restores. On failure the directory is removed again (or emptied, when it existed).
+pub async fn restore(
+    repo: &Repo,
+    opts: &RestoreOptions,
+    progress: &(dyn Fn(u64, u64) + Sync),
+) -> Result<RestoreReport> {
+    let began = Instant::now();
+    let catalog = Catalog::load(repo).await?;
+    let segments = wal::list_segments(repo).await?;
+    let seg_size = repo.meta.wal_segment_size;
+    let plan = plan(
+        &catalog,
+        &segments,
+        seg_size,
+        opts.backup.as_deref(),
+        &opts.target,
+    )?;
+    let existed = check_empty(&opts.pgdata)?;
+    if !existed {
+        let parent = opts.pgdata.parent().filter(|p| !p.as_os_str().is_empty());
+        if let Some(p) = parent {
+            if !p.is_dir() {
+                return Err(BackupError::Refused(format!(
+                    "{} does not exist",
+                    p.display()
+                )));
+            }
+        }
+        std::fs::create_dir(&opts.pgdata)
+            .map_err(|e| BackupError::io("create", &opts.pgdata, e))?;
+    }
+    let result = write_all(repo, opts, &plan, progress).await;
+    match result {
+        Ok((files, bytes)) => {
+            let target = plan.chain.last().map(|m| m.id.clone()).unwrap_or_default();
+            Ok(RestoreReport {
+                backup: target,
+                chain: plan.chain.iter().map(|m| m.id.clone()).collect(),
+                target: opts.target.describe(),
+                pgdata: opts.pgdata.display().to_string(),
+                files,
+                bytes,
+                seconds: began.elapsed().as_secs_f64(),
+            })
+        }
+        Err(e) => {
+            undo(&opts.pgdata, existed);
+            Err(e)
+        }
+    }
+}
+
+fn undo(dir: &Path, existed: bool) {
+    if existed {
+        if let Ok(rd) = std::fs::read_dir(dir) {
+            for e in rd.flatten() {
+                let p = e.path();
+                let _ = if p.is_dir() {
+                    std::fs::remove_dir_all(&p)
+                } else {
+                    std::fs::remove_file(&p)
+                };
+            }
+        }
+    } else {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
+
+/// Where a piece goes.
+struct Dest {
+    path: PathBuf,
+}
+
+async fn write_all(
+    repo: &Repo,
+    opts: &RestoreOptions,
+    plan: &Plan<'_>,
+    progress: &(dyn Fn(u64, u64) + Sync),
+) -> Result<(usize, u64)> {
+    let target = *plan
+        .chain
+        .last()
+        .ok_or_else(|| BackupError::Failed("empty chain".into()))?;
+    let root = &opts.pgdata;
+    let io = |what: &'static str, p: &Path| {
+        let p = p.to_path_buf();
+        move |e| BackupError::io(what, p, e)
+    };
+    std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o700))
+        .map_err(io("chmod", root))?;
+    opts.user.chown(root)?;
+    let mut dirs = target.dirs.clone();
+    dirs.sort_by(|a, b| a.path.cmp(&b.path));
+    for d in &dirs {
+        let p = safe_join(root, &d.path)?;
+        std::fs::create_dir_all(&p).map_err(io("create", &p))?;
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(d.mode & 0o777 | 0o700))
+            .map_err(io("chmod", &p))?;
+        opts.user.chown(&p)?;
+    }
+    // Per layer, the file entries by path.
+    let layers: Vec<HashMap<&str, &FileEntry>> = plan
+        .chain
+        .iter()
+        .map(|m| m.files.iter().map(|f| (f.path.as_str(), f)).collect())
+        .collect();
+    let top = layers.len() - 1;
+    // For each file, the layer it starts from (the last one holding it whole).
+    let mut start_of: HashMap<&str, usize> = HashMap::new();
+    for f in &target.files {
+        let mut k = top;
+        let mut e = f;
+        while e.delta {
+            if k == 0 {
+                return Err(BackupError::Damaged(format!(
+                    "backup {}: {} is incremental but has no full copy below it",
+                    target.id, f.path
+                )));
+            }
+            k -= 1;
+            e = layers[k].get(f.path.as_str()).copied().ok_or_else(|| {
+                BackupError::Damaged(format!(
+                    "backup {}: {} needs backup {}'s copy, which it does not have",
+                    target.id, f.path, plan.chain[k].id
+                ))
+            })?;
+        }
+        start_of.insert(f.path.as_str(), k);
+        let p = safe_join(root, &f.path)?;
+        std::fs::File::create(&p).map_err(io("create", &p))?;
+    }
+    let handle = tokio::runtime::Handle::current();
+    let mut bytes = 0u64;
+    for (k, m) in plan.chain.iter().enumerate() {
+        let mut by_pack: Vec<Vec<(Piece, Dest)>> = m.packs.iter().map(|_| Vec::new()).collect();
+        for f in &m.files {
+            let Some(&start) = start_of.get(f.path.as_str()) else {
+                continue;
+            };
+            if k < start {
+                continue;
+            }
+            let path = safe_join(root, &f.path)?;
+            for p in &f.pieces {
+                let slot = by_pack.get_mut(p.pack as usize).ok_or_else(|| {
+                    BackupError::Damaged(format!(
+                        "backup {}: {} names pack {} of {}",
+                        m.id,
+                        f.path,
+                        p.pack,
+                        m.packs.len()
+                    ))
+                })?;
+                slot.push((p.clone(), Dest { path: path.clone() }));
+            }
+        }
+        let work: Vec<PackJob<Dest>> = m
+            .packs
+            .iter()
+            .zip(by_pack)
+            .filter(|(_, pieces)| !pieces.is_empty())
+            .map(|(p, mut pieces)| {
+                pieces.sort_by_key(|(pc, _)| pc.offset);
+                PackJob {
+                    object: pack_object(&m.id, &p.name),
+                    size: p.size,
+                    pieces,
+                }
+            })
+            .collect();
+        bytes += work
+            .iter()
+            .flat_map(|j| j.pieces.iter())
+            .map(|(p, _)| p.plain)
+            .sum::<u64>();
+        let id = m.id.clone();
+        let jobs = opts.jobs;
+        let repo2 = repo.clone();
+        let handle2 = handle.clone();
+        let write = |plain: &[u8], piece: &Piece, dest: &Dest| -> Result<()> {
+            let file = std::fs::OpenOptions::new()
+                .write(true)
+                .open(&dest.path)
+                .map_err(|e| BackupError::io("write", &dest.path, e))?;
+            match &piece.pages {
+                None => file.write_all_at(plain, piece.file_offset),
+                Some(pages) => {
+                    if plain.len() != pages.len() * PAGE {
+                        return Err(BackupError::Damaged(format!(
+                            "{}: a piece's pages do not match its length",
+                            dest.path.display()
+                        )));
+                    }
+                    pages
+                        .iter()
+                        .zip(plain.chunks_exact(PAGE))
+                        .try_for_each(|(b, page)| {
+                            file.write_all_at(page, u64::from(*b) * PAGE as u64)
+                        })
+                }
+            }
+            .map_err(|e| BackupError::io("write", &dest.path, e))
+        };
+        let problem = |p: crate::packs::PieceProblem| -> Result<()> {
+            Err(BackupError::Damaged(format!(
+                "backup {id}: {}: {} (run pgwarden backup verify)",
+                p.object, p.what
+            )))
+        };
+        tokio::task::block_in_place(|| {
+            for_each_piece(&repo2, &handle2, jobs, &work, &write, &problem, progress)
+        })?;
+    }
+    for f in &target.files {
+        let p = safe_join(root, &f.path)?;
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&p)
+            .map_err(io("write", &p))?;
+        file.set_len(f.size).map_err(io("write", &p))?;
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(f.mode & 0o777 | 0o600))
+            .map_err(io("chmod", &p))?;
+        opts.user.chown(&p)?;
+    }
+    write_recovery(opts, target)?;
+    Ok((target.files.len(), bytes))
+}
+
+/// `root/rel`, refusing a manifest path that would leave `root`.
+fn safe_join(root: &Path, rel: &str) -> Result<PathBuf> {
+    let ok = !rel.is_empty()
+        && !rel.starts_with('/')
+        && rel
+            .split('/')
+            .all(|c| !c.is_empty() && c != "." && c != "..");
+    if !ok {
+        return Err(BackupError::Damaged(format!(
+            "the manifest names the path {rel:?}"
+        )));
+    }
+    Ok(root.join(rel))
+}
+
+fn write_recovery(opts: &RestoreOptions, m: &Manifest) -> Result<()> {
+    let root = &opts.pgdata;
+    opts.user
+        .write_file(&root.join("backup_label"), m.backup_label.as_bytes(), 0o600)?;
+    opts.user
+        .write_file(&root.join("recovery.signal"), b"", 0o600)?;
+    let auto = root.join("postgresql.auto.conf");
+    let mut text = std::fs::read_to_string(&auto).unwrap_or_default();
+    let set = |text: &mut String, name: &str, value: Option<&str>| {
+        *text = pgw_node::auto_conf_set(text, name, value);
+    };
+    for name in [
+        "recovery_target",
+        "recovery_target_time",
+        "recovery_target_lsn",
+        "recovery_target_xid",
+        "recovery_target_name",
+        "recovery_target_inclusive",
+    ] {
+        set(&mut text, name, None);
+    }
+    set(&mut text, "restore_command", Some(&opts.restore_command));
+    set(&mut text, "recovery_target_timeline", Some("latest"));
+    match &opts.target {
+        Target::Latest => set(&mut text, "recovery_target_action", None),
+        t => {
+            match t {
+                Target::Time(t) => set(&mut text, "recovery_target_time", Some(&t.to_rfc3339())),
+                Target::Lsn(l) => set(&mut text, "recovery_target_lsn", Some(&l.to_string())),
+                Target::Xid(x) => set(&mut text, "recovery_target_xid", Some(&x.to_string())),
+                Target::Latest => {}
+            }
+            set(
+                &mut text,
+                "recovery_target_action",
+                Some(opts.action.as_str()),
+            );
+        }
+    }
+    if !opts.archive {
+        set(&mut text, "archive_mode", Some("off"));
+    }
+    opts.user.write_file(&auto, text.as_bytes(), 0o600)?;
+    Ok(())
+}
