@@ -1,6 +1,8 @@
 //! Integration tests of the pgwarden binary against real throwaway clusters.
 //! They need PostgreSQL 15 and fail (never skip) when it is missing.
 
+mod backup;
+mod backup_s3;
 mod demo;
 mod doctor;
 mod errors;
