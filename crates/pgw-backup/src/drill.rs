@@ -74,6 +74,21 @@ impl Drop for Running {
     }
 }
 
+/// `$TMPDIR`, or `/tmp` when the server's user could not reach a directory made in it.
+fn temp_base(user: &OsUser) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let base = std::env::temp_dir();
+    let traversable = base.ancestors().all(|a| {
+        a.as_os_str().is_empty()
+            || std::fs::metadata(a).is_ok_and(|m| m.permissions().mode() & 0o001 != 0)
+    });
+    if user.is_other() && !traversable {
+        PathBuf::from("/tmp")
+    } else {
+        base
+    }
+}
+
 fn free_port() -> Result<u16> {
     std::net::TcpListener::bind(("127.0.0.1", 0))
         .and_then(|l| l.local_addr())
@@ -89,7 +104,7 @@ pub async fn drill(
 ) -> Result<DrillReport> {
     opts.bin
         .require(&[Tool::PgCtl, Tool::Postgres, Tool::PgAmcheck])?;
-    let base = std::env::temp_dir();
+    let base = temp_base(&opts.user);
     let tmp = tempfile::Builder::new()
         .prefix("pgwarden-drill-")
         .tempdir_in(&base)

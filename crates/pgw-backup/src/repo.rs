@@ -48,6 +48,47 @@ pub struct RepoOptions {
     pub s3_secret_access_key: Option<String>,
     /// The file holding the encryption secret.
     pub key_file: Option<PathBuf>,
+    /// The repository file these options were read from (`--repo-config`), which
+    /// `restore_command` names again so that its credentials reach the server's commands.
+    pub config_file: Option<PathBuf>,
+}
+
+/// A repository file (`--repo-config`, TOML): the repository and its credentials in one
+/// place only the server's user can read, for archive_command and restore_command, which
+/// run without the caller's environment. Every key is optional; flags override it.
+///
+/// ```toml
+/// repo = "s3://backups/pg1"                  # or "/backups/pg1"
+/// s3_endpoint = "https://minio.internal:9000"
+/// s3_region = "eu-west-1"
+/// s3_access_key_id = "AKIA..."
+/// s3_secret_access_key = "..."
+/// encryption_key_file = "/etc/pgwarden/pg1.key"
+/// ```
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RepoFile {
+    pub repo: Option<String>,
+    pub s3_endpoint: Option<String>,
+    pub s3_region: Option<String>,
+    pub s3_access_key_id: Option<String>,
+    pub s3_secret_access_key: Option<String>,
+    pub encryption_key_file: Option<PathBuf>,
+}
+
+impl RepoFile {
+    /// Reads and parses `path`.
+    pub fn read(path: &Path) -> Result<RepoFile> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| BackupError::io("read the repository file", path, e))?;
+        toml::from_str(&text).map_err(|e| {
+            BackupError::Input(format!(
+                "repository file {}: {}",
+                path.display(),
+                e.message()
+            ))
+        })
+    }
 }
 
 impl RepoOptions {
@@ -77,7 +118,11 @@ impl RepoOptions {
     /// The flags that name this repository again (for `restore_command`): the URL, the S3
     /// endpoint and region and the key file; credentials are left to the environment.
     pub fn flags(&self) -> Vec<String> {
-        let mut f = vec!["--repo".to_string(), self.url.clone()];
+        let mut f = Vec::new();
+        if let Some(c) = &self.config_file {
+            f.extend(["--repo-config".to_string(), c.display().to_string()]);
+        }
+        f.extend(["--repo".to_string(), self.url.clone()]);
         if let Some(e) = &self.s3_endpoint {
             f.extend(["--s3-endpoint".to_string(), e.clone()]);
         }

@@ -34,9 +34,11 @@ use std::sync::Arc;
 use serde::Serialize;
 use tokio_postgres::Client;
 
+mod backup;
 mod ha;
 mod pool;
 
+pub use backup::BackupDemo;
 pub use ha::HaDemo;
 pub use pool::{Churn, PoolDemo};
 
@@ -62,7 +64,7 @@ pub struct Options {
 }
 
 /// The number of steps [`run`] reports through [`Options::on_step`].
-pub const STEPS: u64 = 13;
+pub const STEPS: u64 = 14;
 
 /// Why the demo failed.
 #[derive(Debug, thiserror::Error)]
@@ -83,6 +85,8 @@ pub enum DemoError {
     Ha(String),
     #[error("the pooler part: {0}")]
     Pool(String),
+    #[error("the backup part: {0}")]
+    Backup(String),
     #[error("the demo lost hold of its cluster")]
     ClusterGone,
     #[error("partition the demo's time series")]
@@ -120,6 +124,9 @@ pub struct DemoReport {
     pub after_restart: AfterRestart,
     /// `pgwarden pool`: pgbench -C direct and through the pooler, and SHOW POOLS.
     pub pool: PoolDemo,
+    /// `pgwarden backup`: WAL archiving, a full and an incremental backup during the
+    /// workload, and a drill to a point in time with its measured RTO.
+    pub backup: BackupDemo,
     /// `pgwarden ha`: two nodes on etcd, the primary node lost, the failover, the rejoin.
     pub ha: HaDemo,
     pub elapsed_ms: u128,
@@ -159,7 +166,7 @@ pub struct AfterRestart {
     pub not_in_effect: Vec<String>,
 }
 
-fn q(what: &'static str) -> impl FnOnce(tokio_postgres::Error) -> DemoError {
+pub(crate) fn q(what: &'static str) -> impl FnOnce(tokio_postgres::Error) -> DemoError {
     move |source| DemoError::Query { what, source }
 }
 
@@ -277,7 +284,13 @@ pub async fn run(opts: &Options) -> Result<DemoReport, DemoError> {
     let apply = pgw_tune::run::execute_apply(&session, &plan, &AtomicBool::new(false)).await?;
     drop(session);
 
-    step(8, "restarting for the settings that need it");
+    // Archiving into a repository in a temp dir, in effect with the same restart.
+    let backup_setup = backup::prepare(&client, &opts.agent_exe).await?;
+
+    step(
+        8,
+        "restarting for the settings that need it (and WAL archiving)",
+    );
     drop(client);
     let restarting = cluster.into_inner()?;
     cluster = Owned::new(
@@ -313,10 +326,30 @@ pub async fn run(opts: &Options) -> Result<DemoReport, DemoError> {
         .await?
     };
 
+    step(
+        11,
+        "backup: a full and an incremental during writes, then a drill to a point in time",
+    );
+    let backup = {
+        let c = cluster.get()?;
+        let (client, _) = pgw_common::connect_dsn(Some(&dsn))
+            .await
+            .map_err(|e| DemoError::Tune(TuneError::Connect(e)))?;
+        backup::run(
+            &backup_setup,
+            &client,
+            c.data_dir(),
+            c.bin_dir(),
+            &opts.agent_exe,
+        )
+        .await?
+    };
+
     let stopping = cluster.into_inner()?;
     blocking("stop the throwaway cluster", move || stopping.stop()).await??;
+    drop(backup_setup);
 
-    let ha = ha::run(&opts.agent_exe, step, 11).await?;
+    let ha = ha::run(&opts.agent_exe, step, 12).await?;
 
     let report = DemoReport {
         cluster: ClusterInfo {
@@ -334,6 +367,7 @@ pub async fn run(opts: &Options) -> Result<DemoReport, DemoError> {
             not_in_effect,
         },
         pool,
+        backup,
         ha,
         elapsed_ms: started.elapsed().as_millis(),
     };

@@ -6,12 +6,13 @@ use std::time::Duration;
 
 use clap::{Args, Subcommand, ValueEnum};
 
+use pgw_backup::repo::RepoFile;
 use pgw_backup::restore::{Target, TargetAction};
 use pgw_backup::{Kind, Repo, RepoOptions};
 use pgw_common::output::table;
 
 use crate::args::OutputFormat;
-use crate::exit::{Failure, OrFail, Outcome, BACKUP_EXIT_CODES, WAL_EXIT_CODES};
+use crate::exit::{Failure, OrFail, Outcome, Usage, BACKUP_EXIT_CODES, WAL_EXIT_CODES};
 use crate::render::{json, out, size};
 use crate::term;
 
@@ -21,7 +22,13 @@ pub struct RepoArgs {
     /// The repository: a directory (/backups/pg1, file:///backups/pg1) or
     /// s3://bucket/prefix.
     #[arg(long, env = "PGWARDEN_REPO", value_name = "URL")]
-    pub repo: String,
+    pub repo: Option<String>,
+    /// A TOML file with the repository and its credentials (keys repo, s3_endpoint,
+    /// s3_region, s3_access_key_id, s3_secret_access_key, encryption_key_file); flags
+    /// override it. archive_command and restore_command should name one: they run without
+    /// your environment.
+    #[arg(long, env = "PGWARDEN_REPO_CONFIG", value_name = "FILE")]
+    pub repo_config: Option<PathBuf>,
     /// S3 endpoint (MinIO, Ceph, ...); default AWS. http:// endpoints are allowed.
     #[arg(long, env = "PGWARDEN_S3_ENDPOINT", value_name = "URL")]
     pub s3_endpoint: Option<String>,
@@ -42,22 +49,38 @@ pub struct RepoArgs {
 }
 
 impl RepoArgs {
-    fn options(&self) -> RepoOptions {
-        RepoOptions {
-            url: self.repo.clone(),
-            s3_endpoint: self.s3_endpoint.clone(),
-            s3_region: self.s3_region.clone(),
-            s3_access_key_id: self.s3_access_key_id.clone(),
-            s3_secret_access_key: self.s3_secret_access_key.clone(),
+    /// The repository file (when given) with the flags over it.
+    fn options(&self) -> Result<RepoOptions, Failure> {
+        let abs = |f: &PathBuf| std::path::absolute(f).unwrap_or_else(|_| f.clone());
+        let file = match &self.repo_config {
+            Some(f) => RepoFile::read(f).or_fail("repository")?,
+            None => RepoFile::default(),
+        };
+        let url = self.repo.clone().or(file.repo).ok_or_else(|| {
+            Failure::from_classified(Usage(
+                "no repository: give --repo URL, $PGWARDEN_REPO or --repo-config FILE",
+            ))
+        })?;
+        Ok(RepoOptions {
+            url,
+            s3_endpoint: self.s3_endpoint.clone().or(file.s3_endpoint),
+            s3_region: self.s3_region.clone().or(file.s3_region),
+            s3_access_key_id: self.s3_access_key_id.clone().or(file.s3_access_key_id),
+            s3_secret_access_key: self
+                .s3_secret_access_key
+                .clone()
+                .or(file.s3_secret_access_key),
             key_file: self
                 .encryption_key_file
                 .as_ref()
-                .map(|f| std::path::absolute(f).unwrap_or_else(|_| f.clone())),
-        }
+                .or(file.encryption_key_file.as_ref())
+                .map(abs),
+            config_file: self.repo_config.as_ref().map(abs),
+        })
     }
 
     async fn open(&self, what: &'static str) -> Result<Repo, Failure> {
-        Repo::open(&self.options()).await.or_fail(what)
+        Repo::open(&self.options()?).await.or_fail(what)
     }
 }
 
@@ -405,7 +428,7 @@ async fn init(a: InitArgs) -> Result<Outcome, Failure> {
     let seg: i64 = row.get(2);
     let owner = os_user(pgw_node::DEFAULT_SERVER_USER)?;
     let (repo, created) = Repo::init(
-        &a.repo.options(),
+        &a.repo.options()?,
         &owner,
         &sysid,
         version as u32,
@@ -432,7 +455,7 @@ async fn init(a: InitArgs) -> Result<Outcome, Failure> {
             r.pg_version,
             if r.encrypted { ", encrypted" } else { "" },
             exe_path().display(),
-            a.repo.repo
+            repo.store.options.url
         )),
     }
     Ok(Outcome::Done)
@@ -650,15 +673,14 @@ async fn verify(a: VerifyArgs) -> Result<Outcome, Failure> {
 async fn restore(a: RestoreArgs) -> Result<Outcome, Failure> {
     let repo = a.repo.open("backup restore").await?;
     let user = os_user(&a.os_user)?;
-    let mut flags = a.repo.options().flags();
-    if repo.key.is_some() && a.repo.encryption_key_file.is_none() {
+    let flags = repo.store.options.flags();
+    if repo.key.is_some() && repo.store.options.key_file.is_none() {
         eprintln!(
             "pgwarden: note: the restored server's restore_command needs ${} in its environment \
              (or restore with --encryption-key-file)",
             pgw_backup::repo::KEY_ENV
         );
     }
-    flags.shrink_to_fit();
     let restore_command =
         pgw_backup::drill::restore_command(&exe_path(), &flags).or_fail("backup restore")?;
     let opts = pgw_backup::restore::RestoreOptions {

@@ -111,6 +111,19 @@ fn demo_runs_and_cleans_up() {
             .any(|r| r["database"] == "postgres" && r["pool_mode"] == "transaction"),
         "{pool}"
     );
+    let backup = &doc["backup"];
+    assert_eq!(backup["matches"], true, "{backup}");
+    assert_eq!(backup["drill"]["ok"], true, "{backup}");
+    assert_eq!(backup["drill"]["amcheck_ok"], true, "{backup}");
+    assert!(
+        backup["drill"]["rto_seconds"].as_f64().unwrap() > 0.0,
+        "{backup}"
+    );
+    assert!(
+        backup["incr"]["stored_bytes"].as_u64().unwrap() * 5
+            < backup["full"]["stored_bytes"].as_u64().unwrap(),
+        "an incremental after a few thousand inserts is a small part of a full: {backup}"
+    );
     let ha = &doc["ha"];
     assert_eq!(ha["before"]["leader"], "node1", "{ha}");
     assert_eq!(ha["new_leader"], "node2", "{ha}");
