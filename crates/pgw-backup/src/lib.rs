@@ -7,6 +7,7 @@
 //! Everything stored is an [`envelope`]; a backup is a [`manifest::Manifest`] plus packs of
 //! envelopes; [`repo`] is the repository and its description.
 
+pub mod chain;
 pub mod drill;
 pub mod envelope;
 pub mod error;

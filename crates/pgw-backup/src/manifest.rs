@@ -112,6 +112,9 @@ pub struct Piece {
     /// The page numbers, when the piece is pages (then the bytes are those pages in order).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pages: Option<Vec<u32>>,
+    /// The pages are XORed with the parent backup's (see `chain`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub xor: bool,
     /// The envelope's checksum (hex).
     pub checksum: String,
 }

@@ -397,6 +397,14 @@ impl Store {
         }
     }
 
+    /// Reads `len` bytes of `name` from `offset`.
+    pub async fn get_range(&self, name: &str, offset: u64, len: u64) -> Result<Bytes> {
+        self.store
+            .get_range(&self.path(name), offset..offset + len)
+            .await
+            .map_err(self.err(format!("read {name}")))
+    }
+
     /// Whether `name` exists (its size when it does).
     pub async fn head(&self, name: &str) -> Result<Option<u64>> {
         match self.store.head(&self.path(name)).await {

@@ -351,6 +351,8 @@ fn undo(dir: &Path, existed: bool) {
 /// Where a piece goes.
 struct Dest {
     path: PathBuf,
+    /// The pages the file has in the layer below (what XORed pages apply to).
+    below_pages: u64,
 }
 
 async fn write_all(
@@ -423,6 +425,10 @@ async fn write_all(
                 continue;
             }
             let path = safe_join(root, &f.path)?;
+            let below_pages = match k.checked_sub(1) {
+                Some(b) => layers[b].get(f.path.as_str()).map_or(0, |e| e.size) / PAGE as u64,
+                None => 0,
+            };
             for p in &f.pieces {
                 let slot = by_pack.get_mut(p.pack as usize).ok_or_else(|| {
                     BackupError::Damaged(format!(
@@ -433,7 +439,13 @@ async fn write_all(
                         m.packs.len()
                     ))
                 })?;
-                slot.push((p.clone(), Dest { path: path.clone() }));
+                slot.push((
+                    p.clone(),
+                    Dest {
+                        path: path.clone(),
+                        below_pages,
+                    },
+                ));
             }
         }
         let work: Vec<PackJob<Dest>> = m
@@ -461,6 +473,7 @@ async fn write_all(
         let handle2 = handle.clone();
         let write = |plain: &[u8], piece: &Piece, dest: &Dest| -> Result<()> {
             let file = std::fs::OpenOptions::new()
+                .read(true)
                 .write(true)
                 .open(&dest.path)
                 .map_err(|e| BackupError::io("write", &dest.path, e))?;
@@ -473,12 +486,7 @@ async fn write_all(
                             dest.path.display()
                         )));
                     }
-                    pages
-                        .iter()
-                        .zip(plain.chunks_exact(PAGE))
-                        .try_for_each(|(b, page)| {
-                            file.write_all_at(page, u64::from(*b) * PAGE as u64)
-                        })
+                    crate::chain::apply_pages(&file, pages, plain, piece.xor, dest.below_pages)
                 }
             }
             .map_err(|e| BackupError::io("write", &dest.path, e))

@@ -182,7 +182,12 @@ pub async fn run(
                 .collect::<HashSet<String>>(),
         )
     });
+    let parent_chain = match &parent {
+        Some(p) => Some(crate::chain::ParentChain::new(&catalog.chain(&p.id)?)),
+        None => None,
+    };
     let copier = Copier {
+        parent_chain,
         repo: repo.clone(),
         id: id.clone(),
         pgdata: opts.pgdata.clone(),
@@ -329,6 +334,8 @@ struct Copier {
     level: i32,
     /// For an incremental: the parent's start LSN and its files.
     since: Option<(u64, HashSet<String>)>,
+    /// For an incremental: the parent's chain, to read its pages back for the XOR.
+    parent_chain: Option<crate::chain::ParentChain>,
     handle: tokio::runtime::Handle,
     progress: Progress,
 }
@@ -349,6 +356,7 @@ struct Draft {
     plain: u64,
     file_offset: u64,
     pages: Option<Vec<u32>>,
+    xor: bool,
     checksum: String,
 }
 
@@ -434,6 +442,7 @@ impl Copier {
                 plain: d.plain,
                 file_offset: d.file_offset,
                 pages: d.pages,
+                xor: d.xor,
                 checksum: d.checksum,
             });
         }
@@ -532,6 +541,7 @@ impl Copier {
                 continue;
             }
             let delta = self.is_delta(&f.path) && got % PAGE == 0;
+            let mut xor = false;
             let (plain, pages): (std::borrow::Cow<[u8]>, Option<Vec<u32>>) = if delta {
                 let since = self.since.as_ref().map_or(0, |(s, _)| *s);
                 let first = (offset / PAGE as u64) as u32;
@@ -544,16 +554,33 @@ impl Copier {
                 if changed.is_empty() {
                     continue;
                 }
-                if changed.len() == got / PAGE {
-                    (std::borrow::Cow::Borrowed(data), None)
-                } else {
-                    let mut v = Vec::with_capacity(changed.len() * PAGE);
-                    for b in &changed {
-                        let at = (*b - first) as usize * PAGE;
-                        v.extend_from_slice(&data[at..at + PAGE]);
+                // The parent's version of this chunk, to store each changed page as its
+                // difference from it.
+                let base = match &self.parent_chain {
+                    Some(chain) => chain.chunk(&self.repo, &self.handle, &f.path, offset, got)?,
+                    None => None,
+                };
+                let below_pages = self
+                    .parent_chain
+                    .as_ref()
+                    .and_then(|c| c.size(&f.path))
+                    .unwrap_or(0)
+                    / PAGE as u64;
+                let mut v = Vec::with_capacity(changed.len() * PAGE);
+                for b in &changed {
+                    let at = (*b - first) as usize * PAGE;
+                    let page = &data[at..at + PAGE];
+                    match &base {
+                        Some(base) if u64::from(*b) < below_pages => {
+                            let mut d = base[at..at + PAGE].to_vec();
+                            crate::chain::xor_into(&mut d, page);
+                            v.extend_from_slice(&d);
+                        }
+                        _ => v.extend_from_slice(page),
                     }
-                    (std::borrow::Cow::Owned(v), Some(changed))
                 }
+                xor = base.is_some();
+                (std::borrow::Cow::Owned(v), Some(changed))
             } else {
                 (std::borrow::Cow::Borrowed(data), None)
             };
@@ -568,6 +595,7 @@ impl Copier {
                 plain: plain.len() as u64,
                 file_offset: offset,
                 pages,
+                xor,
                 checksum: envelope::hex(&sum),
             };
             pack.buf.extend_from_slice(&sealed);
