@@ -17,13 +17,13 @@ pub enum BackupError {
     /// reading).
     #[error("{0}")]
     Damaged(String),
-    /// The object store failed (unreachable, credentials refused, I/O).
-    #[error("repository {url}: {what}")]
+    /// The object store failed (unreachable, credentials refused, I/O); `detail` is the
+    /// store's error made one line (see [`store_detail`]).
+    #[error("repository {url}: {what}: {detail}")]
     Store {
         url: String,
         what: String,
-        #[source]
-        source: object_store::Error,
+        detail: String,
     },
     /// A local file or directory could not be read or written.
     #[error("{what} {path}")]
@@ -88,6 +88,45 @@ impl BackupError {
     /// A statement the server refused.
     pub fn sql(what: &'static str) -> impl FnOnce(tokio_postgres::Error) -> BackupError {
         move |source| BackupError::Sql { what, source }
+    }
+}
+
+/// An object store error as one line: an S3 error reply's XML reduced to its code and
+/// message, every line break and run of spaces folded.
+pub fn store_detail(e: &object_store::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        let text = err.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        cur = err.source();
+    }
+    let text = parts.join(": ");
+    let tag = |name: &str| {
+        let open = format!("<{name}>");
+        let start = text.find(&open)? + open.len();
+        let end = text[start..].find(&format!("</{name}>"))? + start;
+        Some(text[start..end].trim().to_string())
+    };
+    let folded = |t: &str| t.split_whitespace().collect::<Vec<_>>().join(" ");
+    match (tag("Code"), tag("Message")) {
+        (Some(code), Some(msg)) => {
+            let head = text
+                .split("<?xml")
+                .next()
+                .unwrap_or("")
+                .trim_end_matches([':', ' ']);
+            let status = head
+                .split(": ")
+                .find(|p| p.chars().next().is_some_and(|c| c.is_ascii_digit()))
+                .map(|s| format!("{} ", folded(s)))
+                .unwrap_or_default();
+            format!("{status}{code}: {}", folded(&msg))
+        }
+        (Some(code), None) => code,
+        _ => folded(&text),
     }
 }
 

@@ -252,7 +252,7 @@ impl Store {
                     .map_err(|source| BackupError::Store {
                         url: dir.display().to_string(),
                         what: "open".into(),
-                        source,
+                        detail: crate::error::store_detail(&source),
                     })?
                     .with_automatic_cleanup(true);
                 Ok(Store {
@@ -274,7 +274,7 @@ impl Store {
                     .with_client_options(
                         ClientOptions::new()
                             .with_connect_timeout(Duration::from_secs(5))
-                            .with_timeout(Duration::from_secs(300)),
+                            .with_timeout(Duration::from_secs(60)),
                     );
                 if let Some(e) = &options.s3_endpoint {
                     b = b.with_endpoint(e).with_allow_http(e.starts_with("http://"));
@@ -296,6 +296,12 @@ impl Store {
                     // Path-style requests: what MinIO, Ceph and test servers expect.
                     b = b.with_virtual_hosted_style_request(false);
                 }
+                if options.s3_access_key_id.is_some() != options.s3_secret_access_key.is_some() {
+                    return Err(BackupError::Input(format!(
+                        "repository {}: give both --s3-access-key-id and --s3-secret-access-key, or neither",
+                        options.url
+                    )));
+                }
                 let have_key = options.s3_access_key_id.is_some()
                     || std::env::var_os("AWS_ACCESS_KEY_ID").is_some();
                 if !have_key && options.s3_endpoint.is_some() {
@@ -308,7 +314,7 @@ impl Store {
                 let store = b.build().map_err(|source| BackupError::Store {
                     url: options.url.clone(),
                     what: "configure S3".into(),
-                    source,
+                    detail: crate::error::store_detail(&source),
                 })?;
                 Ok(Store {
                     store: Arc::new(store),
@@ -354,7 +360,7 @@ impl Store {
         move |source| BackupError::Store {
             url: self.url.clone(),
             what,
-            source,
+            detail: crate::error::store_detail(&source),
         }
     }
 
@@ -498,12 +504,20 @@ impl Repo {
     /// Opens the repository `options` names: reads its description and checks the key.
     pub async fn open(options: &RepoOptions) -> Result<Repo> {
         let store = Store::connect(options, None)?;
-        let meta = store.read_meta().await?.ok_or_else(|| {
-            BackupError::Input(format!(
-                "repository {}: not a pgwarden repository (run pgwarden backup init first)",
-                store.url()
-            ))
-        })?;
+        let meta = match store.read_meta().await? {
+            Some(m) => m,
+            None => {
+                // A bucket that does not exist reads as a missing object: list it, so that
+                // the store's own reason is what the user sees.
+                if store.local.is_none() {
+                    store.list("").await?;
+                }
+                return Err(BackupError::Input(format!(
+                    "repository {}: not a pgwarden repository (run pgwarden backup init first)",
+                    store.url()
+                )));
+            }
+        };
         let key = check_key(&store, &meta, options.secret()?)?;
         Ok(Repo { store, meta, key })
     }

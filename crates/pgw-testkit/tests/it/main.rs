@@ -8,6 +8,7 @@
 mod etcd;
 mod pgbouncer;
 mod proxy;
+mod s3;
 mod tidy;
 mod watchdog;
 

@@ -674,6 +674,16 @@ async fn restore(a: RestoreArgs) -> Result<Outcome, Failure> {
     let repo = a.repo.open("backup restore").await?;
     let user = os_user(&a.os_user)?;
     let flags = repo.store.options.flags();
+    let o = &repo.store.options;
+    if o.config_file.is_none()
+        && repo.store.local_dir().is_none()
+        && (o.s3_access_key_id.is_some() || std::env::var_os("AWS_ACCESS_KEY_ID").is_some())
+    {
+        eprintln!(
+            "pgwarden: note: the restored server's restore_command gets no S3 credentials: \
+             give it the AWS_* variables, or restore with --repo-config FILE"
+        );
+    }
     if repo.key.is_some() && repo.store.options.key_file.is_none() {
         eprintln!(
             "pgwarden: note: the restored server's restore_command needs ${} in its environment \
