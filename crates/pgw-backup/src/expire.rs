@@ -135,3 +135,130 @@ pub async fn execute(repo: &Repo, plan: &ExpirePlan) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manifest::testutil::{backup, SEG};
+    use proptest::prelude::*;
+
+    fn segments(n: u64) -> Vec<Listed> {
+        (1..=n)
+            .map(|s| {
+                let name = wal::segment_name(1, s, SEG);
+                Listed {
+                    name: format!("wal/{}/{name}.pgw", &name[..16]),
+                    size: 100,
+                    modified: chrono::Utc::now(),
+                }
+            })
+            .collect()
+    }
+
+    /// A catalog from a sequence of kinds: each incr builds on the backup before it.
+    fn catalog(kinds: &[bool], unfinished: &[usize]) -> Catalog {
+        let mut c = Catalog::default();
+        for (i, full) in kinds.iter().enumerate() {
+            let id = format!("2026{i:04}");
+            let parent = if *full || i == 0 {
+                None
+            } else {
+                Some(format!("2026{:04}", i - 1))
+            };
+            let kind = if *full || i == 0 {
+                Kind::Full
+            } else {
+                Kind::Incr
+            };
+            c.backups.push(backup(
+                &id,
+                kind,
+                parent.as_deref(),
+                2 + 3 * i as u64,
+                1000.0 * i as f64,
+            ));
+        }
+        c.unfinished = unfinished.iter().map(|u| format!("2026{u:04}x")).collect();
+        c
+    }
+
+    #[test]
+    fn keeps_the_newest_fulls_and_what_hangs_on_them() {
+        // F I F I I F
+        let c = catalog(&[true, false, true, false, false, true], &[0, 9]);
+        let wal = segments(20);
+        let p = plan(
+            &c,
+            &wal,
+            SEG,
+            Retention {
+                full: 2,
+                days: None,
+            },
+            10_000.0,
+        );
+        assert_eq!(p.remove, ["20260000", "20260001"]);
+        assert_eq!(p.keep, ["20260002", "20260003", "20260004", "20260005"]);
+        // The unfinished one older than the newest finished backup goes; a newer one (a
+        // backup running now) stays.
+        assert_eq!(p.remove_unfinished, ["20260000x"]);
+        // WAL before the oldest kept backup's start segment (2 + 3*2 = 8) goes.
+        assert_eq!(p.remove_wal.len(), 7);
+        assert!(p
+            .remove_wal
+            .iter()
+            .all(|n| !n.contains(&wal::segment_name(1, 8, SEG))));
+    }
+
+    #[test]
+    fn retain_days_keeps_the_full_before_the_window() {
+        let c = catalog(&[true, true, true, true], &[]);
+        // now = 3500, 1 day = 86400 s: a window of 0.01 day (864 s) reaches back to 2636:
+        // fulls at 3000 are in it, the newest before it (2000) is kept too.
+        let p = plan(
+            &c,
+            &segments(20),
+            SEG,
+            Retention {
+                full: 1,
+                days: Some(0.01),
+            },
+            3500.0,
+        );
+        assert_eq!(p.keep, ["20260002", "20260003"]);
+        assert_eq!(p.remove, ["20260000", "20260001"]);
+    }
+
+    proptest! {
+        #[test]
+        fn never_loses_what_a_kept_backup_needs(
+            kinds in proptest::collection::vec(any::<bool>(), 1..12),
+            full in 1usize..4,
+            days in proptest::option::of(0.0f64..0.2),
+        ) {
+            let c = catalog(&kinds, &[]);
+            let wal = segments(60);
+            let p = plan(&c, &wal, SEG, Retention { full, days }, 12_000.0);
+            // Everything is either kept or removed, once.
+            prop_assert_eq!(p.keep.len() + p.remove.len(), c.backups.len());
+            // The newest full is kept.
+            let newest_full = c.backups.iter().rev().find(|m| m.kind == Kind::Full).map(|m| m.id.clone());
+            prop_assert!(newest_full.is_none_or(|f| p.keep.contains(&f)));
+            // At least min(full, fulls) fulls are kept.
+            let fulls = c.backups.iter().filter(|m| m.kind == Kind::Full).count();
+            let kept_fulls = c.backups.iter().filter(|m| m.kind == Kind::Full && p.keep.contains(&m.id)).count();
+            prop_assert!(kept_fulls >= full.min(fulls));
+            // Every kept backup's whole chain is kept, and so is its WAL.
+            for id in &p.keep {
+                for link in c.chain(id).unwrap() {
+                    prop_assert!(p.keep.contains(&link.id));
+                    let (_, first, last) = wal_range(link, SEG).unwrap();
+                    for s in first..=last {
+                        let name = wal::segment_name(1, s, SEG);
+                        prop_assert!(!p.remove_wal.iter().any(|w| w.contains(&name)));
+                    }
+                }
+            }
+        }
+    }
+}

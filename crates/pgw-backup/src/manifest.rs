@@ -240,3 +240,51 @@ impl Catalog {
         Ok(chain)
     }
 }
+
+#[cfg(test)]
+pub(crate) mod testutil {
+    use super::{Kind, Manifest};
+    use crate::wal;
+
+    pub const SEG: u64 = 16 << 20;
+
+    /// A backup on timeline 1 whose WAL is the one segment `start_seg`.
+    pub fn backup(
+        id: &str,
+        kind: Kind,
+        parent: Option<&str>,
+        start_seg: u64,
+        stop_epoch: f64,
+    ) -> Manifest {
+        let wal = wal::segment_name(1, start_seg, SEG);
+        Manifest {
+            format: 1,
+            id: id.into(),
+            kind,
+            parent: parent.map(str::to_string),
+            system_identifier: "1".into(),
+            pg_version: 15,
+            timeline: 1,
+            start_lsn: format!("0/{:X}", start_seg * SEG + 40),
+            stop_lsn: format!("0/{:X}", start_seg * SEG + 400),
+            start_wal: wal.clone(),
+            stop_wal: wal,
+            start_time: String::new(),
+            stop_time: String::new(),
+            start_epoch: stop_epoch - 1.0,
+            stop_epoch,
+            next_xid: "0:1".into(),
+            from_standby: false,
+            compress_level: 3,
+            encrypted: false,
+            backup_label: String::new(),
+            data_bytes: 0,
+            copied_bytes: 0,
+            stored_bytes: 0,
+            seconds: 0.0,
+            packs: vec![],
+            dirs: vec![],
+            files: vec![],
+        }
+    }
+}

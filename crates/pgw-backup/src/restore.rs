@@ -576,3 +576,115 @@ fn write_recovery(opts: &RestoreOptions, m: &Manifest) -> Result<()> {
     opts.user.write_file(&auto, text.as_bytes(), 0o600)?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manifest::testutil::{backup, SEG};
+    use crate::manifest::Kind;
+    use crate::repo::Listed;
+
+    fn segs(range: std::ops::RangeInclusive<u64>, archived_at: i64) -> Vec<ArchivedSegment> {
+        range
+            .map(|s| ArchivedSegment {
+                name: wal::segment_name(1, s, SEG),
+                tli: 1,
+                segno: s,
+                object: Listed {
+                    name: String::new(),
+                    size: 1,
+                    modified: chrono::DateTime::from_timestamp(archived_at, 0).unwrap_or_default(),
+                },
+            })
+            .collect()
+    }
+
+    fn at(secs: i64) -> Target {
+        Target::Time(
+            chrono::DateTime::from_timestamp(secs, 0)
+                .unwrap_or_default()
+                .fixed_offset(),
+        )
+    }
+
+    fn catalog() -> Catalog {
+        Catalog {
+            backups: vec![
+                backup("a", Kind::Full, None, 2, 1000.0),
+                backup("b", Kind::Incr, Some("a"), 5, 2000.0),
+            ],
+            ..Catalog::default()
+        }
+    }
+
+    #[test]
+    fn picks_the_newest_backup_before_the_target() {
+        let c = catalog();
+        let wal = segs(2..=9, 3000);
+        let ids = |p: Plan| p.chain.iter().map(|m| m.id.clone()).collect::<Vec<_>>();
+        assert_eq!(ids(plan(&c, &wal, SEG, None, &at(1500)).unwrap()), ["a"]);
+        assert_eq!(
+            ids(plan(&c, &wal, SEG, None, &at(2500)).unwrap()),
+            ["a", "b"]
+        );
+        assert_eq!(
+            ids(plan(&c, &wal, SEG, None, &Target::Latest).unwrap()),
+            ["a", "b"]
+        );
+        assert_eq!(
+            ids(plan(&c, &wal, SEG, Some("a"), &Target::Latest).unwrap()),
+            ["a"]
+        );
+    }
+
+    #[test]
+    fn refuses_what_the_repository_cannot_reach() {
+        let c = catalog();
+        let wal = segs(2..=9, 3000);
+        let refused = |r: Result<Plan>| match r {
+            Err(BackupError::Refused(m)) => m,
+            Err(e) => panic!("refused expected, got {e}"),
+            Ok(_) => panic!("refused expected, got a plan"),
+        };
+        assert!(refused(plan(&c, &wal, SEG, None, &at(500))).contains("before the earliest backup"));
+        assert!(
+            refused(plan(&c, &wal, SEG, None, &at(4000))).contains("after the newest archived WAL")
+        );
+        assert!(
+            refused(plan(&c, &wal, SEG, Some("b"), &at(1500))).contains("after the target time")
+        );
+        let past = Target::Lsn(Lsn(20 * SEG));
+        assert!(
+            refused(plan(&c, &wal, SEG, None, &past)).contains("past the end of the archived WAL")
+        );
+        // b's own segment (5) missing.
+        let gap: Vec<_> = segs(2..=9, 3000)
+            .into_iter()
+            .filter(|s| s.segno != 5)
+            .collect();
+        assert!(
+            refused(plan(&c, &gap, SEG, None, &Target::Latest)).contains("which backup b needs")
+        );
+        assert!(
+            refused(plan(&Catalog::default(), &wal, SEG, None, &Target::Latest))
+                .contains("no usable backup")
+        );
+    }
+
+    #[test]
+    fn target_times_need_a_zone() {
+        assert!(Target::parse_time("2026-12-06 14:30:00+00").is_ok());
+        assert!(Target::parse_time("2026-12-06T14:30:00.5Z").is_ok());
+        assert!(Target::parse_time("2026-12-06 14:30:00").is_err());
+        assert!(Target::parse_time("yesterday").is_err());
+    }
+
+    #[test]
+    fn paths_stay_inside() {
+        let root = Path::new("/r");
+        assert!(safe_join(root, "base/1/2").is_ok());
+        for bad in ["", "/etc/passwd", "../x", "a/../../x", "a//b", "./a"] {
+            assert!(safe_join(root, bad).is_err(), "{bad}");
+        }
+    }
+}
