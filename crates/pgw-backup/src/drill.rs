@@ -32,6 +32,8 @@ pub struct DrillOptions {
     pub exe: PathBuf,
     /// The longest the replay may take.
     pub timeout: Duration,
+    /// Set to stop: the server is stopped and every file removed.
+    pub cancel: crate::error::Cancel,
 }
 
 /// What a drill measured.
@@ -134,11 +136,13 @@ pub async fn drill(
             archive: false,
             restore_command,
             user: opts.user.clone(),
+            cancel: opts.cancel.clone(),
         },
         progress,
     )
     .await?;
     let restore_seconds = began.elapsed().as_secs_f64();
+    crate::error::check(&opts.cancel)?;
 
     let hba = tmp.path().join("pg_hba.conf");
     opts.user.write_file(
@@ -158,11 +162,13 @@ pub async fn drill(
         .setting("archive_mode", "off")
         .setting("hot_standby", "on")
         .timeout(opts.timeout);
+    // Guarded before it starts: however the drill ends from here, the server is stopped.
+    let running = Running(Some(node.clone()));
     let node_for_start = node.clone();
     tokio::task::spawn_blocking(move || node_for_start.start(&start))
         .await
         .map_err(|e| BackupError::Failed(format!("start the restored cluster: {e}")))??;
-    let running = Running(Some(node.clone()));
+    crate::error::check(&opts.cancel)?;
     let accepting = Instant::now();
     let start_seconds = accepting.duration_since(began).as_secs_f64() - restore_seconds;
 
@@ -180,6 +186,7 @@ pub async fn drill(
                 break client;
             }
             Err(e) => {
+                crate::error::check(&opts.cancel)?;
                 if node.running_pid().is_none() || Instant::now() > deadline {
                     return Err(server_gone(
                         &node,
@@ -198,6 +205,7 @@ pub async fn drill(
         if writable {
             break;
         }
+        crate::error::check(&opts.cancel)?;
         if node.running_pid().is_none() {
             return Err(server_gone(
                 &node,

@@ -49,12 +49,16 @@ pub enum BackupError {
     /// Anything else that failed, said in one line.
     #[error("{0}")]
     Failed(String),
+    /// Stopped by the user (Ctrl-C); what was started was undone.
+    #[error("interrupted")]
+    Interrupted,
 }
 
 impl Classify for BackupError {
     fn class(&self) -> ErrorClass {
         match self {
             BackupError::Input(_) | BackupError::Refused(_) => ErrorClass::Input,
+            BackupError::Interrupted => ErrorClass::Interrupted,
             BackupError::Connect(e) => e.class(),
             BackupError::Node(
                 pgw_node::NodeError::InvalidOption { .. }
@@ -128,6 +132,17 @@ pub fn store_detail(e: &object_store::Error) -> String {
         (Some(code), None) => code,
         _ => folded(&text),
     }
+}
+
+/// Set to stop a restore or drill at its next step (Ctrl-C); it then undoes what it did.
+pub type Cancel = std::sync::Arc<std::sync::atomic::AtomicBool>;
+
+/// `Err(Interrupted)` once `cancel` is set.
+pub fn check(cancel: &Cancel) -> Result<()> {
+    if cancel.load(std::sync::atomic::Ordering::SeqCst) {
+        return Err(BackupError::Interrupted);
+    }
+    Ok(())
 }
 
 /// Results of this crate.

@@ -79,11 +79,19 @@ pub fn plan(
             _ => out.keep.push(m.id.clone()),
         }
     }
+    // An unfinished backup that wrote nothing since the newest finished backup ended is
+    // dead (killed); one still running writes or waits for its WAL after it. (One backup at
+    // a time per repository: a second one running beside it is not told apart.)
     if let Some(newest) = catalog.backups.last() {
         out.remove_unfinished = catalog
             .unfinished
             .iter()
-            .filter(|u| u.as_str() < newest.id.as_str())
+            .filter(|u| {
+                catalog
+                    .unfinished_written
+                    .get(*u)
+                    .is_none_or(|w| *w <= newest.stop_epoch)
+            })
             .cloned()
             .collect();
     }
@@ -179,6 +187,10 @@ mod tests {
             ));
         }
         c.unfinished = unfinished.iter().map(|u| format!("2026{u:04}x")).collect();
+        for u in unfinished {
+            c.unfinished_written
+                .insert(format!("2026{u:04}x"), 1000.0 * *u as f64 + 10.0);
+        }
         c
     }
 

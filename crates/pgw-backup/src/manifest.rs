@@ -2,6 +2,8 @@
 //! where each piece of each file is stored and its checksum, the WAL range the backup needs,
 //! and its `backup_label`. Written last; a backup without one is not usable.
 
+use std::collections::HashMap;
+
 use serde::{Deserialize, Serialize};
 
 use crate::envelope;
@@ -172,6 +174,8 @@ impl Manifest {
 pub struct Catalog {
     pub backups: Vec<Manifest>,
     pub unfinished: Vec<String>,
+    /// When each unfinished backup last wrote an object (Unix seconds).
+    pub unfinished_written: HashMap<String, f64>,
     /// Backups whose manifest cannot be read (with why).
     pub unreadable: Vec<(String, String)>,
 }
@@ -179,30 +183,45 @@ pub struct Catalog {
 impl Catalog {
     /// Reads every manifest.
     pub async fn load(repo: &Repo) -> Result<Catalog> {
-        let mut ids: Vec<String> = repo
-            .store
-            .list("backup")
-            .await?
-            .into_iter()
-            .filter_map(|o| {
-                o.name
-                    .strip_prefix("backup/")?
-                    .split('/')
-                    .next()
-                    .map(str::to_string)
-            })
-            .collect();
-        ids.dedup();
+        let listed = repo.store.list("backup").await?;
+        let mut written: HashMap<String, f64> = HashMap::new();
+        let mut ids: Vec<String> = Vec::new();
+        for o in &listed {
+            let Some(id) = o
+                .name
+                .strip_prefix("backup/")
+                .and_then(|r| r.split('/').next())
+            else {
+                continue;
+            };
+            if ids.last().map(String::as_str) != Some(id) {
+                ids.push(id.to_string());
+            }
+            let at = o.modified.timestamp_millis() as f64 / 1000.0;
+            let w = written.entry(id.to_string()).or_insert(at);
+            *w = w.max(at);
+        }
         let mut c = Catalog::default();
         for id in ids {
             match Manifest::load(repo, &id).await {
                 Ok(Some(m)) => c.backups.push(m),
-                Ok(None) => c.unfinished.push(id),
+                Ok(None) => {
+                    if let Some(w) = written.get(&id) {
+                        c.unfinished_written.insert(id.clone(), *w);
+                    }
+                    c.unfinished.push(id)
+                }
                 Err(BackupError::Damaged(why)) => c.unreadable.push((id, why)),
                 Err(e) => return Err(e),
             }
         }
-        c.backups.sort_by(|a, b| a.id.cmp(&b.id));
+        // In the order they were taken (ids of one second do not sort so).
+        c.backups.sort_by(|a, b| {
+            a.start_epoch
+                .total_cmp(&b.start_epoch)
+                .then(a.stop().cmp(&b.stop()))
+                .then(a.id.cmp(&b.id))
+        });
         Ok(c)
     }
 

@@ -32,15 +32,28 @@ pub struct PieceProblem {
 /// Runs `each(plain bytes, piece, tag)` for every wanted piece of every pack, `jobs` packs at
 /// a time. A pack that is missing or a piece that is damaged goes to `on_problem`; when that
 /// returns an error, everything stops with it. `progress` gets plain bytes done of total.
+/// Who reads: the repository, the runtime its reads run on, how many threads, and the flag
+/// that stops them.
+pub struct Readers<'a> {
+    pub repo: &'a Repo,
+    pub handle: &'a tokio::runtime::Handle,
+    pub jobs: usize,
+    pub cancel: &'a crate::error::Cancel,
+}
+
 pub fn for_each_piece<T: Sync>(
-    repo: &Repo,
-    handle: &tokio::runtime::Handle,
-    jobs: usize,
+    readers: &Readers<'_>,
     work: &[PackJob<T>],
     each: Each<'_, T>,
     on_problem: &(dyn Fn(PieceProblem) -> Result<()> + Sync),
     progress: &(dyn Fn(u64, u64) + Sync),
 ) -> Result<()> {
+    let Readers {
+        repo,
+        handle,
+        jobs,
+        cancel,
+    } = *readers;
     let total: u64 = work
         .iter()
         .flat_map(|j| j.pieces.iter())
@@ -65,6 +78,7 @@ pub fn for_each_piece<T: Sync>(
             let Some(job) = work.get(i) else {
                 return Ok(());
             };
+            crate::error::check(cancel)?;
             let bytes = match handle.block_on(repo.store.get(&job.object))? {
                 Some(b) => b,
                 None => {

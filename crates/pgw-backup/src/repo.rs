@@ -96,8 +96,9 @@ impl RepoOptions {
     /// `$PGWARDEN_ENCRYPTION_KEY`, else none.
     pub fn secret(&self) -> Result<Option<Vec<u8>>> {
         if let Some(f) = &self.key_file {
-            let mut bytes = std::fs::read(f)
-                .map_err(|e| BackupError::io("read the encryption key file", f, e))?;
+            let mut bytes = std::fs::read(f).map_err(|e| {
+                BackupError::Input(format!("read the encryption key file {}: {e}", f.display()))
+            })?;
             while bytes.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
                 bytes.pop();
             }
@@ -532,8 +533,12 @@ impl Repo {
         wal_segment_size: u64,
         encrypt: bool,
     ) -> Result<(Repo, bool)> {
-        let store = Store::connect(options, Some(owner))?;
         let secret = options.secret()?;
+        // A new local repository: refuse a bad request before its directory is made.
+        if matches!(parse_location(&options.url)?, Location::Local(ref d) if !d.is_dir()) {
+            check_new(encrypt, secret.is_some())?;
+        }
+        let store = Store::connect(options, Some(owner))?;
         if let Some(meta) = store.read_meta().await? {
             if meta.system_identifier != system_identifier {
                 return Err(refuse_other(&store, &meta, system_identifier));
@@ -541,16 +546,7 @@ impl Repo {
             let key = check_key(&store, &meta, secret)?;
             return Ok((Repo { store, meta, key }, false));
         }
-        if encrypt && secret.is_none() {
-            return Err(BackupError::Input(format!(
-                "--encrypt needs a key: --encryption-key-file FILE or ${KEY_ENV}"
-            )));
-        }
-        if !encrypt && secret.is_some() {
-            return Err(BackupError::Input(
-                "an encryption key was given without --encrypt: add --encrypt to make an encrypted repository".into(),
-            ));
-        }
+        check_new(encrypt, secret.is_some())?;
         let mut id = [0u8; 8];
         aes_gcm::aead::rand_core::RngCore::fill_bytes(&mut aes_gcm::aead::OsRng, &mut id);
         let repo_id = envelope::hex(&id);
@@ -579,6 +575,19 @@ impl Repo {
             return Err(refuse_other(&self.store, &self.meta, system_identifier));
         }
         Ok(())
+    }
+}
+
+/// A new repository is encrypted exactly when a key is given with --encrypt.
+fn check_new(encrypt: bool, have_secret: bool) -> Result<()> {
+    match (encrypt, have_secret) {
+        (true, false) => Err(BackupError::Input(format!(
+            "--encrypt needs a key: --encryption-key-file FILE or ${KEY_ENV}"
+        ))),
+        (false, true) => Err(BackupError::Input(
+            "an encryption key was given without --encrypt: add --encrypt to make an encrypted repository".into(),
+        )),
+        _ => Ok(()),
     }
 }
 

@@ -13,7 +13,7 @@ use pgw_node::{Lsn, OsUser};
 
 use crate::error::{BackupError, Result};
 use crate::manifest::{pack_object, Catalog, FileEntry, Manifest, Piece};
-use crate::packs::{for_each_piece, PackJob};
+use crate::packs::{for_each_piece, PackJob, Readers};
 use crate::pgdata::PAGE;
 use crate::repo::Repo;
 use crate::wal::{self, ArchivedSegment};
@@ -90,6 +90,8 @@ pub struct RestoreOptions {
     pub restore_command: String,
     /// Who owns the restored files (the server's user).
     pub user: OsUser,
+    /// Set to stop (the restored files are removed).
+    pub cancel: crate::error::Cancel,
 }
 
 /// What a restore did.
@@ -119,7 +121,20 @@ pub fn plan<'a>(
     target: &Target,
 ) -> Result<Plan<'a>> {
     let backups = &catalog.backups;
+    let damaged = |id: &str| {
+        catalog
+            .unreadable
+            .iter()
+            .find(|(u, _)| u == id)
+            .map(|(_, why)| BackupError::Damaged(why.clone()))
+    };
+    if let Some(e) = backup.and_then(damaged) {
+        return Err(e);
+    }
     if backups.is_empty() {
+        if let Some((_, why)) = catalog.unreadable.last() {
+            return Err(BackupError::Damaged(why.clone()));
+        }
         return Err(BackupError::Refused(
             "the repository has no usable backup".into(),
         ));
@@ -174,6 +189,20 @@ pub fn plan<'a>(
             }
         }
     };
+    // A newer backup whose manifest cannot be read might have been the one to use: say so
+    // rather than restore an older one quietly.
+    if backup.is_none() {
+        if let Some((_, why)) = catalog
+            .unreadable
+            .iter()
+            .find(|(u, _)| u.get(..15) >= chosen.id.get(..15))
+        {
+            return Err(BackupError::Damaged(format!(
+                "{why}; it is newer than backup {}: run pgwarden backup verify, or name a backup with --backup",
+                chosen.id
+            )));
+        }
+    }
     let chain = catalog.chain(&chosen.id)?;
 
     // The WAL the backup needs to be consistent.
@@ -310,23 +339,37 @@ pub async fn restore(
         std::fs::create_dir(&opts.pgdata)
             .map_err(|e| BackupError::io("create", &opts.pgdata, e))?;
     }
-    let result = write_all(repo, opts, &plan, progress).await;
-    match result {
-        Ok((files, bytes)) => {
-            let target = plan.chain.last().map(|m| m.id.clone()).unwrap_or_default();
-            Ok(RestoreReport {
-                backup: target,
-                chain: plan.chain.iter().map(|m| m.id.clone()).collect(),
-                target: opts.target.describe(),
-                pgdata: opts.pgdata.display().to_string(),
-                files,
-                bytes,
-                seconds: began.elapsed().as_secs_f64(),
-            })
-        }
-        Err(e) => {
-            undo(&opts.pgdata, existed);
-            Err(e)
+    // Removes what was written if the restore fails or is dropped (Ctrl-C) before the end.
+    let mut guard = Undo {
+        dir: opts.pgdata.clone(),
+        existed,
+        armed: true,
+    };
+    let (files, bytes) = write_all(repo, opts, &plan, progress).await?;
+    guard.armed = false;
+    let target = plan.chain.last().map(|m| m.id.clone()).unwrap_or_default();
+    Ok(RestoreReport {
+        backup: target,
+        chain: plan.chain.iter().map(|m| m.id.clone()).collect(),
+        target: opts.target.describe(),
+        pgdata: opts.pgdata.display().to_string(),
+        files,
+        bytes,
+        seconds: began.elapsed().as_secs_f64(),
+    })
+}
+
+/// The restore directory, emptied (or removed, when the restore made it) on drop while armed.
+struct Undo {
+    dir: PathBuf,
+    existed: bool,
+    armed: bool,
+}
+
+impl Drop for Undo {
+    fn drop(&mut self) {
+        if self.armed {
+            undo(&self.dir, self.existed);
         }
     }
 }
@@ -498,7 +541,18 @@ async fn write_all(
             )))
         };
         tokio::task::block_in_place(|| {
-            for_each_piece(&repo2, &handle2, jobs, &work, &write, &problem, progress)
+            for_each_piece(
+                &Readers {
+                    repo: &repo2,
+                    handle: &handle2,
+                    jobs,
+                    cancel: &opts.cancel,
+                },
+                &work,
+                &write,
+                &problem,
+                progress,
+            )
         })?;
     }
     for f in &target.files {
@@ -513,6 +567,11 @@ async fn write_all(
         opts.user.chown(&p)?;
     }
     write_recovery(opts, target)?;
+    // Flush what was written before saying it is restored (one syncfs for the file system
+    // holding the directory, as PostgreSQL's recovery_init_sync_method = syncfs does).
+    let dir = std::fs::File::open(root).map_err(io("sync", root))?;
+    nix::unistd::syncfs(std::os::fd::AsRawFd::as_raw_fd(&dir))
+        .map_err(|e| BackupError::io("sync", root, std::io::Error::from(e)))?;
     Ok((target.files.len(), bytes))
 }
 

@@ -51,8 +51,14 @@ pub type Progress = Arc<dyn Fn(u64, u64) + Send + Sync>;
 
 fn read_control_sysid(pgdata: &Path) -> Result<u64> {
     let path = pgdata.join("global/pg_control");
-    let bytes = std::fs::read(&path).map_err(|e| {
-        BackupError::io("read (is --pgdata this server's data directory?)", &path, e)
+    let bytes = std::fs::read(&path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory => {
+            BackupError::Input(format!(
+                "--pgdata {}: not a data directory (no global/pg_control)",
+                pgdata.display()
+            ))
+        }
+        _ => BackupError::io("read (is --pgdata this server's data directory?)", &path, e),
     })?;
     if bytes.len() < 8 {
         return Err(BackupError::Input(format!(
@@ -118,13 +124,23 @@ pub async fn run(
     }
     let row = client
         .query_one(
-            "select pg_is_in_recovery(), current_setting('server_version_num')::int / 10000",
+            "select pg_is_in_recovery(), current_setting('server_version_num')::int / 10000,
+                    current_setting('archive_mode')",
             &[],
         )
         .await
         .map_err(BackupError::sql("read the server's state"))?;
     let from_standby: bool = row.get(0);
     let pg_version: i32 = row.get(1);
+    let archive_mode: String = row.get(2);
+    if !from_standby && archive_mode == "off" {
+        return Err(BackupError::Refused(format!(
+            "the server does not archive WAL (archive_mode = off), so no backup of it can be \
+             restored: set archive_mode = on and archive_command = 'pgwarden wal push %p --repo {}', \
+             then restart it",
+            repo.store.url()
+        )));
+    }
     if pg_version as u32 != repo.meta.pg_version {
         return Err(BackupError::Refused(format!(
             "the server is PostgreSQL {pg_version}; repository {} holds PostgreSQL {}",

@@ -8,7 +8,7 @@ use std::sync::Mutex;
 use crate::envelope;
 use crate::error::Result;
 use crate::manifest::{pack_object, Catalog, Piece};
-use crate::packs::{for_each_piece, PackJob, PieceProblem};
+use crate::packs::{for_each_piece, PackJob, PieceProblem, Readers};
 use crate::repo::Repo;
 use crate::restore::wal_range;
 use crate::wal;
@@ -111,7 +111,18 @@ pub async fn verify(
     };
     let repo2 = repo.clone();
     tokio::task::block_in_place(|| {
-        for_each_piece(&repo2, &handle, jobs, &work, &noop, &on_problem, progress)
+        for_each_piece(
+            &Readers {
+                repo: &repo2,
+                handle: &handle,
+                jobs,
+                cancel: &crate::error::Cancel::default(),
+            },
+            &work,
+            &noop,
+            &on_problem,
+            progress,
+        )
     })?;
     // WAL objects are whole envelopes: check each by opening it.
     let wal_problems: Mutex<Vec<Problem>> = Mutex::new(Vec::new());

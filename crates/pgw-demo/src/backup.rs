@@ -192,6 +192,7 @@ pub async fn run(
             check_query: Some("select count(*) from orders".into()),
             exe: PathBuf::from(exe),
             timeout: Duration::from_secs(120),
+            cancel: Default::default(),
         },
         &|_, _| {},
     )

@@ -61,6 +61,7 @@ impl Command {
             Command::Pool(_) => "pool",
             Command::Replica(_) => "replica",
             Command::Tune(_) => "tune",
+            Command::Wal(backup::WalCmd::Fetch(_)) => "wal fetch",
             Command::Wal(_) => "wal",
         }
     }
@@ -70,6 +71,7 @@ impl Command {
 pub fn convention(name: Option<&str>) -> Convention {
     match name {
         Some("doctor") => Convention::Nagios,
+        Some("wal fetch") => Convention::RestoreCommand,
         _ => Convention::Pgwarden,
     }
 }
@@ -82,7 +84,14 @@ pub fn command_named(argv: &[std::ffi::OsString]) -> Option<String> {
         .ignore_errors(true)
         .try_get_matches_from(argv)
         .ok()
-        .and_then(|m| m.subcommand_name().map(str::to_string));
+        .and_then(|m| match m.subcommand() {
+            // restore_command's convention is wal fetch's own, also for a usage error.
+            Some(("wal", sub)) if sub.subcommand_name() == Some("fetch") => {
+                Some("wal fetch".to_string())
+            }
+            Some((name, _)) => Some(name.to_string()),
+            None => None,
+        });
     // An unknown flag before the command (`pgwarden --bogus doctor`) stops clap early: then
     // the first word that names a command is the command.
     lenient.or_else(|| {

@@ -19,6 +19,12 @@ pub enum Convention {
     Pgwarden,
     /// 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN (anything that kept the checks from running).
     Nagios,
+    /// `wal fetch`, PostgreSQL's restore_command: 1 only for a file that is not in the
+    /// repository (which ends recovery there, as it should at the end of the archive);
+    /// every failure is 126, above 125, which makes PostgreSQL stop recovery with an error
+    /// instead of taking a damaged segment, an unreachable repository or a wrong key for the
+    /// end of the WAL and promoting early.
+    RestoreCommand,
 }
 
 /// What a command that ran to its end reports.
@@ -145,6 +151,8 @@ impl Classify for Prompt {
 pub fn failure_code(class: ErrorClass, convention: Convention) -> u8 {
     match (convention, class) {
         (Convention::Nagios, _) => 3,
+        (Convention::RestoreCommand, ErrorClass::Interrupted) => 130,
+        (Convention::RestoreCommand, _) => 126,
         (Convention::Pgwarden, ErrorClass::Input) => 2,
         (Convention::Pgwarden, ErrorClass::Failed) => 1,
         (Convention::Pgwarden, ErrorClass::Interrupted) => 130,
@@ -260,8 +268,10 @@ pub const WAL_EXIT_CODES: &str = "\
 Exit codes:
   0  push: stored, or the same file was already there; fetch: written
   1  push: failed (nothing written), or a different file of that name is already in
-     the repository; fetch: not in the repository, or failed (damaged, unreachable)
-  2  invalid usage: bad flags, not a WAL file name, a segment of another cluster";
+     the repository; fetch: not in the repository (PostgreSQL ends recovery there)
+  2  push: invalid usage (bad flags, not a WAL file name), a segment of another cluster
+  126  fetch: any failure (damaged, unreachable, wrong key, bad flags): above 125, so
+     PostgreSQL stops recovery with an error instead of promoting early";
 
 /// doctor's exit codes.
 pub const DOCTOR_EXIT_CODES: &str = "\

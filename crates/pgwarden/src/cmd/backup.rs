@@ -393,7 +393,9 @@ pub async fn run_wal(cmd: WalCmd) -> Result<Outcome, Failure> {
             {
                 pgw_backup::wal::Fetched::Written(_) => Ok(Outcome::Done),
                 pgw_backup::wal::Fetched::Missing => {
-                    eprintln!("pgwarden: wal fetch: {} is not in the repository", a.name);
+                    // Normal at the end of the archive and when PostgreSQL probes for
+                    // timeline history files: the exit code says it, the server log stays quiet.
+                    tracing::info!(name = %a.name, "not in the repository");
                     Ok(Outcome::NotFound)
                 }
             }
@@ -459,6 +461,19 @@ async fn init(a: InitArgs) -> Result<Outcome, Failure> {
         )),
     }
     Ok(Outcome::Done)
+}
+
+/// A cancel flag that Ctrl-C sets: restore and drill stop at their next step and undo what
+/// they did (a second Ctrl-C is taken the same way; the work ends as soon as it can).
+fn cancel_on_ctrl_c() -> pgw_backup::error::Cancel {
+    let cancel = pgw_backup::error::Cancel::default();
+    let flag = cancel.clone();
+    tokio::spawn(async move {
+        while tokio::signal::ctrl_c().await.is_ok() {
+            flag.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+    });
+    cancel
 }
 
 fn exe_path() -> PathBuf {
@@ -706,11 +721,16 @@ async fn restore(a: RestoreArgs) -> Result<Outcome, Failure> {
         archive: !a.no_archive,
         restore_command,
         user,
+        cancel: cancel_on_ctrl_c(),
     };
     let bar = term::counter("restoring", "bytes");
-    let r = pgw_backup::restore::restore(&repo, &opts, &bar)
-        .await
-        .or_fail("backup restore")?;
+    let r = match pgw_backup::restore::restore(&repo, &opts, &bar).await {
+        Err(pgw_backup::BackupError::Interrupted) => {
+            eprintln!("pgwarden: interrupted; what the restore wrote was removed");
+            return Ok(Outcome::Interrupted);
+        }
+        r => r.or_fail("backup restore")?,
+    };
     match a.format {
         OutputFormat::Json => out(&json(&r)),
         OutputFormat::Table => out(&format!(
@@ -806,11 +826,18 @@ async fn drill(a: DrillArgs) -> Result<Outcome, Failure> {
         check_query: a.check_query.clone(),
         exe: exe_path(),
         timeout: Duration::from_secs(a.timeout),
+        cancel: cancel_on_ctrl_c(),
     };
     let bar = term::counter("restoring", "bytes");
-    let r = pgw_backup::drill::drill(&repo, &opts, &bar)
-        .await
-        .or_fail("backup drill")?;
+    let r = match pgw_backup::drill::drill(&repo, &opts, &bar).await {
+        Err(pgw_backup::BackupError::Interrupted) => {
+            eprintln!(
+                "pgwarden: interrupted; the drill's server was stopped and its files removed"
+            );
+            return Ok(Outcome::Interrupted);
+        }
+        r => r.or_fail("backup drill")?,
+    };
     match a.format {
         OutputFormat::Json => out(&json(&r)),
         OutputFormat::Table => {

@@ -1,1 +1,0 @@
-//! `pgwarden backup` and `pgwarden wal` on real throwaway clusters with a local repository.
