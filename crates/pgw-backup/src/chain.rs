@@ -1,9 +1,9 @@
-//! Page deltas against the parent chain. An incremental stores each changed page XORed with
-//! the same page as the parent backup restores it: a page where one tuple changed becomes a
-//! page of zeros but for a few bytes, which zstd stores in tens of bytes instead of the
-//! page's kilobytes. Backup reads the parent's version of a chunk from the repository
-//! ([`ParentChain::chunk`]); restore XORs the stored page onto the page the earlier layers
-//! wrote ([`apply_pages`]).
+//! A chain of backups read back chunk by chunk, and the page deltas within it. An
+//! incremental stores each changed page XORed with the same page as the parent backup
+//! restores it: a page where one tuple changed becomes a page of zeros but for a few bytes,
+//! which zstd stores in tens of bytes instead of the page's kilobytes. Backup reads the
+//! parent's version of a chunk ([`Chain::chunk`]) to make the XOR; restore builds each chunk
+//! of each file from every layer in memory ([`Chain::chunk_into`]) and writes it once.
 //!
 //! A piece with `xor` holds XORed pages for the pages the parent's copy of the file has
 //! (page number below its size) and plain pages beyond.
@@ -24,14 +24,14 @@ struct Layer {
     files: HashMap<String, (u64, bool, HashMap<u64, Piece>)>,
 }
 
-/// The parent backup's chain (its full first), indexed for reading chunks back.
-pub struct ParentChain {
+/// A backup's chain (its full first), indexed for reading chunks back.
+pub struct Chain {
     layers: Vec<Layer>,
 }
 
-impl ParentChain {
+impl Chain {
     /// Indexes `chain` (full first, the parent last).
-    pub fn new(chain: &[&Manifest]) -> ParentChain {
+    pub fn new(chain: &[&Manifest]) -> Chain {
         let layers = chain
             .iter()
             .map(|m| Layer {
@@ -51,16 +51,17 @@ impl ParentChain {
                     .collect(),
             })
             .collect();
-        ParentChain { layers }
+        Chain { layers }
     }
 
-    /// The parent's size of `path`, when it has the file.
+    /// The size of `path` in the chain's last backup, when it has the file.
     pub fn size(&self, path: &str) -> Option<u64> {
         self.layers.last()?.files.get(path).map(|(s, _, _)| *s)
     }
 
-    /// The bytes `[offset, offset + len)` of `path` as the parent restores them (zeros where
-    /// it has none), read from the repository; `None` when the parent has no such file.
+    /// The bytes `[offset, offset + len)` of `path` as the chain's last backup restores
+    /// them (zeros where it has none), read from the repository; `None` when it has no such
+    /// file.
     pub fn chunk(
         &self,
         repo: &Repo,
@@ -69,6 +70,24 @@ impl ParentChain {
         offset: u64,
         len: usize,
     ) -> Result<Option<Vec<u8>>> {
+        let mut buf = vec![0u8; len];
+        Ok(self
+            .chunk_into(repo, handle, path, offset, &mut buf)?
+            .map(|_| buf))
+    }
+
+    /// [`Chain::chunk`] into `buf` (zeroed by the caller): `None` when the chain has no such
+    /// file, else whether any backup of the chain holds bytes of this chunk. Every piece's
+    /// checksum is checked against the envelope and the manifest.
+    pub fn chunk_into(
+        &self,
+        repo: &Repo,
+        handle: &tokio::runtime::Handle,
+        path: &str,
+        offset: u64,
+        buf: &mut [u8],
+    ) -> Result<Option<bool>> {
+        let len = buf.len();
         let Some(top) = self.layers.len().checked_sub(1) else {
             return Ok(None);
         };
@@ -82,7 +101,7 @@ impl ParentChain {
                 Some((_, true, _)) => start -= 1,
             }
         }
-        let mut buf = vec![0u8; len];
+        let mut any = false;
         for k in start..=top {
             let layer = &self.layers[k];
             let Some((_, _, pieces)) = layer.files.get(path) else {
@@ -91,6 +110,7 @@ impl ParentChain {
             let Some(piece) = pieces.get(&offset) else {
                 continue;
             };
+            any = true;
             let below = if k == start {
                 0
             } else {
@@ -104,18 +124,40 @@ impl ParentChain {
             })?;
             let object = pack_object(&layer.id, pack);
             let bytes = handle.block_on(repo.store.get_range(&object, piece.offset, piece.len))?;
-            let (plain, _) = envelope::open(&bytes, repo.key.as_ref()).map_err(|e| {
+            let damaged = |why: String| {
                 BackupError::Damaged(format!(
-                    "backup {}: {object}: the piece of {path} at {}: {e} (run pgwarden backup verify)",
+                    "backup {}: {object}: the piece of {path} at {}: {why} (run pgwarden backup verify)",
                     layer.id, piece.offset
                 ))
-            })?;
+            };
+            let named = envelope::Header::parse(&bytes)
+                .map(|h| h.checksum_hex() == piece.checksum)
+                .unwrap_or(false);
+            if !named {
+                return Err(damaged("not the piece the manifest names".into()));
+            }
             match &piece.pages {
+                // A run: straight into the buffer (at most the chunk, as backup made it).
                 None => {
-                    let n = plain.len().min(len);
-                    buf[..n].copy_from_slice(&plain[..n]);
+                    let plain_len = envelope::Header::parse(&bytes)
+                        .map_err(|e| damaged(e.to_string()))?
+                        .plain_len as usize;
+                    if plain_len <= len {
+                        envelope::open_into(&bytes, repo.key.as_ref(), buf)
+                            .map_err(|e| damaged(e.to_string()))?;
+                    } else {
+                        // The file is shorter now than when this layer copied it.
+                        let (plain, _) = envelope::open(&bytes, repo.key.as_ref())
+                            .map_err(|e| damaged(e.to_string()))?;
+                        buf.copy_from_slice(&plain[..len]);
+                    }
                 }
                 Some(pages) => {
+                    let (plain, _) = envelope::open(&bytes, repo.key.as_ref())
+                        .map_err(|e| damaged(e.to_string()))?;
+                    if plain.len() != pages.len() * PAGE {
+                        return Err(damaged("its pages do not match its length".into()));
+                    }
                     for (p, page) in pages.iter().zip(plain.chunks_exact(PAGE)) {
                         let at = (u64::from(*p) * PAGE as u64).checked_sub(offset);
                         let Some(at) = at.map(|a| a as usize).filter(|a| a + PAGE <= len) else {
@@ -123,7 +165,7 @@ impl ParentChain {
                         };
                         let dst = &mut buf[at..at + PAGE];
                         if piece.xor && u64::from(*p) < below / PAGE as u64 {
-                            dst.iter_mut().zip(page).for_each(|(d, s)| *d ^= s);
+                            xor_into(dst, page);
                         } else {
                             dst.copy_from_slice(page);
                         }
@@ -131,42 +173,11 @@ impl ParentChain {
                 }
             }
         }
-        Ok(Some(buf))
+        Ok(Some(any))
     }
 }
 
 /// XORs `page` onto `base` in place.
 pub fn xor_into(base: &mut [u8], page: &[u8]) {
     base.iter_mut().zip(page).for_each(|(b, p)| *b ^= p);
-}
-
-/// Writes a pages piece into `file`: plain pages as they are, XORed pages (those below
-/// `below_pages`, when the piece is `xor`) onto what the file holds there.
-pub fn apply_pages(
-    file: &std::fs::File,
-    pages: &[u32],
-    plain: &[u8],
-    xor: bool,
-    below_pages: u64,
-) -> std::io::Result<()> {
-    use std::os::unix::fs::FileExt;
-    let mut cur = vec![0u8; PAGE];
-    for (p, page) in pages.iter().zip(plain.chunks_exact(PAGE)) {
-        let at = u64::from(*p) * PAGE as u64;
-        if xor && u64::from(*p) < below_pages {
-            cur.fill(0);
-            let mut got = 0;
-            while got < PAGE {
-                match file.read_at(&mut cur[got..], at + got as u64)? {
-                    0 => break,
-                    n => got += n,
-                }
-            }
-            xor_into(&mut cur, page);
-            file.write_all_at(&cur, at)?;
-        } else {
-            file.write_all_at(page, at)?;
-        }
-    }
-    Ok(())
 }

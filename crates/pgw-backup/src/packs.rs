@@ -104,8 +104,12 @@ pub fn for_each_piece<T: Sync>(
                     .and_then(|b| envelope::open(b, repo.key.as_ref()));
                 match opened {
                     Ok((plain, used)) => {
-                        let sum = envelope::checksum(&plain, repo.key.as_ref());
-                        if used as u64 != piece.len || envelope::hex(&sum) != piece.checksum {
+                        // open checked the plain bytes against the header's checksum; the
+                        // header's must be the manifest's.
+                        let named = envelope::Header::parse(&bytes[at..])
+                            .map(|h| h.checksum_hex() == piece.checksum)
+                            .unwrap_or(false);
+                        if used as u64 != piece.len || !named {
                             on_problem(PieceProblem {
                                 object: job.object.clone(),
                                 what: format!(

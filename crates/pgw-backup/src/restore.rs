@@ -4,7 +4,6 @@
 //! `recovery.signal` and the recovery settings, so that the cluster starts and replays to
 //! the target.
 
-use std::collections::HashMap;
 use std::os::unix::fs::{FileExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -12,9 +11,7 @@ use std::time::Instant;
 use pgw_node::{Lsn, OsUser};
 
 use crate::error::{BackupError, Result};
-use crate::manifest::{pack_object, Catalog, FileEntry, Manifest, Piece};
-use crate::packs::{for_each_piece, PackJob, Readers};
-use crate::pgdata::PAGE;
+use crate::manifest::{Catalog, Manifest};
 use crate::repo::Repo;
 use crate::wal::{self, ArchivedSegment};
 
@@ -391,13 +388,6 @@ fn undo(dir: &Path, existed: bool) {
     }
 }
 
-/// Where a piece goes.
-struct Dest {
-    path: PathBuf,
-    /// The pages the file has in the layer below (what XORed pages apply to).
-    below_pages: u64,
-}
-
 async fn write_all(
     repo: &Repo,
     opts: &RestoreOptions,
@@ -425,136 +415,88 @@ async fn write_all(
             .map_err(io("chmod", &p))?;
         opts.user.chown(&p)?;
     }
-    // Per layer, the file entries by path.
-    let layers: Vec<HashMap<&str, &FileEntry>> = plan
-        .chain
-        .iter()
-        .map(|m| m.files.iter().map(|f| (f.path.as_str(), f)).collect())
-        .collect();
-    let top = layers.len() - 1;
-    // For each file, the layer it starts from (the last one holding it whole).
-    let mut start_of: HashMap<&str, usize> = HashMap::new();
-    for f in &target.files {
-        let mut k = top;
-        let mut e = f;
-        while e.delta {
-            if k == 0 {
-                return Err(BackupError::Damaged(format!(
-                    "backup {}: {} is incremental but has no full copy below it",
-                    target.id, f.path
-                )));
-            }
-            k -= 1;
-            e = layers[k].get(f.path.as_str()).copied().ok_or_else(|| {
-                BackupError::Damaged(format!(
-                    "backup {}: {} needs backup {}'s copy, which it does not have",
-                    target.id, f.path, plan.chain[k].id
-                ))
-            })?;
-        }
-        start_of.insert(f.path.as_str(), k);
+    // Every file made (an empty one stays so), then each 8 MiB chunk of each file built in
+    // memory from every layer of the chain (the full's bytes, each incremental's pages over
+    // them) and written once, `jobs` chunks at a time.
+    let mut work: Vec<(usize, u64, usize)> = Vec::new();
+    for (i, f) in target.files.iter().enumerate() {
         let p = safe_join(root, &f.path)?;
         std::fs::File::create(&p).map_err(io("create", &p))?;
-    }
-    let handle = tokio::runtime::Handle::current();
-    let mut bytes = 0u64;
-    for (k, m) in plan.chain.iter().enumerate() {
-        let mut by_pack: Vec<Vec<(Piece, Dest)>> = m.packs.iter().map(|_| Vec::new()).collect();
-        for f in &m.files {
-            let Some(&start) = start_of.get(f.path.as_str()) else {
-                continue;
-            };
-            if k < start {
-                continue;
-            }
-            let path = safe_join(root, &f.path)?;
-            let below_pages = match k.checked_sub(1) {
-                Some(b) => layers[b].get(f.path.as_str()).map_or(0, |e| e.size) / PAGE as u64,
-                None => 0,
-            };
-            for p in &f.pieces {
-                let slot = by_pack.get_mut(p.pack as usize).ok_or_else(|| {
-                    BackupError::Damaged(format!(
-                        "backup {}: {} names pack {} of {}",
-                        m.id,
-                        f.path,
-                        p.pack,
-                        m.packs.len()
-                    ))
-                })?;
-                slot.push((
-                    p.clone(),
-                    Dest {
-                        path: path.clone(),
-                        below_pages,
-                    },
-                ));
-            }
+        let mut at = 0u64;
+        while at < f.size {
+            let len = (f.size - at).min(crate::run::PIECE) as usize;
+            work.push((i, at, len));
+            at += len as u64;
         }
-        let work: Vec<PackJob<Dest>> = m
-            .packs
-            .iter()
-            .zip(by_pack)
-            .filter(|(_, pieces)| !pieces.is_empty())
-            .map(|(p, mut pieces)| {
-                pieces.sort_by_key(|(pc, _)| pc.offset);
-                PackJob {
-                    object: pack_object(&m.id, &p.name),
-                    size: p.size,
-                    pieces,
+    }
+    let total: u64 = target.files.iter().map(|f| f.size).sum();
+    let chain = crate::chain::Chain::new(&plan.chain);
+    let handle = tokio::runtime::Handle::current();
+    let next = std::sync::Mutex::new(0usize);
+    let done = std::sync::atomic::AtomicU64::new(0);
+    let failed: std::sync::Mutex<Option<BackupError>> = std::sync::Mutex::new(None);
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let run = || -> Result<()> {
+        let mut buf = vec![0u8; crate::run::PIECE as usize];
+        loop {
+            if stop.load(std::sync::atomic::Ordering::SeqCst) {
+                return Ok(());
+            }
+            crate::error::check(&opts.cancel)?;
+            let i = {
+                let mut n = next
+                    .lock()
+                    .map_err(|_| BackupError::Failed("a restoring thread panicked".into()))?;
+                *n += 1;
+                *n - 1
+            };
+            let Some(&(fi, at, len)) = work.get(i) else {
+                return Ok(());
+            };
+            let f = &target.files[fi];
+            let chunk = &mut buf[..len];
+            chunk.fill(0);
+            match chain.chunk_into(repo, &handle, &f.path, at, chunk)? {
+                None => {
+                    return Err(BackupError::Damaged(format!(
+                        "backup {}: {} is incremental but no backup below it holds it whole",
+                        target.id, f.path
+                    )))
                 }
-            })
-            .collect();
-        bytes += work
-            .iter()
-            .flat_map(|j| j.pieces.iter())
-            .map(|(p, _)| p.plain)
-            .sum::<u64>();
-        let id = m.id.clone();
-        let jobs = opts.jobs;
-        let repo2 = repo.clone();
-        let handle2 = handle.clone();
-        let write = |plain: &[u8], piece: &Piece, dest: &Dest| -> Result<()> {
-            let file = std::fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .open(&dest.path)
-                .map_err(|e| BackupError::io("write", &dest.path, e))?;
-            match &piece.pages {
-                None => file.write_all_at(plain, piece.file_offset),
-                Some(pages) => {
-                    if plain.len() != pages.len() * PAGE {
-                        return Err(BackupError::Damaged(format!(
-                            "{}: a piece's pages do not match its length",
-                            dest.path.display()
-                        )));
-                    }
-                    crate::chain::apply_pages(&file, pages, plain, piece.xor, dest.below_pages)
+                // No backup holds bytes here: left a hole (zeros) by the final length.
+                Some(false) => {}
+                Some(true) => {
+                    let p = root.join(&f.path);
+                    let file = std::fs::OpenOptions::new()
+                        .write(true)
+                        .open(&p)
+                        .map_err(io("write", &p))?;
+                    file.write_all_at(chunk, at).map_err(io("write", &p))?;
+                    start_writeback(&file, at, len);
                 }
             }
-            .map_err(|e| BackupError::io("write", &dest.path, e))
-        };
-        let problem = |p: crate::packs::PieceProblem| -> Result<()> {
-            Err(BackupError::Damaged(format!(
-                "backup {id}: {}: {} (run pgwarden backup verify)",
-                p.object, p.what
-            )))
-        };
-        tokio::task::block_in_place(|| {
-            for_each_piece(
-                &Readers {
-                    repo: &repo2,
-                    handle: &handle2,
-                    jobs,
-                    cancel: &opts.cancel,
-                },
-                &work,
-                &write,
-                &problem,
-                progress,
-            )
-        })?;
+            let d = done.fetch_add(len as u64, std::sync::atomic::Ordering::SeqCst) + len as u64;
+            progress(d.min(total), total);
+        }
+    };
+    tokio::task::block_in_place(|| {
+        std::thread::scope(|s| {
+            for _ in 0..opts.jobs.max(1) {
+                s.spawn(|| {
+                    if let Err(e) = run() {
+                        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+                        if let Ok(mut slot) = failed.lock() {
+                            slot.get_or_insert(e);
+                        }
+                    }
+                });
+            }
+        });
+    });
+    if let Some(e) = failed.into_inner().ok().flatten() {
+        return Err(e);
     }
+    let bytes = total;
     for f in &target.files {
         let p = safe_join(root, &f.path)?;
         let file = std::fs::OpenOptions::new()
@@ -573,6 +515,26 @@ async fn write_all(
     nix::unistd::syncfs(std::os::fd::AsRawFd::as_raw_fd(&dir))
         .map_err(|e| BackupError::io("sync", root, std::io::Error::from(e)))?;
     Ok((target.files.len(), bytes))
+}
+
+/// Starts writing `[offset, offset + len)` of `file` to disk without waiting for it
+/// (`sync_file_range(SYNC_FILE_RANGE_WRITE)`), so that the disk writes while the next chunks
+/// are decompressed and the final flush has little left to wait for (measured: the flush at
+/// the end was a third of a 2 GB restore). By hand because nix does not wrap it; a failure
+/// only means the final flush does the work.
+#[allow(unsafe_code)]
+fn start_writeback(file: &std::fs::File, offset: u64, len: usize) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: sync_file_range takes an open descriptor (borrowed from `file`, which outlives
+    // the call) and three integers; it touches no memory of this process.
+    unsafe {
+        libc::sync_file_range(
+            file.as_raw_fd(),
+            offset as libc::off64_t,
+            len as libc::off64_t,
+            libc::SYNC_FILE_RANGE_WRITE,
+        );
+    }
 }
 
 /// `root/rel`, refusing a manifest path that would leave `root`.

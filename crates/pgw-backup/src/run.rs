@@ -199,7 +199,7 @@ pub async fn run(
         )
     });
     let parent_chain = match &parent {
-        Some(p) => Some(crate::chain::ParentChain::new(&catalog.chain(&p.id)?)),
+        Some(p) => Some(crate::chain::Chain::new(&catalog.chain(&p.id)?)),
         None => None,
     };
     let copier = Copier {
@@ -351,7 +351,7 @@ struct Copier {
     /// For an incremental: the parent's start LSN and its files.
     since: Option<(u64, HashSet<String>)>,
     /// For an incremental: the parent's chain, to read its pages back for the XOR.
-    parent_chain: Option<crate::chain::ParentChain>,
+    parent_chain: Option<crate::chain::Chain>,
     handle: tokio::runtime::Handle,
     progress: Progress,
 }

@@ -80,7 +80,11 @@ fn push_is_idempotent_and_refuses_a_different_file_of_the_same_name() {
     let dest = repo.path("missing");
     let o = repo.cmd(&["wal", "fetch", &next, &dest.display().to_string()]);
     assert_eq!(o.status.code(), Some(1), "{}", crate::stderr(&o));
-    assert_eq!(crate::stderr(&o), "", "a missing file is not an error to print");
+    assert_eq!(
+        crate::stderr(&o),
+        "",
+        "a missing file is not an error to print"
+    );
     assert!(!dest.exists());
     // A fetch of a damaged object fails with 126 (above 125: PostgreSQL stops recovery
     // rather than taking it for the end of the archive) and writes nothing either.
