@@ -1,8 +1,8 @@
 //! Backups: WAL archiving (`wal push` / `wal fetch`), full and page-level incremental base
 //! backups of a data directory into a repository (a directory or S3, through
-//! `object_store`), compressed with zstd, checksummed (XXH3, keyed BLAKE3 when encrypted), optionally encrypted with
-//! AES-256-GCM; verify, point-in-time restore, expire, and a restore drill that measures the
-//! recovery time.
+//! `object_store`), compressed with zstd, checksummed (XXH3; keyed BLAKE3 when encrypted),
+//! optionally encrypted with AES-256-GCM; verify, point-in-time restore, expire, and a
+//! restore drill that measures the recovery time.
 //!
 //! Everything stored is an [`envelope`]; a backup is a [`manifest::Manifest`] plus packs of
 //! envelopes; [`repo`] is the repository and its description.
