@@ -76,9 +76,10 @@ impl Chain {
             .map(|_| buf))
     }
 
-    /// [`Chain::chunk`] into `buf` (zeroed by the caller): `None` when the chain has no such
-    /// file, else whether any backup of the chain holds bytes of this chunk. Every piece's
-    /// checksum is checked against the envelope and the manifest.
+    /// [`Chain::chunk`] into `buf` (zeroed here unless the first piece covers it): `None`
+    /// when the chain has no such file, else whether any backup of the chain holds bytes of
+    /// this chunk (when not, `buf` is left as it was). Every piece's checksum is checked
+    /// against the envelope and the manifest.
     pub fn chunk_into(
         &self,
         repo: &Repo,
@@ -102,6 +103,8 @@ impl Chain {
             }
         }
         let mut any = false;
+        // Whether every byte of `buf` was written (or zeroed) by now.
+        let mut whole = false;
         for k in start..=top {
             let layer = &self.layers[k];
             let Some((_, _, pieces)) = layer.files.get(path) else {
@@ -142,6 +145,10 @@ impl Chain {
                     let plain_len = envelope::Header::parse(&bytes)
                         .map_err(|e| damaged(e.to_string()))?
                         .plain_len as usize;
+                    if !whole && plain_len < len {
+                        buf.fill(0);
+                    }
+                    whole = true;
                     if plain_len <= len {
                         envelope::open_into(&bytes, repo.key.as_ref(), buf)
                             .map_err(|e| damaged(e.to_string()))?;
@@ -153,6 +160,10 @@ impl Chain {
                     }
                 }
                 Some(pages) => {
+                    if !whole {
+                        buf.fill(0);
+                        whole = true;
+                    }
                     let (plain, _) = envelope::open(&bytes, repo.key.as_ref())
                         .map_err(|e| damaged(e.to_string()))?;
                     if plain.len() != pages.len() * PAGE {

@@ -169,6 +169,41 @@ pub enum EnvelopeError {
     Checksum,
 }
 
+thread_local! {
+    /// Each thread's zstd contexts, kept from piece to piece (a context costs megabytes of
+    /// tables to set up at level 3).
+    static COMPRESSOR: std::cell::RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> =
+        const { std::cell::RefCell::new(None) };
+    static DECOMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// zstd at `level` with this thread's context; `None` if zstd fails (allocation).
+fn compress(plain: &[u8], level: i32) -> Option<Vec<u8>> {
+    COMPRESSOR.with(|c| {
+        let mut slot = c.borrow_mut();
+        if slot.as_ref().is_none_or(|(l, _)| *l != level) {
+            *slot = Some((level, zstd::bulk::Compressor::new(level).ok()?));
+        }
+        let (_, z) = slot.as_mut()?;
+        z.compress(plain).ok()
+    })
+}
+
+/// Decompresses `body` into `out` with this thread's context.
+fn decompress(body: &[u8], out: &mut [u8]) -> std::io::Result<usize> {
+    DECOMPRESSOR.with(|d| {
+        let mut slot = d.borrow_mut();
+        if slot.is_none() {
+            *slot = Some(zstd::bulk::Decompressor::new()?);
+        }
+        match slot.as_mut() {
+            Some(z) => z.decompress_to_buffer(body, out),
+            None => Err(std::io::Error::other("no zstd context")),
+        }
+    })
+}
+
 /// The checksum of `plain`. Unencrypted: XXH3-128, a checksum for damage (a flipped bit,
 /// a torn or swapped object), at memory speed: BLAKE3 cost a quarter of a restore's CPU.
 /// Encrypted: BLAKE3 keyed with the MAC key, so that it says nothing about the contents to
@@ -193,7 +228,7 @@ pub fn seal(plain: &[u8], level: i32, key: Option<&Key>) -> Vec<u8> {
 pub fn seal_with_checksum(plain: &[u8], sum: [u8; 32], level: i32, key: Option<&Key>) -> Vec<u8> {
     // zstd on a slice in memory fails only on allocation failure; stored as it is then.
     let packed = if level != 0 {
-        zstd::bulk::compress(plain, level).ok()
+        compress(plain, level)
     } else {
         None
     };
@@ -281,8 +316,7 @@ pub fn open_into(
         }
     };
     let n = if header.compressed {
-        zstd::bulk::decompress_to_buffer(body, &mut out[..want])
-            .map_err(|e| EnvelopeError::Decompress(e.to_string()))?
+        decompress(body, &mut out[..want]).map_err(|e| EnvelopeError::Decompress(e.to_string()))?
     } else {
         if body.len() != want {
             return Err(EnvelopeError::Length {

@@ -455,7 +455,6 @@ async fn write_all(
             };
             let f = &target.files[fi];
             let chunk = &mut buf[..len];
-            chunk.fill(0);
             match chain.chunk_into(repo, &handle, &f.path, at, chunk)? {
                 None => {
                     return Err(BackupError::Damaged(format!(
