@@ -423,10 +423,28 @@ impl Copier {
         };
         let this = &self;
         std::thread::scope(|s| {
+            // Full packs go to one writer thread, so that a reading thread goes on compressing
+            // while its last pack is written and synced (at most one waits in the queue).
+            let (tx, rx) = std::sync::mpsc::sync_channel::<PackWriter>(1);
+            let shared_w = &shared;
+            s.spawn(move || {
+                for pack in rx {
+                    if shared_w.failed.load(Ordering::SeqCst) {
+                        continue;
+                    }
+                    if let Err(e) = this.flush(pack, shared_w) {
+                        shared_w.failed.store(true, Ordering::SeqCst);
+                        if let Ok(mut slot) = shared_w.error.lock() {
+                            slot.get_or_insert(e);
+                        }
+                    }
+                }
+            });
             for w in 0..jobs {
                 let (shared, files, works) = (&shared, &files, &works);
+                let tx = tx.clone();
                 s.spawn(move || {
-                    let r = this.worker(w, files, works, shared, total, false);
+                    let r = this.worker(w, files, works, shared, total, Some(&tx));
                     if let Err(e) = r {
                         shared.failed.store(true, Ordering::SeqCst);
                         if let Ok(mut slot) = shared.error.lock() {
@@ -435,13 +453,14 @@ impl Copier {
                     }
                 });
             }
+            drop(tx);
         });
         if let Some(e) = shared.error.lock().ok().and_then(|mut e| e.take()) {
             return Err(e);
         }
         // pg_control, after everything else, in this thread.
         let tail: Vec<(usize, u64)> = (first_control..files.len()).map(|i| (i, 0)).collect();
-        self.worker(jobs, &files, &tail, &shared, total, true)?;
+        self.worker(jobs, &files, &tail, &shared, total, None)?;
 
         let packs = shared.packs.into_inner().unwrap_or_default();
         let index: HashMap<&str, u32> = packs
@@ -501,8 +520,18 @@ impl Copier {
         works: &[(usize, u64)],
         shared: &Shared,
         total: u64,
-        own_queue: bool,
+        writer: Option<&std::sync::mpsc::SyncSender<PackWriter>>,
     ) -> Result<()> {
+        // Without a writer thread (the tail: pg_control), this thread takes its own list.
+        let own_queue = writer.is_none();
+        let send = |pack: PackWriter| -> Result<()> {
+            match writer {
+                Some(tx) => tx
+                    .send(pack)
+                    .map_err(|_| BackupError::Failed("the pack writer stopped".into())),
+                None => self.flush(pack, shared),
+            }
+        };
         let mut pack_no = 0u32;
         let new_pack = |n: u32| PackWriter {
             name: format!("p{w}-{n:05}"),
@@ -623,11 +652,11 @@ impl Copier {
             if pack.buf.len() >= PACK_TARGET {
                 pack_no += 1;
                 let full = std::mem::replace(&mut pack, new_pack(pack_no));
-                self.flush(full, shared)?;
+                send(full)?;
             }
         }
         if !pack.buf.is_empty() {
-            self.flush(pack, shared)?;
+            send(pack)?;
         }
         Ok(())
     }

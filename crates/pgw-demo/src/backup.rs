@@ -111,8 +111,9 @@ async fn more_orders(client: &Client, n: i64) -> Result<(), DemoError> {
     client
         .execute(
             "INSERT INTO orders (customer_id, product_id, quantity, total, status, created_at)
-             SELECT 1 + g % 1000, 1 + g % 2000, 1, 9.99, 'new', now()
-               FROM generate_series(1, $1::bigint) g",
+             SELECT c.id, 1 + g % 2000, 1, 9.99, 'new', now()
+               FROM generate_series(1, $1::bigint) g,
+                    (SELECT min(id) AS id FROM customers) c",
             &[&n],
         )
         .await
