@@ -267,6 +267,50 @@ pub fn seal_with_checksum(plain: &[u8], sum: [u8; 32], level: i32, key: Option<&
     out
 }
 
+/// [`seal_with_checksum`] appended to `out`, compressing straight into it when the
+/// repository is not encrypted (no copy of the compressed bytes: a backup's pack buffer).
+/// Returns the envelope's length.
+pub fn seal_into(
+    plain: &[u8],
+    sum: [u8; 32],
+    level: i32,
+    key: Option<&Key>,
+    out: &mut Vec<u8>,
+) -> usize {
+    if key.is_none() && level != 0 {
+        let start = out.len();
+        out.extend_from_slice(&[0u8; HEADER_LEN]);
+        let body_at = out.len();
+        out.reserve(zstd::zstd_safe::compress_bound(plain.len()));
+        let written = COMPRESSOR.with(|c| {
+            let mut slot = c.borrow_mut();
+            if slot.as_ref().is_none_or(|(l, _)| *l != level) {
+                *slot = Some((level, zstd::bulk::Compressor::new(level).ok()?));
+            }
+            let (_, z) = slot.as_mut()?;
+            let mut cursor = std::io::Cursor::new(&mut *out);
+            cursor.set_position(body_at as u64);
+            z.compress_to_buffer(plain, &mut cursor).ok()
+        });
+        if let Some(n) = written.filter(|n| out.len() == body_at + n) {
+            let header = Header {
+                compressed: true,
+                encrypted: false,
+                plain_len: plain.len() as u64,
+                body_len: n as u64,
+                checksum: sum,
+                nonce: [0u8; 12],
+            };
+            out[start..body_at].copy_from_slice(&header.to_bytes());
+            return HEADER_LEN + n;
+        }
+        out.truncate(start);
+    }
+    let sealed = seal_with_checksum(plain, sum, level, key);
+    out.extend_from_slice(&sealed);
+    sealed.len()
+}
+
 /// Opens the envelope at the start of `bytes`: checks the header, decrypts, decompresses and
 /// checks the checksum. Returns the plain bytes and the envelope's length.
 pub fn open(bytes: &[u8], key: Option<&Key>) -> Result<(Vec<u8>, usize), EnvelopeError> {
@@ -405,6 +449,20 @@ mod tests {
                     sealed.len()
                 );
             }
+        }
+    }
+
+    #[test]
+    fn sealed_into_a_buffer_is_the_same_envelope() {
+        let data = b"pages and pages ".repeat(3000);
+        let key = Key::derive(b"k", "r");
+        for key in [None, Some(&key)] {
+            let mut pack = b"earlier".to_vec();
+            let sum = checksum(&data, key);
+            let n = seal_into(&data, sum, 3, key, &mut pack);
+            assert_eq!(pack.len(), 7 + n);
+            let (plain, used) = open(&pack[7..], key).unwrap();
+            assert_eq!((plain, used), (data.clone(), n));
         }
     }
 

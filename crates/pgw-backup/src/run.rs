@@ -535,7 +535,13 @@ impl Copier {
         let mut pack_no = 0u32;
         let new_pack = |n: u32| PackWriter {
             name: format!("p{w}-{n:05}"),
-            buf: Vec::with_capacity(PACK_TARGET + (PIECE as usize) / 2),
+            // Room for the last piece's worst case, so that compressing into the buffer never
+            // moves it.
+            buf: Vec::with_capacity(
+                PACK_TARGET
+                    + zstd::zstd_safe::compress_bound(PIECE as usize)
+                    + envelope::HEADER_LEN,
+            ),
         };
         let mut pack = new_pack(pack_no);
         let mut open: Option<(usize, std::fs::File)> = None;
@@ -630,20 +636,25 @@ impl Copier {
                 (std::borrow::Cow::Borrowed(data), None)
             };
             let sum = envelope::checksum(&plain, self.repo.key.as_ref());
-            let sealed =
-                envelope::seal_with_checksum(&plain, sum, self.level, self.repo.key.as_ref());
+            let at = pack.buf.len() as u64;
+            let len = envelope::seal_into(
+                &plain,
+                sum,
+                self.level,
+                self.repo.key.as_ref(),
+                &mut pack.buf,
+            );
             let draft = Draft {
                 file: fi,
                 pack: pack.name.clone(),
-                offset: pack.buf.len() as u64,
-                len: sealed.len() as u64,
+                offset: at,
+                len: len as u64,
                 plain: plain.len() as u64,
                 file_offset: offset,
                 pages,
                 xor,
                 checksum: envelope::hex(&sum),
             };
-            pack.buf.extend_from_slice(&sealed);
             shared
                 .drafts
                 .lock()
