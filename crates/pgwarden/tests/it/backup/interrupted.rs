@@ -40,10 +40,15 @@ fn a_killed_backup_is_not_usable_and_the_next_one_is() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("start backup run");
-    // Wait for the first pack of the backup.
+    // Wait for the first pack of the backup (the others follow; the backup then waits for
+    // its WAL, which cannot be archived into the read-only directory).
     let deadline = Instant::now() + Duration::from_secs(60);
     let pack = loop {
-        if let Some(p) = files_under(&repo.dir.join("backup")).into_iter().next() {
+        // A finished pack (a .pgw object), not the temporary file it is written through.
+        let finished = files_under(&repo.dir.join("backup"))
+            .into_iter()
+            .find(|p| p.extension().is_some_and(|e| e == "pgw"));
+        if let Some(p) = finished {
             break p;
         }
         if let Some(status) = child.try_wait().expect("poll backup run") {
