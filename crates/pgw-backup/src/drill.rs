@@ -76,28 +76,6 @@ impl Drop for Running {
     }
 }
 
-/// `$TMPDIR`, or `/tmp` when the server's user could not reach a directory made in it.
-fn temp_base(user: &OsUser) -> PathBuf {
-    use std::os::unix::fs::PermissionsExt;
-    let base = std::env::temp_dir();
-    let traversable = base.ancestors().all(|a| {
-        a.as_os_str().is_empty()
-            || std::fs::metadata(a).is_ok_and(|m| m.permissions().mode() & 0o001 != 0)
-    });
-    if user.is_other() && !traversable {
-        PathBuf::from("/tmp")
-    } else {
-        base
-    }
-}
-
-fn free_port() -> Result<u16> {
-    std::net::TcpListener::bind(("127.0.0.1", 0))
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .map_err(|e| BackupError::io("find a free port on", "127.0.0.1", e))
-}
-
 /// Runs a drill.
 pub async fn drill(
     repo: &Repo,
@@ -106,7 +84,7 @@ pub async fn drill(
 ) -> Result<DrillReport> {
     opts.bin
         .require(&[Tool::PgCtl, Tool::Postgres, Tool::PgAmcheck])?;
-    let base = temp_base(&opts.user);
+    let base = pgw_cluster::os::temp_base(&opts.user);
     let tmp = tempfile::Builder::new()
         .prefix("pgwarden-drill-")
         .tempdir_in(&base)
@@ -152,7 +130,10 @@ pub async fn drill(
     )?;
     let node = Node::open(opts.bin.clone(), opts.user.clone(), &pgdata)?
         .with_log_file(tmp.path().join("server.log"));
-    let port = free_port()?;
+    let port = pgw_cluster::ports::reserve()
+        .map_err(|e| BackupError::Failed(format!("find a free port: {e}")))?;
+    // The server binds it now; the reservation only keeps this process from handing it out.
+    pgw_cluster::ports::release(port);
     let sock = tmp.path().display().to_string();
     let start = StartOptions::default()
         .port(port)
@@ -325,12 +306,21 @@ fn server_gone(node: &Node, what: &str) -> BackupError {
     }
 }
 
-/// `restore_command` for pgwarden at `exe` with the repository's flags, quoted for the shell
-/// PostgreSQL runs it with.
+/// `restore_command` for pgwarden at `exe` with the repository's flags.
 pub fn restore_command(exe: &std::path::Path, flags: &[String]) -> Result<String> {
-    let mut words = vec![exe.display().to_string(), "wal".into(), "fetch".into()];
+    wal_command(exe, "fetch", flags, "%f %p")
+}
+
+/// `archive_command` for pgwarden at `exe` with the repository's flags.
+pub fn archive_command(exe: &std::path::Path, flags: &[String]) -> Result<String> {
+    wal_command(exe, "push", flags, "%p")
+}
+
+/// `<exe> wal <verb> <flags> <placeholders>`, quoted for the shell PostgreSQL runs it with.
+fn wal_command(exe: &std::path::Path, verb: &str, flags: &[String], args: &str) -> Result<String> {
+    let mut words = vec![exe.display().to_string(), "wal".into(), verb.into()];
     words.extend(flags.iter().cloned());
     let quoted = shlex::try_join(words.iter().map(String::as_str))
         .map_err(|_| BackupError::Input("a repository flag holds a NUL byte".into()))?;
-    Ok(format!("{quoted} %f %p"))
+    Ok(format!("{quoted} {args}"))
 }

@@ -147,8 +147,3 @@ pub fn check(cancel: &Cancel) -> Result<()> {
 
 /// Results of this crate.
 pub type Result<T, E = BackupError> = std::result::Result<T, E>;
-
-/// An error's chain as one line.
-pub fn one_line(e: &(dyn std::error::Error + 'static)) -> String {
-    pgw_common::report(e)
-}

@@ -4,7 +4,7 @@
 //! after the parent backup's start. The manifest is written last, after the WAL the backup
 //! needs is in the repository.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -189,15 +189,7 @@ pub async fn run(
         .await
         .map_err(|e| BackupError::Failed(format!("walk the data directory: {e}")))??;
 
-    let since = parent.as_ref().map(|p| {
-        (
-            p.start().0,
-            p.files
-                .iter()
-                .map(|f| f.path.clone())
-                .collect::<HashSet<String>>(),
-        )
-    });
+    let since = parent.as_ref().map(|p| p.start().0);
     let parent_chain = match &parent {
         Some(p) => Some(crate::chain::Chain::new(&catalog.chain(&p.id)?)),
         None => None,
@@ -348,8 +340,8 @@ struct Copier {
     id: String,
     pgdata: PathBuf,
     level: i32,
-    /// For an incremental: the parent's start LSN and its files.
-    since: Option<(u64, HashSet<String>)>,
+    /// For an incremental: the parent's start LSN.
+    since: Option<u64>,
     /// For an incremental: the parent's chain, to read its pages back for the XOR.
     parent_chain: Option<crate::chain::Chain>,
     handle: tokio::runtime::Handle,
@@ -507,10 +499,14 @@ impl Copier {
         })
     }
 
+    /// Whether only `path`'s changed pages are copied: a relation's main fork that the
+    /// parent has.
     fn is_delta(&self, path: &str) -> bool {
-        self.since
-            .as_ref()
-            .is_some_and(|(_, paths)| pgdata::is_paged(path) && paths.contains(path))
+        pgdata::is_paged(path)
+            && self
+                .parent_chain
+                .as_ref()
+                .is_some_and(|c| c.size(path).is_some())
     }
 
     fn worker(
@@ -594,7 +590,7 @@ impl Copier {
             let delta = self.is_delta(&f.path) && got % PAGE == 0;
             let mut xor = false;
             let (plain, pages): (std::borrow::Cow<[u8]>, Option<Vec<u32>>) = if delta {
-                let since = self.since.as_ref().map_or(0, |(s, _)| *s);
+                let since = self.since.unwrap_or(0);
                 let first = (offset / PAGE as u64) as u32;
                 let changed: Vec<u32> = data
                     .chunks_exact(PAGE)

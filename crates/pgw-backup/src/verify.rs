@@ -141,7 +141,7 @@ pub async fn verify(
                     let Some(job) = wal_jobs.get(i) else { return };
                     let what = match handle.block_on(repo2.store.get(&job.object)) {
                         Ok(None) => Some("missing (listed, then gone)".to_string()),
-                        Err(e) => Some(crate::error::one_line(&e)),
+                        Err(e) => Some(pgw_common::report(&e)),
                         Ok(Some(b)) => match envelope::open(&b, repo2.key.as_ref()) {
                             Ok((_, used)) if used == b.len() => None,
                             Ok(_) => Some("damaged (bytes after the envelope)".into()),

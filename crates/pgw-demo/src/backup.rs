@@ -79,10 +79,7 @@ pub async fn prepare(client: &Client, exe: &Path) -> Result<Setup, DemoError> {
     let (repo, _) = Repo::init(&options, &user, &sysid, version as u32, seg as u64, false)
         .await
         .map_err(failed)?;
-    let command = pgw_backup::drill::restore_command(exe, &options.flags())
-        .map_err(failed)?
-        .replace(" wal fetch ", " wal push ")
-        .replace(" %f %p", " %p");
+    let command = pgw_backup::drill::archive_command(exe, &options.flags()).map_err(failed)?;
     // ALTER SYSTEM takes no bind parameters: the value is a quoted literal.
     for statement in [
         "ALTER SYSTEM SET archive_mode = 'on'".to_string(),

@@ -578,7 +578,7 @@ async fn list(a: ListArgs) -> Result<Outcome, Failure> {
                     format!("{}..{}", b.start_lsn, b.stop_lsn),
                     size(b.data_bytes as i64),
                     size(b.stored_bytes as i64),
-                    format!("{}..{}", short_wal(&b.wal_start), short_wal(&b.wal_stop)),
+                    format!("{}..{}", b.wal_start, b.wal_stop),
                     match (&b.restorable, &b.pitr_to) {
                         (true, Some(to)) => {
                             format!("{} .. {}", short_time(&b.stop_time), short_time(to))
@@ -635,10 +635,6 @@ fn short_time(rfc3339: &str) -> String {
                 .to_string()
         })
         .unwrap_or_else(|_| rfc3339.to_string())
-}
-
-fn short_wal(name: &str) -> &str {
-    name
 }
 
 async fn verify(a: VerifyArgs) -> Result<Outcome, Failure> {
